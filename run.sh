@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The two commands of the README.
+#   ./run.sh demo [ARGS]   main job on the embedded default (bundled images, no downloads)
+#   ./run.sh test [ARGS]   lint, format check and the test suite
+# Each sets itself up on a fresh machine (virtual environment in .venv, editable install)
+# and skips the install when pyproject.toml and this script have not changed since.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${TS_DEFENSE_VENV:-.venv}
+TORCH_PIN=${TS_DEFENSE_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+
+setup() {
+  local stamp="$VENV/.ts-defense-stamp" want
+  want=$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setting up $VENV (first run: about two minutes)..." >&2
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install -qq $TORCH_PIN
+    "$VENV/bin/python" -m pip install -qq -e ".[all]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  demo)
+    setup
+    exec "$VENV/bin/ts-defense" demo "$@"
+    ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check ts_defense adapters tests benchmarks
+    "$VENV/bin/ruff" format --check ts_defense adapters tests benchmarks
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh demo|test [ARGS]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from ts_defense import TSConfig, TSSampler
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"sigma": 0.0}, "sigma"),
+        ({"sigma": -0.1}, "sigma"),
+        ({"sigma": math.nan}, "sigma"),
+        ({"sigma": math.inf}, "sigma"),
+        ({"sigma": 25.0}, "data_range"),
+        ({"sigma": (0.2, 0.1)}, "sigma"),
+        ({"sigma": (0.0, 0.1)}, "sigma"),
+        ({"p_ood": 1.5}, "p_ood"),
+        ({"p_ood": -0.1}, "p_ood"),
+        ({"families": {"radial": 1.0, "pink": 1.0}}, "unknown noise family 'pink'"),
+        ({"families": {"radial": -1.0}}, "families"),
+        ({"families": {"radial": 0.0}}, "weight > 0"),
+        ({"band": (0.3, 0.1)}, "band"),
+        ({"band": (0.0, 0.1)}, "band"),
+        ({"band": (-0.1, 0.1)}, "band"),
+        ({"band": (0.1, 0.6)}, "eps_out < 0.5"),
+        ({"sides": "left"}, "sides"),
+        ({"window": 0}, "window"),
+        ({"window": 2.5}, "window"),
+        ({"local_fraction": 2.0}, "local_fraction"),
+        ({"corr_scale": 0}, "corr_scale"),
+        ({"corr_mix": (0.5, 1.5)}, "corr_mix"),
+        ({"clip": (1.0, 0.0)}, "clip"),
+        ({"zero_mean": "yes"}, "zero_mean"),
+        ({"colour": 1}, "unknown TS option"),
+    ],
+)
+def test_bad_options_name_the_parameter(options, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TSConfig.from_dict(options)
+
+
+def test_wide_band_allowed_above():
+    TSConfig(band=(0.1, 1.5), sides="above")
+
+
+@pytest.mark.parametrize(
+    "clean, match",
+    [
+        (torch.zeros(1, 8, 8), "4-D"),
+        (torch.zeros(1, 1, 8, 8, dtype=torch.uint8), "floating"),
+        (torch.zeros(1, 1, 8, 8, dtype=torch.complex64), "float"),
+        (torch.full((1, 1, 8, 8), math.nan), "NaN"),
+        (torch.full((1, 1, 8, 8), math.inf), "Inf"),
+        (torch.zeros(0, 1, 8, 8), "empty"),
+        ([[0.0]], "torch.Tensor"),
+    ],
+)
+def test_bad_batches_are_refused(clean, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TSSampler().draw(clean)
+
+
+def test_one_nan_in_a_large_finite_batch_is_found():
+    x = torch.rand(4, 1, 64, 64)
+    x[2, 0, 5, 7] = math.nan
+    with pytest.raises(ValueError, match="clean contains NaN"):
+        TSSampler().draw(x)
+
+
+def test_huge_finite_values_are_not_mistaken_for_inf():
+    x = torch.full((2, 1, 8, 8), 3e38)  # the sum overflows, the values are finite
+    TSSampler(TSConfig(p_ood=0.0)).draw(x)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        TSSampler(seed=seed)
+
+
+def test_bad_sigma_override_and_state():
+    s = TSSampler()
+    with pytest.raises(ValueError, match="sigma"):
+        s.draw(torch.zeros(2, 1, 4, 4), sigma=torch.ones(3))
+    with pytest.raises(ValueError, match="sigma"):
+        s.draw(torch.zeros(2, 1, 4, 4), sigma=-1.0)
+    with pytest.raises(ValueError, match="state"):
+        s.load_state_dict({"nonsense": 1})
+    with pytest.raises(TypeError, match="either"):
+        TSSampler(TSConfig(), p_ood=0.5)

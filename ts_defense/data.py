@@ -1,0 +1,79 @@
+"""Images and weights: the bundled test images (scikit-image) and ``../shared/data``.
+
+The shared data folder is found through one setting: ``$TS_DEFENSE_DATA``, else the
+``shared/data`` folder beside the repository checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DATA_ENV = "TS_DEFENSE_DATA"
+BUNDLED = ("camera", "moon", "coins", "page", "text", "astronaut", "coffee", "chelsea")
+
+
+def shared_data_dir(must_exist: bool = True) -> Path:
+    """The shared data folder (Set12, pretrained DnCNNs); raises if missing and ``must_exist``."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    path = Path(os.environ.get(DATA_ENV, default))
+    if must_exist and not (path / "set12").is_dir():
+        raise FileNotFoundError(
+            f"shared data not found at {path} (needs set12/ and weights/): set ${DATA_ENV} "
+            f"to the folder that holds them"
+        )
+    return path
+
+
+def _to_gray(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 3:
+        from skimage.color import rgb2gray
+
+        return rgb2gray(img[..., :3])
+    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+
+
+def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> Tensor:
+    """Grey images that scikit-image ships (no download), (B, 1, size, size) in [0, 1].
+
+    Each is centre-cropped to a square and resized to ``size`` (None keeps 256 x 256 crops).
+    """
+    import skimage.data
+    from skimage.transform import resize
+
+    out = []
+    for name in names:
+        if name not in BUNDLED:
+            raise ValueError(f"unknown bundled image {name!r}; choose from {', '.join(BUNDLED)}")
+        img = _to_gray(getattr(skimage.data, name)())
+        h, w = img.shape
+        s = min(h, w)
+        img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        side = size or 256
+        img = resize(img, (side, side), anti_aliasing=True)
+        out.append(torch.from_numpy(img).float().clamp(0, 1))
+    return torch.stack(out)[:, None]
+
+
+def load_image(path: str | Path) -> Tensor:
+    """One image file as a grey (1, 1, H, W) float tensor in [0, 1]."""
+    from skimage.io import imread
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    img = _to_gray(imread(path))
+    return torch.from_numpy(img).float()[None, None]
+
+
+def set12(root: str | Path | None = None) -> list[Tensor]:
+    """The twelve Set12 images (sizes differ: 256 x 256 and 512 x 512), each (1, 1, H, W)."""
+    folder = Path(root) if root is not None else shared_data_dir() / "set12"
+    files = sorted(folder.glob("*.png"))
+    if len(files) != 12:
+        raise FileNotFoundError(f"expected 12 PNG images in {folder}, found {len(files)}")
+    return [load_image(f) for f in files]

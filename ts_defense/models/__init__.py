@@ -1,0 +1,1 @@
+"""Small denoiser definitions used by tests, benchmarks and the demo."""

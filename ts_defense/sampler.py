@@ -1,0 +1,263 @@
+"""The TS sampler: training noise from the Gaussian typical set and from nearby typical sets.
+
+Per sample, a coin with probability ``p_ood`` chooses out-of-distribution noise; its family is
+drawn with the ``families`` weights. The model is always told the *nominal* sigma.
+
+>>> sampler = TSSampler(TSConfig(sigma=25 / 255, p_ood=0.5), seed=0)
+>>> draw = sampler.draw(clean)          # clean: (B, C, H, W) in [0, 1]
+>>> loss = mse(model(draw.noisy), clean)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import typical
+from ._checks import (
+    check_choice,
+    check_images,
+    check_interval,
+    check_positive,
+    check_probability,
+)
+from .families import FAMILIES, gaussian
+
+SIDES = ("both", "above", "below")
+
+
+@dataclass(frozen=True)
+class TSConfig:
+    """What the sampler draws. Sigma is in the units of the images (``data_range``).
+
+    sigma: nominal noise level, or ``(low, high)`` for blind training (uniform per sample).
+    p_ood: probability that a sample gets out-of-distribution noise.
+    families: weights of the out-of-distribution families (names in ``FAMILIES``).
+    band: ``(eps_in, eps_out)``, the deviation band just outside the eps_in-typical set.
+    sides: ``"both"``, ``"above"`` (more power than nominal) or ``"below"`` (less).
+    window, local_fraction: window size and share of atypical windows of ``local``.
+    corr_scale, corr_mix: correlation length (pixels) and smooth share range of ``structured``.
+    zero_mean: draw zero-mean noise (each sample's noise sums to zero).
+    clip: clamp the noisy image to this range, or None (default: no clipping).
+    """
+
+    sigma: float | tuple[float, float] = 25 / 255
+    p_ood: float = 0.5
+    families: Mapping[str, float] = field(
+        default_factory=lambda: {"radial": 1.0, "local": 1.0, "structured": 1.0}
+    )
+    band: tuple[float, float] = (0.05, 0.35)
+    sides: str = "both"
+    window: int = 8
+    local_fraction: float = 0.25
+    corr_scale: int = 4
+    corr_mix: tuple[float, float] = (0.3, 0.9)
+    zero_mean: bool = False
+    clip: tuple[float, float] | None = None
+    data_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive("data_range", self.data_range)
+        if isinstance(self.sigma, (int, float)) and not isinstance(self.sigma, bool):
+            check_positive("sigma", self.sigma)
+            top = self.sigma
+        else:
+            object.__setattr__(self, "sigma", check_interval("sigma", self.sigma))
+            top = self.sigma[1]
+        if top > self.data_range:
+            raise ValueError(
+                f"sigma={top} exceeds data_range={self.data_range}: give sigma in image units "
+                f"(25/255 for images in [0, 1])"
+            )
+        check_probability("p_ood", self.p_ood)
+        if not isinstance(self.families, Mapping):
+            raise TypeError(f"families must map family names to weights, got {self.families!r}")
+        fams = dict(self.families)
+        for name, weight in fams.items():
+            if name not in FAMILIES:
+                known = ", ".join(sorted(FAMILIES))
+                raise ValueError(f"unknown noise family {name!r} in families; known: {known}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"families[{name!r}] must be a weight >= 0, got {weight!r}")
+        if self.p_ood > 0 and not any(w > 0 for w in fams.values()):
+            raise ValueError(f"p_ood={self.p_ood} > 0 needs a family with weight > 0: {fams!r}")
+        object.__setattr__(self, "families", fams)
+        object.__setattr__(self, "band", check_interval("band", self.band))
+        check_choice("sides", self.sides, SIDES)
+        if self.sides != "above" and self.band[1] >= 0.5:
+            raise ValueError(
+                f"band={self.band}: deviations below the typical set need eps_out < 0.5 "
+                f"(|n|^2 >= 0 bounds d >= -1/2); use sides='above' for wider bands"
+            )
+        check_positive("window", self.window, integer=True)
+        check_probability("local_fraction", self.local_fraction)
+        check_positive("corr_scale", self.corr_scale, integer=True)
+        mix = check_interval("corr_mix", self.corr_mix, low=-1e-12)
+        if mix[1] > 1:
+            raise ValueError(f"corr_mix={self.corr_mix} must lie in [0, 1]")
+        object.__setattr__(self, "corr_mix", mix)
+        if not isinstance(self.zero_mean, bool):
+            raise TypeError(f"zero_mean must be a bool, got {self.zero_mean!r}")
+        if self.clip is not None:
+            object.__setattr__(self, "clip", check_interval("clip", self.clip, low=-math.inf))
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> TSConfig:
+        """Build from an options mapping (YAML/JSON); unknown keys are rejected by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TS option(s) {', '.join(map(repr, unknown))}; known: {sorted(known)}"
+            )
+        opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        return cls(**opts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """Index 0 is ``"gaussian"`` (in-distribution); 1.. are the OOD families in order."""
+        return ("gaussian", *self.families)
+
+
+@dataclass
+class TSDraw:
+    """One batch drawn by :class:`TSSampler`.
+
+    noisy: ``clean + noise`` (clipped if configured), in the dtype of ``clean``.
+    noise: the drawn noise, float32 (before clipping).
+    sigma: nominal sigma per sample, (B,) float32 — what the model is told.
+    family: family index per sample, (B,) int64; 0 is Gaussian, see ``family_names``.
+    """
+
+    noisy: Tensor
+    noise: Tensor
+    sigma: Tensor
+    family: Tensor
+    family_names: tuple[str, ...]
+
+    @property
+    def ood(self) -> Tensor:
+        """Which samples got out-of-distribution noise, (B,) bool."""
+        return self.family > 0
+
+    @property
+    def sigma_map(self) -> Tensor:
+        """Nominal noise-level map (B, 1, H, W) for FFDNet/DRUNet-style models."""
+        b, _, h, w = self.noise.shape
+        return self.sigma.view(b, 1, 1, 1).expand(b, 1, h, w)
+
+    @cached_property
+    def deviation(self) -> Tensor:
+        """Deviation of each sample's noise from the nominal-sigma entropy rate, (B,)."""
+        return typical.deviation(self.noise, self.sigma)
+
+
+class TSSampler:
+    """Draws TS training noise for batches of clean images; reproducible from ``seed``.
+
+    One ``torch.Generator`` per device, seeded with ``seed``; :meth:`state_dict` and
+    :meth:`load_state_dict` save and restore it so a resumed run continues the same stream.
+    """
+
+    def __init__(self, config: TSConfig | None = None, seed: int = 0, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a TSConfig or keyword options, not both")
+        self.config = config if config is not None else TSConfig.from_dict(options)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._pending: dict[str, Tensor] = {}
+        names = self.config.families
+        self._weights = torch.tensor([names[k] for k in names], dtype=torch.float32)
+        self._fns = [FAMILIES[k] for k in names]
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator used for draws on ``device`` (created and seeded on first use)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = str(device)
+        if key not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            if key in self._pending:
+                gen.set_state(self._pending.pop(key))
+            self._generators[key] = gen
+        return self._generators[key]
+
+    def draw_sigma(self, batch: int, gen: torch.Generator) -> Tensor:
+        """Nominal sigma per sample: fixed, or uniform in the ``(low, high)`` range."""
+        sigma = self.config.sigma
+        if isinstance(sigma, tuple):
+            lo, hi = sigma
+            return lo + (hi - lo) * torch.rand(batch, generator=gen, device=gen.device)
+        return torch.full((batch,), float(sigma), device=gen.device)
+
+    def draw(self, clean: Tensor, sigma: Tensor | float | None = None) -> TSDraw:
+        """Draw noise for ``clean`` (B, C, H, W) and return the noisy batch with its record.
+
+        ``sigma`` overrides the configured nominal sigma (a number or a (B,) vector).
+        """
+        check_images(clean, "clean")
+        cfg = self.config
+        shape = tuple(clean.shape)
+        gen = self.generator(clean.device)
+        b = shape[0]
+        if sigma is None:
+            sig = self.draw_sigma(b, gen)
+        else:
+            sig = typical.sigma_tensor(sigma, clean)
+            if sig.numel() not in (1, b):
+                raise ValueError(
+                    f"sigma must be a number or a ({b},) vector, got {tuple(sig.shape)}"
+                )
+            sig = sig.reshape(-1).expand(b).contiguous()
+        if cfg.p_ood > 0:
+            coin = torch.rand(b, generator=gen, device=gen.device) < cfg.p_ood
+            pick = torch.multinomial(
+                self._weights.to(gen.device), b, replacement=True, generator=gen
+            )
+            family = torch.where(coin, pick + 1, torch.zeros_like(pick))
+            counts = torch.bincount(family, minlength=len(self._fns) + 1).tolist()
+        else:
+            family = torch.zeros(b, dtype=torch.long, device=gen.device)
+            counts = [b]
+        fns = (gaussian, *self._fns)
+        if max(counts) == b:  # one family for the whole batch: no scatter
+            noise = fns[counts.index(b)](shape, gen, cfg)
+        else:
+            noise = torch.empty(shape, device=gen.device, dtype=torch.float32)
+            for k, count in enumerate(counts):
+                if count:
+                    idx = (family == k).nonzero().squeeze(1)
+                    noise[idx] = fns[k]((count, *shape[1:]), gen, cfg)
+        noise.mul_(sig.view(b, 1, 1, 1))
+        noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
+        if cfg.clip is not None:
+            noisy = noisy.clamp_(*cfg.clip)
+        return TSDraw(noisy.to(clean.dtype), noise, sig, family, cfg.family_names)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Seed and generator states (per device), for checkpoints."""
+        states = {k: g.get_state() for k, g in self._generators.items()}
+        states.update({k: v for k, v in self._pending.items() if k not in states})
+        return {"seed": self.seed, "generators": states, "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the random state saved by :meth:`state_dict`."""
+        if not isinstance(state, Mapping) or "generators" not in state or "seed" not in state:
+            raise ValueError("state must come from TSSampler.state_dict() (keys seed, generators)")
+        self.seed = int(state["seed"])
+        self._generators.clear()
+        self._pending = {k: v.cpu() for k, v in state["generators"].items()}
