@@ -4,6 +4,7 @@ Layers (each usable alone): :mod:`ts_defense.typical` (statistics), :mod:`ts_def
 (the TS sampler); training, attacks, adapters and the command line build on them.
 """
 
+from .denoiser import Denoiser
 from .families import FAMILIES, register_family
 from .sampler import TSConfig, TSDraw, TSSampler
 from .typical import (
@@ -19,6 +20,7 @@ from .typical import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Denoiser",
     "FAMILIES",
     "TSConfig",
     "TSDraw",

@@ -1,0 +1,60 @@
+"""One calling convention for every denoiser: ``Denoiser(model)(noisy, sigma) -> clean``.
+
+The layers above (training step, attacks, evaluation) call models only through this wrapper,
+so they work with models that predict the clean image or the noise residual, that take a
+noise-level map as an extra input channel (FFDNet, DRUNet) or sigma as an argument
+(deepinv-style ``model(y, sigma)``), and that return a list of outputs (the last is used).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_choice
+
+PREDICTS = ("clean", "noise")
+NOISE_LEVEL = ("none", "map", "argument")
+
+
+class Denoiser(nn.Module):
+    """Wrap ``model`` so that ``forward(noisy, sigma)`` returns the clean estimate.
+
+    predicts: ``"clean"`` or ``"noise"`` (residual models such as DnCNN).
+    noise_level: ``"none"``, ``"map"`` (a (B, 1, H, W) sigma channel appended to the input) or
+        ``"argument"`` (``model(noisy, sigma)`` with sigma of shape (B,)).
+    """
+
+    def __init__(
+        self, model: nn.Module, predicts: str = "clean", noise_level: str = "none"
+    ) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or callable, got {type(model).__name__}")
+        self.model = model
+        self.predicts = check_choice("predicts", predicts, PREDICTS)
+        self.noise_level = check_choice("noise_level", noise_level, NOISE_LEVEL)
+
+    def forward(self, noisy: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        if self.noise_level != "none":
+            if sigma is None:
+                raise ValueError(f"noise_level={self.noise_level!r} needs the nominal sigma")
+            b, _, h, w = noisy.shape
+            sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
+            sig = sig.expand(b) if sig.numel() == 1 else sig
+            if self.noise_level == "map":
+                sigma_map = sig.view(b, 1, 1, 1).expand(b, 1, h, w)
+                out = self.model(torch.cat([noisy, sigma_map], 1))
+            else:
+                out = self.model(noisy, sig)
+        else:
+            out = self.model(noisy)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        if not isinstance(out, Tensor) or out.shape != noisy.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"model output {got} must have the input's shape {tuple(noisy.shape)} "
+                f"(predicts={self.predicts!r})"
+            )
+        return noisy - out if self.predicts == "noise" else out

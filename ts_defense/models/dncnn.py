@@ -1,0 +1,75 @@
+"""DnCNN (Zhang et al. 2017) in the two layouts of ``../shared/data/weights`` (DESIGN.md §5).
+
+The network returns the *noise residual*; wrap it in :class:`ts_defense.Denoiser` with
+``predicts="noise"`` to get the clean estimate.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class DnCNN(nn.Module):
+    """``depth`` 3x3 convolutions with ReLU; batch norm in the middle layers (DnCNN-PyTorch
+    layout, convolutions without bias) or none (KAIR layout, convolutions with bias)."""
+
+    def __init__(
+        self, channels: int = 1, depth: int = 17, features: int = 64, batch_norm: bool = True
+    ) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        bias = not batch_norm
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, features, 3, padding=1, bias=True if batch_norm else bias),
+            nn.ReLU(inplace=True),
+        ]
+        if batch_norm:  # the DnCNN-PyTorch first conv has no bias either
+            layers[0] = nn.Conv2d(channels, features, 3, padding=1, bias=False)
+        for _ in range(depth - 2):
+            layers.append(nn.Conv2d(features, features, 3, padding=1, bias=bias))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(features))
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Conv2d(features, channels, 3, padding=1, bias=bias))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """The estimated noise (residual); the clean estimate is ``noisy - forward(noisy)``."""
+        return self.layers(noisy)
+
+
+_PREFIXES = re.compile(r"^(module\.)?(dncnn|model)\.")
+
+
+def load_dncnn(path: str | Path) -> DnCNN:
+    """Load a pretrained DnCNN state dict (DnCNN-PyTorch or KAIR keys) with ``weights_only=True``.
+
+    Depth, width, channels and batch norm are read off the keys; the model is in eval mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle payloads and foreign objects are refused here
+        raise ValueError(f"refusing to load {path}: not a plain tensor state dict ({err})") from err
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path} does not hold a state dict")
+    renamed = {_PREFIXES.sub("layers.", k): v for k, v in state.items()}
+    if any(not k.startswith("layers.") for k in renamed):
+        raise ValueError(f"{path}: keys {list(state)[:3]}... are not DnCNN keys")
+    convs = sorted(
+        (int(k.split(".")[1]), v)
+        for k, v in renamed.items()
+        if k.endswith("weight") and v.dim() == 4
+    )
+    batch_norm = any(k.endswith("running_mean") for k in renamed)
+    first = convs[0][1]
+    model = DnCNN(first.shape[1], len(convs), first.shape[0], batch_norm)
+    model.load_state_dict(renamed)
+    return model.eval()
