@@ -23,3 +23,12 @@ def shared_data() -> Path:
     from ts_defense.data import shared_data_dir
 
     return shared_data_dir()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many fuzz cases each entry point got (for the reliability report)."""
+    from fuzz_support import CASES
+
+    if CASES:
+        total = sum(CASES.values())
+        terminalreporter.write_line(f"fuzz cases: {total} over {len(CASES)} entry points")

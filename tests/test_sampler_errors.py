@@ -69,9 +69,15 @@ def test_one_nan_in_a_large_finite_batch_is_found():
         TSSampler().draw(x)
 
 
-def test_huge_finite_values_are_not_mistaken_for_inf():
+def test_huge_finite_values_are_refused_not_mistaken_for_inf():
     x = torch.full((2, 1, 8, 8), 3e38)  # the sum overflows, the values are finite
-    TSSampler(TSConfig(p_ood=0.0)).draw(x)
+    with pytest.raises(ValueError, match="too large"):
+        TSSampler(TSConfig(p_ood=0.0)).draw(x)
+
+
+def test_large_half_precision_batches_pass_the_finite_check():
+    x = torch.full((4, 3, 128, 128), 0.9, dtype=torch.float16)  # its float16 sum would overflow
+    assert TSSampler().draw(x).noisy.dtype == torch.float16
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", True])

@@ -23,10 +23,15 @@ def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor
         raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    # One cheap reduction: a NaN or Inf anywhere makes the sum non-finite; an overflowing sum
-    # of finite values is told apart by the exact (slower) check.
-    if finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+    # One cheap reduction: a NaN or Inf anywhere makes the float32 sum non-finite; so do finite
+    # values too large to add noise to, which the exact (slower) check then tells apart.
+    if finite and not bool(torch.isfinite(x.sum(dtype=torch.float32))):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf")
+        big = float(x.abs().max())
+        raise ValueError(
+            f"{name} has values too large for float32 arithmetic (max |x| = {big:.3g})"
+        )
     return x
 
 

@@ -60,10 +60,12 @@ def sigma_tensor(sigma: SigmaLike, noise: Tensor) -> Tensor:
 
 def entropy_rate(sigma: SigmaLike) -> Tensor:
     """Differential entropy per dimension of ``N(0, sigma^2)``: ``1/2 log(2 pi e sigma^2)``."""
-    s = torch.as_tensor(sigma, dtype=torch.float32)
+    if not isinstance(sigma, Tensor):
+        check_positive("sigma", sigma)
+    s = torch.as_tensor(sigma, dtype=torch.float64)
     if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
         raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-    return 0.5 * torch.log(2 * math.pi * math.e * s.square())
+    return (0.5 * math.log(2 * math.pi * math.e) + torch.log(s)).float()
 
 
 def nll_rate(noise: Tensor, sigma: SigmaLike) -> Tensor:
@@ -71,7 +73,7 @@ def nll_rate(noise: Tensor, sigma: SigmaLike) -> Tensor:
     n = check_images(noise, "noise").float()
     s = sigma_tensor(sigma, n).expand_as(n)
     log_term = 0.5 * torch.log(2 * math.pi * s.square())
-    return (log_term + (n / s).square() / 2).flatten(1).mean(1)
+    return _finite((log_term + (n / s).square() / 2).flatten(1).mean(1))
 
 
 def deviation(noise: Tensor, sigma: SigmaLike) -> Tensor:
@@ -82,7 +84,13 @@ def deviation(noise: Tensor, sigma: SigmaLike) -> Tensor:
         power = n.square().flatten(1).mean(1) / s.view(-1).square()
     else:
         power = (n / s).square().flatten(1).mean(1)
-    return (power - 1) / 2
+    return _finite((power - 1) / 2)
+
+
+def _finite(d: Tensor) -> Tensor:
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("noise is too large for sigma: its power overflows float32")
+    return d
 
 
 def window_deviation(
@@ -99,7 +107,7 @@ def window_deviation(
     if window > min(n.shape[-2:]):
         raise ValueError(f"window={window} is larger than the image {tuple(n.shape[-2:])}")
     z = (n / sigma_tensor(sigma, n)).square().mean(1, keepdim=True)
-    return ((F.avg_pool2d(z, window, stride) - 1) / 2).squeeze(1)
+    return _finite(((F.avg_pool2d(z, window, stride) - 1) / 2).squeeze(1))
 
 
 def is_typical(noise: Tensor, sigma: SigmaLike, eps: float) -> Tensor:
@@ -127,7 +135,8 @@ def chebyshev_bound(n_dims: int, eps: float) -> float:
     """Chebyshev bound on ``P(|d| > eps)`` for Gaussian noise: ``1 / (2 N eps^2)`` (capped at 1)."""
     check_positive("n_dims", n_dims, integer=True)
     check_positive("eps", eps)
-    return min(1.0, 1.0 / (2 * n_dims * eps**2))
+    denom = 2 * n_dims * eps * eps
+    return 1.0 if denom <= 1 else 1.0 / denom
 
 
 def laurent_massart_bound(n_dims: int, eps: float) -> float:
@@ -138,8 +147,9 @@ def laurent_massart_bound(n_dims: int, eps: float) -> float:
     """
     check_positive("n_dims", n_dims, integer=True)
     check_positive("eps", eps)
-    upper = math.exp(-n_dims * (math.sqrt(1 + 4 * eps) - 1) ** 2 / 4)
-    lower = math.exp(-n_dims * eps**2) if eps < 0.5 else 0.0  # X >= 0 so d >= -1/2
+    root = math.sqrt(1 + 4 * eps) - 1
+    upper = math.exp(-n_dims * root * root / 4)
+    lower = math.exp(-n_dims * (eps * eps)) if eps < 0.5 else 0.0  # X >= 0 so d >= -1/2
     return min(1.0, upper + lower)
 
 
@@ -148,4 +158,4 @@ def linf_attack_shift(eta: float, sigma: float) -> float:
     noise: ``eta sqrt(2/pi) / sigma + eta^2 / (2 sigma^2)`` (DESIGN.md §2)."""
     check_positive("eta", eta)
     check_positive("sigma", sigma)
-    return eta * math.sqrt(2 / math.pi) / sigma + eta**2 / (2 * sigma**2)
+    return eta * math.sqrt(2 / math.pi) / sigma + (eta * eta) / (2 * (sigma * sigma))

@@ -1,0 +1,84 @@
+"""Fuzzing helpers: every public call either returns finite, well-shaped tensors or raises a
+documented exception whose message names one of the parameters."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+from hypothesis import strategies as st
+
+DOCUMENTED = (ValueError, TypeError, FileNotFoundError)
+CASES: Counter[str] = Counter()
+
+DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+]
+
+
+def _tensors(out: object):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, dict):
+        for v in out.values():
+            yield from _tensors(v)
+    elif isinstance(out, (list, tuple)):
+        for v in out:
+            yield from _tensors(v)
+    elif hasattr(out, "__dict__"):
+        for v in vars(out).values():
+            yield from _tensors(v)
+
+
+def outcome(name: str, call, params: tuple[str, ...]):
+    """Run ``call``; a documented error must name one of ``params``; results must be finite."""
+    CASES[name] += 1
+    try:
+        out = call()
+    except DOCUMENTED as err:
+        msg = str(err)
+        assert any(p in msg for p in params), (
+            f"{name}: {type(err).__name__}({msg!r}) names none of {params}"
+        )
+        return None
+    for t in _tensors(out):
+        if t.is_floating_point() or t.is_complex():
+            assert bool(torch.isfinite(t).all()), f"{name} returned a non-finite tensor"
+    return out
+
+
+@st.composite
+def tensors(draw, min_dims: int = 0, max_dims: int = 5, max_side: int = 6):
+    """Tensors of random dtype and shape (4-D most often), sometimes with NaN/Inf or huge values."""
+    ndim = draw(st.one_of(st.just(4), st.integers(min_dims, max_dims)))
+    shape = tuple(draw(st.integers(0, max_side)) for _ in range(ndim))
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**16))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    scale = draw(st.sampled_from([1.0, 1e-30, 1e30, 255.0]))
+    x = x * scale
+    poison = draw(st.sampled_from([None, math.nan, math.inf, -math.inf]))
+    if poison is not None and x.numel():
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = poison
+    if dtype.is_complex:
+        return x.to(torch.complex64)
+    if dtype.is_floating_point:
+        return x.to(dtype)
+    return x.nan_to_num(0).clamp(-100, 100).to(dtype)
+
+
+sigmas = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -1.0, 1e-30, 1e30, 25 / 255]),
+    st.integers(-3, 3),
+    st.none(),
+    st.text(max_size=3),
+)
