@@ -26,7 +26,7 @@ SIGMA_TYPES = ("constant", "random", "choice")
 MIN_SIGMA = 1e-3 / GREY
 
 
-def _grey_level(key: str, value: object) -> float:
+def grey_level(key: str, value: object) -> float:
     """One sigma in grey levels (0..255), checked for the units."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{key} must be a number of grey levels (0..255), got {value!r}")
@@ -51,16 +51,18 @@ class GreySigma:
 
     @classmethod
     def parse(cls, key: str, value: object, sigma_type: str | None = None) -> GreySigma:
-        """``value`` in grey levels; ``sigma_type`` defaults to constant (number) or random (pair)."""
+        """``value`` in grey levels; ``sigma_type`` defaults to constant (number) or random."""
         if sigma_type is None:
             sigma_type = "constant" if isinstance(value, (int, float)) else "random"
         check_choice(f"{key.rsplit('.', 1)[0]}.sigma_type", sigma_type, SIGMA_TYPES)
         if sigma_type == "constant":
-            grey = [_grey_level(key, value)]
+            grey = [grey_level(key, value)]
         elif not isinstance(value, Sequence) or isinstance(value, str) or len(value) < 1:
-            raise TypeError(f"{key} must be a list of grey levels for {sigma_type!r}, got {value!r}")
+            raise TypeError(
+                f"{key} must be a list of grey levels for {sigma_type!r}, got {value!r}"
+            )
         else:
-            grey = [_grey_level(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            grey = [grey_level(f"{key}[{i}]", v) for i, v in enumerate(value)]
         if sigma_type == "random" and (len(grey) != 2 or not grey[0] < grey[1]):
             raise ValueError(f"{key}={list(value)!r} must be a range [low, high] with low < high")
         if max(grey) == 0:
@@ -119,8 +121,19 @@ def sampler_from_options(
     return TSSampler(config, seed=seed), sigma
 
 
-def draw_noisy(sampler: TSSampler, sigma: GreySigma, clean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def draw_noisy(
+    sampler: TSSampler, sigma: GreySigma, clean: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """TS-noisy ``clean`` with per-sample nominal sigma: ``(noisy, sigma (B,), ood (B,))``."""
     gen = sampler.generator(clean.device)
     draw = sampler.draw(clean, sigma=sigma.draw(clean.shape[0], gen))
     return draw.noisy, draw.sigma, draw.ood
+
+
+def worker_sampler(cache: dict[int, TSSampler], config: TSConfig) -> TSSampler:
+    """The sampler of the current data-loader process, seeded with torch's per-process seed:
+    reproducible from the framework's manual seed, distinct across workers and epochs."""
+    seed = torch.initial_seed() % 2**63
+    if seed not in cache:
+        cache[seed] = TSSampler(config, seed=seed)
+    return cache[seed]

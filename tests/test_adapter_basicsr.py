@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-
 import ts_defense.adapters.basicsr as tsb  # noqa: E402
+import yaml
 from ts_defense.adapters.basicsr import TSGaussianDenoisingDataset, TSModel  # noqa: E402
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "basicsr_ts_denoising.yml"

@@ -3,9 +3,9 @@
 A drop-in for Restormer's ``Dataset_GaussianDenoising`` (same keys: ``sigma_type`` constant /
 random / choice, ``sigma_range``, ``sigma_test``, ``in_ch``, ``gt_size``, ``geometric_augs``,
 ``dataroot_gt``, ``io_backend``, ``meta_info_file``) plus an optional ``ts`` block of
-:class:`~ts_defense.TSConfig` options. Training patches get TS noise at the nominal sigma;
-validation images get Gaussian noise at ``sigma_test`` from a generator seeded with the image
-index, so every validation pass sees the same noisy images whatever the loading order.
+:class:`~ts_defense.TSConfig` options. Training patches get TS noise at the nominal sigma (one
+sampler per loader process: :func:`~ts_defense.adapters._options.worker_sampler`); validation
+images get Gaussian noise at ``sigma_test`` from a generator seeded with the image index, so every validation pass sees the same noisy images whatever the loading order.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from torch.utils import data
 from ts_defense._checks import check_choice, check_positive
 from ts_defense.sampler import TSSampler
 
-from .._options import GREY, GreySigma, _grey_level, draw_noisy, sampler_from_options
+from .._options import (
+    GREY,
+    GreySigma,
+    draw_noisy,
+    grey_level,
+    sampler_from_options,
+    worker_sampler,
+)
 
 
 class TSGaussianDenoisingDataset(data.Dataset):
@@ -46,7 +53,7 @@ class TSGaussianDenoisingDataset(data.Dataset):
             self.config = template.config
             self._samplers: dict[int, TSSampler] = {}
         else:
-            self.sigma_test = _grey_level(f"{key}.sigma_test", opt.get("sigma_test")) / GREY
+            self.sigma_test = grey_level(f"{key}.sigma_test", opt.get("sigma_test")) / GREY
         self.io_backend_opt = dict(opt.get("io_backend") or {"type": "disk"})
         self.file_client = None
         folder = opt.get("dataroot_gt")
@@ -65,14 +72,6 @@ class TSGaussianDenoisingDataset(data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    def _sampler(self) -> TSSampler:
-        """One sampler per loader process, seeded from torch's per-worker seed (reproducible
-        from ``manual_seed``; distinct across workers and epochs)."""
-        seed = torch.initial_seed() % 2**63
-        if seed not in self._samplers:
-            self._samplers[seed] = TSSampler(self.config, seed=seed)
-        return self._samplers[seed]
 
     def _read(self, path: str) -> np.ndarray:
         from basicsr.utils import FileClient, imfrombytes
@@ -98,7 +97,9 @@ class TSGaussianDenoisingDataset(data.Dataset):
             if self.geometric_augs:
                 img = augment(img, hflip=True, rotation=True)
             gt = img2tensor(np.ascontiguousarray(img), bgr2rgb=self.in_ch == 3, float32=True)
-            noisy, sigma, ood = draw_noisy(self._sampler(), self.sigma, gt[None])
+            noisy, sigma, ood = draw_noisy(
+                worker_sampler(self._samplers, self.config), self.sigma, gt[None]
+            )
             lq, sigma, ood = noisy[0], float(sigma[0]), bool(ood[0])
         else:
             gt = img2tensor(img, bgr2rgb=self.in_ch == 3, float32=True)
