@@ -5,7 +5,8 @@ random / choice, ``sigma_range``, ``sigma_test``, ``in_ch``, ``gt_size``, ``geom
 ``dataroot_gt``, ``io_backend``, ``meta_info_file``) plus an optional ``ts`` block of
 :class:`~ts_defense.TSConfig` options. Training patches get TS noise at the nominal sigma (one
 sampler per loader process: :func:`~ts_defense.adapters._options.worker_sampler`); validation
-images get Gaussian noise at ``sigma_test`` from a generator seeded with the image index, so every validation pass sees the same noisy images whatever the loading order.
+images get Gaussian noise at ``sigma_test`` from a generator seeded with the image index, so every
+validation pass sees the same noisy images whatever the loading order.
 """
 
 from __future__ import annotations
