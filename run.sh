@@ -17,6 +17,10 @@ setup() {
     echo "setting up $VENV (first run: about two minutes)..." >&2
     # shellcheck disable=SC2086
     "$VENV/bin/python" -m pip install -qq $TORCH_PIN
+    # basicsr 1.4.2 is an sdist that lists torch in setup_requires: an isolated build would
+    # download a second torch (minutes); building against the torch just installed takes seconds.
+    "$VENV/bin/python" -m pip install -qq setuptools wheel
+    "$VENV/bin/python" -m pip install -qq --no-build-isolation "basicsr==1.4.2"
     "$VENV/bin/python" -m pip install -qq -e ".[all]"
     echo "$want" >"$stamp"
   fi

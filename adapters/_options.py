@@ -1,0 +1,139 @@
+"""``ts`` option blocks of framework option files (BasicSR YAML, KAIR JSON) -> the TS sampler.
+
+Framework option files give sigma in grey levels (0..255) — ``sigma: 25``, ``[0, 50]`` — while
+the sampler works in image units ([0, 1]). :func:`sampler_from_options` converts, and every error
+names the offending key (``ts.band``, ``datasets.train.sigma_range``) so a wrong option file fails
+at start-up, not hours into a run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ts_defense._checks import check_choice
+from ts_defense.sampler import TSConfig, TSSampler
+
+GREY = 255.0
+SIGMA_TYPES = ("constant", "random", "choice")
+# The sampler needs sigma > 0; a range such as Restormer's [0, 50] may draw 0, which becomes a
+# thousandth of a grey level (invisible after 8-bit quantisation).
+MIN_SIGMA = 1e-3 / GREY
+
+
+def grey_level(key: str, value: object) -> float:
+    """One sigma in grey levels (0..255), checked for the units."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{key} must be a number of grey levels (0..255), got {value!r}")
+    if value < 0 or value > GREY:
+        raise ValueError(f"{key}={value!r} is outside 0..255 (sigma is given in grey levels)")
+    if 0 < value < 1:
+        raise ValueError(
+            f"{key}={value!r} looks like [0, 1] units: BasicSR and KAIR options give sigma in "
+            f"grey levels 0..255 (write 25, not 25/255 = {25 / 255:.3f})"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GreySigma:
+    """Nominal sigma per sample as option files give it: ``constant``, ``random`` in a range,
+    or a ``choice`` among values (the keys of Restormer's ``Dataset_GaussianDenoising``).
+    ``values`` are stored in image units ([0, 1])."""
+
+    kind: str
+    values: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, key: str, value: object, sigma_type: str | None = None) -> GreySigma:
+        """``value`` in grey levels; ``sigma_type`` defaults to constant (number) or random."""
+        if sigma_type is None:
+            sigma_type = "constant" if isinstance(value, (int, float)) else "random"
+        check_choice(f"{key.rsplit('.', 1)[0]}.sigma_type", sigma_type, SIGMA_TYPES)
+        if sigma_type == "constant":
+            grey = [grey_level(key, value)]
+        elif not isinstance(value, Sequence) or isinstance(value, str) or len(value) < 1:
+            raise TypeError(
+                f"{key} must be a list of grey levels for {sigma_type!r}, got {value!r}"
+            )
+        else:
+            grey = [grey_level(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if sigma_type == "random" and (len(grey) != 2 or not grey[0] < grey[1]):
+            raise ValueError(f"{key}={list(value)!r} must be a range [low, high] with low < high")
+        if max(grey) == 0:
+            raise ValueError(f"{key}={value!r}: sigma must be > 0")
+        return cls(sigma_type, tuple(v / GREY for v in grey))
+
+    @property
+    def top(self) -> float:
+        return max(self.values)
+
+    def draw(self, batch: int, gen: torch.Generator) -> Tensor:
+        """``batch`` nominal sigmas in image units, drawn with ``gen`` on its device."""
+        dev = gen.device
+        if self.kind == "constant":
+            sigma = torch.full((batch,), self.values[0], device=dev)
+        elif self.kind == "random":
+            lo, hi = self.values
+            sigma = lo + (hi - lo) * torch.rand(batch, generator=gen, device=dev)
+        else:
+            pick = torch.randint(len(self.values), (batch,), generator=gen, device=dev)
+            sigma = torch.tensor(self.values, device=dev)[pick]
+        return sigma.clamp_min(MIN_SIGMA)
+
+
+def sampler_from_options(
+    block: object, key: str = "ts", sigma: GreySigma | None = None, seed: int = 0
+) -> tuple[TSSampler, GreySigma]:
+    """Build the sampler from a ``ts`` options block; errors name ``key`` and the option.
+
+    The block holds :class:`TSConfig` options (``p_ood``, ``families``, ``band``, ...) plus
+    ``sigma`` (grey levels) with ``sigma_type``, and ``seed`` (default ``seed``). Where the
+    framework's own options already give sigma (a dataset's ``sigma_range``), pass it as ``sigma``
+    and the block must not repeat it.
+    """
+    if block is None:
+        block = {}
+    if not isinstance(block, Mapping):
+        raise TypeError(f"{key} must be a mapping of TS options, got {type(block).__name__}")
+    opts: dict[str, Any] = dict(block)
+    for reserved in ("data_range",):
+        if reserved in opts:
+            raise ValueError(f"{key}.{reserved} is fixed by the framework (images in [0, 1])")
+    if sigma is None:
+        if "sigma" not in opts:
+            raise ValueError(f"{key}.sigma is required: the nominal sigma in grey levels, e.g. 25")
+        sigma = GreySigma.parse(f"{key}.sigma", opts.pop("sigma"), opts.pop("sigma_type", None))
+    elif "sigma" in opts or "sigma_type" in opts:
+        raise ValueError(f"{key}.sigma is set by the dataset options here; remove it from {key}")
+    seed = opts.pop("seed", seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"{key}.seed must be an int >= 0, got {seed!r}")
+    try:
+        config = TSConfig.from_dict({**opts, "sigma": sigma.top})
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{key}: {err}") from err
+    return TSSampler(config, seed=seed), sigma
+
+
+def draw_noisy(
+    sampler: TSSampler, sigma: GreySigma, clean: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """TS-noisy ``clean`` with per-sample nominal sigma: ``(noisy, sigma (B,), ood (B,))``."""
+    gen = sampler.generator(clean.device)
+    draw = sampler.draw(clean, sigma=sigma.draw(clean.shape[0], gen))
+    return draw.noisy, draw.sigma, draw.ood
+
+
+def worker_sampler(cache: dict[int, TSSampler], config: TSConfig) -> TSSampler:
+    """The sampler of the current data-loader process, seeded with torch's per-process seed:
+    reproducible from the framework's manual seed, distinct across workers and epochs."""
+    seed = torch.initial_seed() % 2**63
+    if seed not in cache:
+        cache[seed] = TSSampler(config, seed=seed)
+    return cache[seed]

@@ -1,0 +1,36 @@
+"""TS training inside BasicSR: importing this module registers, with BasicSR's registries,
+
+- the model type ``TSModel`` (:mod:`.model`): TS noise drawn from ``gt`` on the training device;
+- the dataset type ``TSGaussianDenoisingDataset`` (:mod:`.dataset`): TS noise in the data loader,
+  a drop-in for Restormer's ``Dataset_GaussianDenoising``.
+
+It first makes BasicSR 1.4.2 importable on torchvision >= 0.17 (:mod:`._compat`). Train with
+``python -m ts_defense.adapters.basicsr -opt options.yml`` (BasicSR's ``train.py`` flags).
+"""
+
+from __future__ import annotations
+
+from ._compat import patch_torchvision
+
+patch_torchvision()
+
+from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY  # noqa: E402
+
+from .dataset import TSGaussianDenoisingDataset  # noqa: E402
+from .model import TSModelMixin, sampler_state_path, ts_model  # noqa: E402
+
+TSModel = ts_model(SRModel, name="TSModel")
+
+for _registry, _obj in ((MODEL_REGISTRY, TSModel), (DATASET_REGISTRY, TSGaussianDenoisingDataset)):
+    if _obj.__name__ not in _registry:  # importlib.reload and re-imports register once
+        _registry.register(_obj)
+
+__all__ = [
+    "TSGaussianDenoisingDataset",
+    "TSModel",
+    "TSModelMixin",
+    "patch_torchvision",
+    "sampler_state_path",
+    "ts_model",
+]

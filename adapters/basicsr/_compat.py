@@ -1,0 +1,30 @@
+"""Make ``import basicsr`` work with torchvision >= 0.17.
+
+BasicSR 1.4.2 (the release PyPI serves) imports ``torchvision.transforms.functional_tensor``,
+a module torchvision renamed to ``_functional_tensor`` in 0.15 and removed in 0.17; since
+``basicsr/__init__`` imports every submodule, the whole package fails to import. Before BasicSR
+is imported we register the renamed module under the old name — only when the old name is
+missing, so a fixed BasicSR or an older torchvision sees no change. Site-packages is not touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+OLD = "torchvision.transforms.functional_tensor"
+NEW = "torchvision.transforms._functional_tensor"
+
+
+def patch_torchvision() -> bool:
+    """Alias ``OLD`` to ``NEW`` if ``OLD`` is gone; returns whether an alias was installed."""
+    if OLD in sys.modules:
+        return False
+    try:
+        if importlib.util.find_spec(OLD) is not None:
+            return False
+    except ModuleNotFoundError:  # torchvision itself missing: nothing to fix here
+        return False
+    sys.modules[OLD] = importlib.import_module(NEW)
+    return True

@@ -1,0 +1,34 @@
+"""``python -m ts_defense.adapters.kair --kair-root PATH --opt options.json [--max-steps N]``
+
+Installs the TS models and datasets into KAIR's factories and runs KAIR's own
+``main_train_psnr.main`` (its other flags pass through). Relative paths in the options are
+resolved from the current directory, as when KAIR is run from its folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import TrainingFinished, install
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ts_defense.adapters.kair")
+    parser.add_argument("--kair-root", required=True, help="folder of a KAIR checkout")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
+    args, rest = parser.parse_known_args(argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
+    install(args.kair_root, max_steps=args.max_steps)
+    import main_train_psnr
+
+    sys.argv = ["main_train_psnr.py", *rest]
+    try:
+        main_train_psnr.main()
+    except TrainingFinished as done:
+        print(f"TS training finished: {done}")
+
+
+if __name__ == "__main__":
+    main()

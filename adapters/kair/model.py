@@ -1,0 +1,82 @@
+"""KAIR models with TS training: built on KAIR's ``ModelPlain`` / ``ModelPlain2`` at run time.
+
+The noisy ``L`` is drawn from ``H`` at the start of ``optimize_parameters``: KAIR's loop feeds
+test batches through the same ``feed_data(data, need_H)``, and only ``optimize_parameters``
+marks a training step, so test images keep their fixed-seed noise. The sampler state is saved
+beside each checkpoint (``<iter>_tssampler.pth``) and loaded with the latest one.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import torch
+
+from .._options import draw_noisy, sampler_from_options
+
+
+class TrainingFinished(Exception):
+    """Raised at the step after ``ts_max_steps``; the launcher ends the run cleanly."""
+
+
+class TSKairMixin:
+    """TS training for a KAIR model (``H``, ``L``, optional ``C``, ``netG``, ``opt``)."""
+
+    ts_max_steps: int | None = None
+
+    def __init__(self, opt: dict) -> None:
+        seed = int((opt.get("train") or {}).get("manual_seed") or 0)
+        self.ts_sampler, self.ts_sigma = sampler_from_options(opt.get("ts"), "ts", seed=seed)
+        self.ts_drawn = 0
+        self.ts_ood = 0
+        super().__init__(opt)
+
+    def model_to_device(self, network: torch.nn.Module) -> torch.nn.Module:
+        # KAIR picks CUDA whenever gpu_ids is set; fall back to the CPU where there is none.
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            self.device = torch.device("cpu")
+        return super().model_to_device(network)
+
+    def optimize_parameters(self, current_step: int) -> None:
+        if self.ts_max_steps is not None and current_step > self.ts_max_steps:
+            raise TrainingFinished(f"stopped after {self.ts_max_steps} steps")
+        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.H)
+        b, c = self.H.shape[:2]
+        if hasattr(self, "C"):  # FFDNet: netG(L, C), C of shape (B, 1, 1, 1)
+            self.L, self.C = noisy, sigma.view(b, 1, 1, 1).to(self.C.dtype)
+        elif self.L.shape[1] == c + 1:  # FDnCNN: the noise-level map is L's last channel
+            self.L = torch.cat([noisy, sigma.view(b, 1, 1, 1).expand_as(noisy[:, :1])], 1)
+        else:
+            self.L = noisy
+        self.ts_drawn += b
+        self.ts_ood += int(ood.sum())
+        super().optimize_parameters(current_step)
+        self.log_dict["ts_ood"] = float(ood.float().mean())
+
+    def save(self, iter_label: int) -> None:
+        super().save(iter_label)
+        path = os.path.join(self.save_dir, f"{iter_label}_tssampler.pth")
+        torch.save(self.ts_sampler.state_dict(), path)
+
+    def load(self) -> None:
+        super().load()
+        from utils.utils_option import find_last_checkpoint
+
+        _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tssampler")
+        if path is not None:
+            print(f"Loading TS sampler state [{path}] ...")
+            self.ts_sampler.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+@cache
+def model_classes() -> dict[str, Any]:
+    """``{"ts_plain": TSModelPlain, "ts_plain2": TSModelPlain2}`` (KAIR must be on sys.path)."""
+    from models.model_plain import ModelPlain
+    from models.model_plain2 import ModelPlain2
+
+    return {
+        "ts_plain": type("TSModelPlain", (TSKairMixin, ModelPlain), {}),
+        "ts_plain2": type("TSModelPlain2", (TSKairMixin, ModelPlain2), {}),
+    }

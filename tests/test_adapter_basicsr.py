@@ -1,0 +1,195 @@
+"""BasicSR adapter: BasicSR's real training pipeline on CPU with the TS model and dataset."""
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import ts_defense.adapters.basicsr as tsb  # noqa: E402
+import yaml
+from ts_defense.adapters.basicsr import TSGaussianDenoisingDataset, TSModel  # noqa: E402
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "basicsr_ts_denoising.yml"
+
+
+def _write_images(folder: Path, size: int, names: tuple[str, ...]) -> None:
+    import cv2
+    import skimage.data
+    from skimage.transform import resize
+
+    folder.mkdir(parents=True)
+    for name in names:
+        img = getattr(skimage.data, name)()[..., :3]
+        s = min(img.shape[:2])
+        img = resize(img[:s, :s], (size, size), anti_aliasing=True)
+        cv2.imwrite(str(folder / f"{name}.png"), (img[..., ::-1] * 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def image_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bsr_data")
+    _write_images(root / "train", 64, ("astronaut", "coffee", "chelsea", "rocket"))
+    _write_images(root / "val", 32, ("astronaut", "coffee"))
+    return root
+
+
+def _options(image_dirs: Path, name: str) -> dict:
+    """The example YAML made tiny: CPU, 16-channel RIDNet, 32-pixel patches, 40 iterations."""
+    opt = yaml.safe_load(EXAMPLE.read_text())
+    opt.update(name=name, num_gpu=0)
+    train, val = opt["datasets"]["train"], opt["datasets"]["val"]
+    train.update(dataroot_gt=str(image_dirs / "train"), gt_size=32, num_worker_per_gpu=0)
+    train.update(batch_size_per_gpu=4, dataset_enlarge_ratio=8)
+    val.update(dataroot_gt=str(image_dirs / "val"))
+    opt["network_g"].update(mid_channels=16, num_block=1)
+    opt["train"]["optim_g"]["lr"] = 2e-3
+    opt["train"]["total_iter"] = 40
+    opt["val"]["val_freq"] = 20
+    opt["logger"].update(print_freq=1, save_checkpoint_freq=20)
+    return opt
+
+
+def test_example_yaml_runs_basicsr_train_pipeline_on_cpu(image_dirs, tmp_path):
+    opt_file = tmp_path / "opt.yml"
+    opt_file.write_text(yaml.safe_dump(_options(image_dirs, "ts_cpu")))
+    cmd = [sys.executable, "-m", "ts_defense.adapters.basicsr", "-opt", str(opt_file)]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    exp = tmp_path / "experiments" / "ts_cpu"
+    log = next(exp.glob("train_ts_cpu_*.log")).read_text()
+    assert "Model [TSModel] is created." in log
+    assert "Dataset [TSGaussianDenoisingDataset] - train is built." in log
+    losses = [float(v) for v in re.findall(r"l_pix: ([0-9.e+-]+)", log)]
+    ood = [float(v) for v in re.findall(r"ts_ood: ([0-9.e+-]+)", log)]
+    assert len(losses) == len(ood) == 40
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), losses
+    assert 0.25 < np.mean(ood) < 0.75  # p_ood = 0.5 over 160 draws
+    assert len(re.findall(r"# psnr: [0-9.]+", log)) >= 2  # validation at 20, 40 and the end
+    for f in ("models/net_g_20.pth", "models/net_g_latest.pth", "training_states/20.state"):
+        assert (exp / f).is_file(), f
+    state = torch.load(tsb.sampler_state_path(str(exp / "training_states"), 20), weights_only=True)
+    assert state["config"]["p_ood"] == 0.5 and state["generators"]
+
+
+def _model_options(image_dirs: Path, tmp_path: Path) -> dict:
+    opt = _options(image_dirs, "resume")
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    states = tmp_path / "training_states"
+    states.mkdir()
+    opt["path"].update(training_states=str(states), models=str(tmp_path))
+    return opt
+
+
+def test_sampler_state_is_saved_and_resumed_with_the_training_state(image_dirs, tmp_path):
+    opt = _model_options(image_dirs, tmp_path)
+    gt = torch.rand(2, 3, 16, 16)
+    first = TSModel(copy.deepcopy(opt))  # BasicSR pops keys off its options
+    first.gt = gt
+    first.optimize_parameters(1)
+    first.save_training_state(0, 1)
+    expected = []
+    for it in (2, 3):
+        first.optimize_parameters(it)
+        expected.append(first.lq.clone())
+    state_file = Path(opt["path"]["training_states"]) / "1.state"
+    resume_state = torch.load(state_file, weights_only=False)
+    opt["path"]["resume_state"] = str(state_file)
+    second = TSModel(copy.deepcopy(opt))
+    second.resume_training(resume_state)
+    second.gt = gt
+    for it, want in zip((2, 3), expected, strict=True):
+        second.optimize_parameters(it)
+        torch.testing.assert_close(second.lq, want)
+    assert second.ts_drawn == 4 and first.ts_drawn == 6
+
+
+def test_list_outputs_are_reduced_to_the_last(image_dirs, tmp_path):
+    model = TSModel(_model_options(image_dirs, tmp_path))
+    net = model.get_bare_model(model.net_g)
+    x = torch.rand(1, 3, 8, 8)
+    plain = net(x)
+    net.forward = lambda y: [torch.zeros_like(y), plain]  # a coarse-to-fine network
+    assert torch.equal(model.net_g(x), plain)
+
+
+def _dataset_opt(image_dirs: Path, **overrides) -> dict:
+    opt = dict(_options(image_dirs, "ds")["datasets"]["train"], phase="train", scale=1)
+    opt.update(overrides)
+    return opt
+
+
+def test_dataset_applies_ts_noise_at_the_nominal_sigma(image_dirs):
+    ds = TSGaussianDenoisingDataset(
+        _dataset_opt(image_dirs, sigma_type="choice", sigma_range=[15, 50], ts={"p_ood": 1.0})
+    )
+    items = [ds[i % len(ds)] for i in range(16)]
+    assert all(it["lq"].shape == it["gt"].shape == (3, 32, 32) for it in items)
+    assert all(it["ts_ood"] for it in items)
+    assert {round(it["sigma"] * 255) for it in items} == {15, 50}
+    gauss = TSGaussianDenoisingDataset(_dataset_opt(image_dirs, ts={"p_ood": 0.0}))
+    noise = torch.stack([it["lq"] - it["gt"] for it in map(gauss.__getitem__, range(4))])
+    assert abs(float(noise.std()) * 255 - 25) < 1.5  # plain Gaussian at sigma_range = 25
+
+
+def test_dataset_validation_noise_is_fixed_per_image(image_dirs):
+    opt = {"phase": "val", "dataroot_gt": str(image_dirs / "val"), "in_ch": 1, "sigma_test": 25}
+    ds = TSGaussianDenoisingDataset(opt)
+    a, b = ds[1], ds[1]
+    assert a["lq"].shape == (1, 32, 32)
+    torch.testing.assert_close(a["lq"], b["lq"])
+    assert not torch.equal(ds[0]["lq"] - ds[0]["gt"], a["lq"] - a["gt"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ts": {"families": {"radial": 1, "cauchy": 1}}}, r"datasets\.train\.ts: unknown noise"),
+        ({"ts": {"band": [0.3, 0.1]}}, r"datasets\.train\.ts: band=\(0\.3, 0\.1\)"),
+        ({"ts": {"p_oood": 0.5}}, r"datasets\.train\.ts: unknown TS option\(s\) 'p_oood'"),
+        ({"sigma_range": 0.1}, r"datasets\.train\.sigma_range=0\.1 looks like \[0, 1\] units"),
+        ({"sigma_range": [0, 0.2], "sigma_type": "random"}, r"sigma_range\[1\]=0\.2 looks like"),
+        ({"sigma_range": 300}, r"sigma_range=300 is outside 0\.\.255"),
+        ({"sigma_type": "uniform"}, r"unknown datasets\.train\.sigma_type 'uniform'"),
+        ({"ts": {"sigma": 25}}, r"datasets\.train\.ts\.sigma is set by the dataset options"),
+    ],
+)
+def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        TSGaussianDenoisingDataset(_dataset_opt(image_dirs, **overrides))
+
+
+@pytest.mark.parametrize(
+    ("ts", "message"),
+    [
+        (None, r"ts\.sigma is required"),
+        ({"sigma": 25 / 255}, r"ts\.sigma=0\.098\d* looks like \[0, 1\] units"),
+        ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
+        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+    ],
+)
+def test_model_options_are_validated_naming_the_key(image_dirs, tmp_path, ts, message):
+    opt = _model_options(image_dirs, tmp_path)
+    opt["ts"] = ts
+    with pytest.raises((ValueError, TypeError), match=message):
+        TSModel(opt)
+
+
+def test_torchvision_shim_only_when_the_old_module_is_missing(monkeypatch):
+    import importlib
+
+    from ts_defense.adapters.basicsr import _compat
+
+    old = sys.modules.pop(_compat.OLD)
+    try:
+        assert _compat.patch_torchvision() is True
+        assert sys.modules[_compat.OLD] is importlib.import_module(_compat.NEW)
+        assert _compat.patch_torchvision() is False  # already there: unchanged
+        fixed = object()
+        monkeypatch.setitem(sys.modules, _compat.OLD, fixed)
+        assert _compat.patch_torchvision() is False and sys.modules[_compat.OLD] is fixed
+    finally:
+        sys.modules[_compat.OLD] = old

@@ -1,0 +1,177 @@
+"""KAIR adapter: the launcher against a stand-in written from KAIR's contract, and against a real
+KAIR checkout when ``$TS_DEFENSE_KAIR_ROOT`` names one (KAIR is not installable: that one test
+needs the variable).
+
+Every run is a subprocess: installing KAIR puts top-level ``models``/``data``/``utils`` modules
+on ``sys.path``, which must not leak into the other tests.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+STANDIN = Path(__file__).parent / "kair_standin"
+EXAMPLE = Path(__file__).parents[1] / "examples" / "kair_train_dncnn_ts.json"
+KAIR_ENV = "TS_DEFENSE_KAIR_ROOT"
+
+
+def read_options(path: Path) -> dict:
+    """KAIR's option format: JSON with ``//`` comments."""
+    return json.loads("".join(line.split("//")[0] + "\n" for line in path.read_text().splitlines()))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from skimage.io import imsave
+
+    from ts_defense.data import bundled_images
+
+    root = tmp_path_factory.mktemp("kair")
+    for sub, size, names in (("trainH", 64, ("camera", "moon", "coins", "page")),
+                             ("testH", 32, ("camera", "text"))):  # fmt: skip
+        (root / sub).mkdir()
+        for name, img in zip(names, bundled_images(names, size=size), strict=True):
+            imsave(root / sub / f"{name}.png", (img[0].numpy() * 255).round().astype(np.uint8))
+    return root
+
+
+def tiny_options(workdir: Path, task: str, **top) -> Path:
+    """The example option file made tiny: 4-image batches of 32-pixel patches, test every 5."""
+    opt = read_options(EXAMPLE)
+    opt.update(task=task, merge_bn=False, **top)
+    opt["path"]["root"] = str(workdir / "out")
+    opt["datasets"]["train"].update(dataroot_H=str(workdir / "trainH"), H_size=32)
+    opt["datasets"]["train"].update(dataloader_num_workers=0, dataloader_batch_size=4)
+    opt["datasets"]["test"]["dataroot_H"] = str(workdir / "testH")
+    opt["netG"].update(nc=16, nb=4)
+    opt["train"].update(checkpoint_test=5, checkpoint_save=5, checkpoint_print=1)
+    opt["train"]["G_optimizer_lr"] = 1e-3
+    path = workdir / f"{task}.json"
+    path.write_text("// written by the test\n" + json.dumps(opt, indent=1))
+    return path
+
+
+def launch(kair: Path, options: Path, steps: int, cwd: Path) -> str:
+    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(kair)]
+    cmd += ["--opt", str(options), "--max-steps", str(steps)]
+    run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    return run.stdout + run.stderr  # KAIR's logger writes to stderr
+
+
+def logged(out: str, key: str) -> list[float]:
+    return [float(v) for v in re.findall(rf"{key}: ([0-9.e+-]+)", out)]
+
+
+def check_training(out: str, models: Path, steps: int) -> None:
+    losses, ood = logged(out, "G_loss"), logged(out, "ts_ood")
+    assert len(losses) == len(ood) == steps, out[-2000:]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert 0 < np.mean(ood) < 1  # p_ood = 0.5: both kinds of draws happened
+    assert f"TS training finished: stopped after {steps} steps" in out
+    assert (models / f"{steps}_G.pth").is_file()
+    state = torch.load(models / f"{steps}_tssampler.pth", weights_only=True)
+    assert state["config"]["p_ood"] == 0.5
+
+
+def test_launcher_trains_dncnn_with_ts_model_on_the_standin(workdir):
+    out = launch(STANDIN, tiny_options(workdir, "dncnn", gpu_ids=[0]), 10, workdir)
+    check_training(out, workdir / "out" / "dncnn" / "models", 10)
+    assert len(re.findall(r"test psnr", out)) == 4  # two test images at steps 5 and 10
+    resumed = launch(STANDIN, tiny_options(workdir, "dncnn", gpu_ids=[0]), 12, workdir)
+    assert "Loading TS sampler state" in resumed and len(logged(resumed, "G_loss")) == 2
+
+
+def test_launcher_trains_ffdnet_with_nominal_sigma_in_c(workdir):
+    options = tiny_options(workdir, "ffdnet", model="ts_plain2")
+    opt = read_options(options)
+    opt["ts"]["sigma"] = [5, 50]
+    opt["netG"].update(in_nc=2)  # the stand-in's net takes the sigma as a channel
+    for d in opt["datasets"].values():
+        d.update(dataset_type="ffdnet", sigma=[0, 75])
+    options.write_text(json.dumps(opt))
+    out = launch(STANDIN, options, 10, workdir)
+    check_training(out, workdir / "out" / "ffdnet" / "models", 10)
+
+
+DATASET_CHECK = """
+import sys, torch
+from ts_defense.adapters.kair import install
+from ts_defense.adapters.kair.dataset import dataset_classes
+install(sys.argv[1])
+from utils.utils_option import dict_to_nonedict as nd  # KAIR hands datasets NoneDicts
+root = sys.argv[2]
+base = dict(name="t", phase="train", n_channels=1, H_size=16, dataroot_H=root + "/trainH",
+            ts={"p_ood": 1.0, "families": {"radial": 1}})
+for kind, sigma in (("ts_dncnn", 25), ("ts_ffdnet", [5, 50]), ("ts_fdncnn", [5, 50])):
+    ds = dataset_classes()[kind](nd(dict(base, sigma=sigma)))
+    item = ds[0]
+    h, low = item["H"], item["L"]
+    nominal = item["C"].item() if "C" in item else (low[1, 0, 0].item() if kind == "ts_fdncnn"
+                                                   else 25 / 255)
+    if kind == "ts_fdncnn":
+        assert low.shape[0] == 2 and torch.all(low[1] == low[1, 0, 0]), "map channel kept"
+    noise = low[:1] - h
+    dev = (noise.pow(2).mean() / nominal**2 - 1) / 2
+    assert item["ts_ood"] and 0.05 <= abs(dev.item()) <= 0.35 + 1e-4, (kind, dev)
+    test = dataset_classes()[kind](nd(dict(base, phase="test", sigma=sigma, sigma_test=25,
+                                           dataroot_H=root + "/testH")))
+    assert torch.equal(test[0]["L"], test[0]["L"]), "fixed-seed test noise"
+for bad, msg in (({"sigma": 0.1}, "datasets.train.sigma=0.1 looks like [0, 1] units"),
+                 ({"ts": {"band": [0.3, 0.1]}}, "datasets.train.ts: band=(0.3, 0.1)")):
+    try:
+        dataset_classes()["ts_dncnn"](nd(dict(base, **bad)))
+    except ValueError as err:
+        assert msg in str(err), err
+    else:
+        raise AssertionError(bad)
+print("datasets ok")
+"""
+
+
+def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
+    cmd = [sys.executable, "-c", DATASET_CHECK, str(STANDIN), str(workdir)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "datasets ok" in run.stdout, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("ts", "message"),
+    [
+        ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
+        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        ({"sigma": 0.1}, r"ts\.sigma=0\.1 looks like \[0, 1\] units"),
+        ({"p_ood": 0.5}, r"ts\.sigma is required"),
+    ],
+)
+def test_launcher_rejects_bad_ts_options_naming_the_key(workdir, ts, message):
+    options = tiny_options(workdir, "bad", ts=ts)
+    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
+    run = subprocess.run(cmd + ["--opt", str(options)], capture_output=True, text=True, cwd=workdir)
+    assert run.returncode != 0 and re.search(message, run.stderr), run.stderr[-2000:]
+
+
+def test_kair_root_must_be_a_checkout(tmp_path):
+    from ts_defense.adapters.kair import kair_root
+
+    with pytest.raises(FileNotFoundError, match=r"is not a KAIR checkout: missing \['main_train"):
+        kair_root(tmp_path)
+
+
+@pytest.mark.skipif(not os.environ.get(KAIR_ENV), reason=f"needs a KAIR checkout in ${KAIR_ENV}")
+def test_launcher_against_a_real_kair_checkout(workdir):
+    kair = Path(os.environ[KAIR_ENV])
+    out = launch(kair, tiny_options(workdir, "real", gpu_ids=[0]), 10, workdir)
+    check_training(out, workdir / "out" / "real" / "models", 10)
+    log = (workdir / "out" / "real" / "train.log").read_text()
+    assert len(re.findall(r"Average PSNR : [0-9.]+dB", log)) == 2
+    cmd = [sys.executable, "-c", DATASET_CHECK, str(kair), str(workdir)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "datasets ok" in run.stdout, run.stderr[-3000:]
