@@ -83,7 +83,9 @@ class DenoiserAttack(Attack):
     objective: ``"clean"``, ``"output"`` or ``"noisy"`` (see the module docstring).
     loss: ``"mse"``, ``"l1"`` or a callable ``loss(output, reference) -> scalar``.
     clip: ``(low, high)`` range for the attacked input, or None (default: no clipping).
-    random_start: start from a random point of the ball; seed: seeds that draw.
+    random_start: start from a random point of the ball; seed: seeds that draw. (Without it,
+        the ``"output"`` objective still starts 1e-3 of the way to a random point: its gradient
+        is zero at the unperturbed input.)
     """
 
     def __init__(
@@ -193,19 +195,23 @@ class DenoiserAttack(Attack):
         noisy = noisy.detach().to(self.device)
         reference = None if reference is None else reference.detach().to(self.device)
         refs = self.references(noisy, reference)
-        zeros = torch.zeros_like(noisy)
-        delta = self.project(self.init_delta(noisy), noisy) if self.random_start else zeros
+        if self.random_start:
+            delta = self.project(self.init_delta(noisy), noisy)
+        elif self.objective == "output":  # its gradient vanishes at delta = 0: nudge off it
+            delta = self.project(1e-3 * self.init_delta(noisy), noisy)
+        else:
+            delta = torch.zeros_like(noisy)
         state: dict = {}
-        for _ in range(self.steps):
+        for i in range(self.steps):
             delta.requires_grad_(True)
             value = self.objective_value(noisy + delta, refs)
             (grad,) = torch.autograd.grad(value, delta)
+            if i == 0 and not bool(torch.isfinite(value + grad.sum())):  # one check, one sync
+                raise ValueError(f"{self.attack}: the model's loss or gradient is not finite")
             delta = self.project(self.step(delta.detach(), grad, state), noisy)
         adv = noisy + delta
         if self.clip is not None:
             adv = adv.clamp(*self.clip)
-        if not bool(torch.isfinite(adv).all()):
-            raise ValueError(f"{self.attack}: the model's gradient is not finite on this input")
         return adv.detach()
 
     def __call__(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:
@@ -230,7 +236,7 @@ class DenoiserAttack(Attack):
             raise ValueError(
                 f"sigma holds {self.sigma.numel()} values for a batch of {noisy.shape[0]}"
             )
-        with preserved_modes(self.model):
+        with preserved_modes(self.model), torch.enable_grad():  # works inside no_grad too
             self._change_model_mode(self.model.training)
             return self.forward(noisy, reference)
 
