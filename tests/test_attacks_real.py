@@ -1,7 +1,7 @@
 """Transfer between the two pretrained DnCNN-25s on Set12 at sigma 25 (needs ../shared/data).
 
 To keep CI fast every Set12 image is centre-cropped to 64 x 64 (DnCNN's receptive field is
-35 x 35); the full-size numbers are in BENCHMARKS.md.
+35 x 35); the measured numbers are recorded in BENCHMARKS.md.
 """
 
 from functools import partial
