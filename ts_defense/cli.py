@@ -1,4 +1,5 @@
-"""Command line: ``ts-defense demo`` (the main job) and ``ts-defense sampler-report``."""
+"""Command line: ``ts-defense demo`` (the main job), ``ts-defense sampler-report``,
+``ts-defense attack`` and ``ts-defense transfer``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,77 @@ def _sampler_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--images",
+        nargs="*",
+        default=["bundled"],
+        help="'bundled' (default), 'set12', bundled image names or image files",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        help="resize bundled / centre-crop other images to this (0: keep)",
+    )
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=8.0,
+        help="budget in 0..255 units (L-inf; obsatk: RMS per pixel)",
+    )
+    p.add_argument("--rho", type=float, default=0.1, help="pgd-l2 budget / noise norm")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--objective", default="clean", help="clean | output | noisy")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (weights, Set12)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from .attacks.report import attack_options, attack_report, load_images
+
+    images = load_images(args.images, args.size or None, args.data)
+    opts = {
+        a: attack_options(a, args.eps, args.rho, args.steps, args.objective, args.seed)
+        for a in args.attacks
+    }
+    print(
+        attack_report(
+            args.model,
+            args.attacks,
+            images,
+            args.sigma / 255,
+            args.out,
+            opts,
+            seed=args.seed,
+            data_dir=args.data,
+        )
+    )
+    print(f"\nreport written to {Path(args.out).resolve()}/attack.{{md,json}}")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from .attacks.report import attack_options, load_images, transfer_report
+
+    images = load_images(args.images, args.size or None, args.data)
+    opts = attack_options(args.attack, args.eps, args.rho, args.steps, args.objective, args.seed)
+    result = transfer_report(
+        args.models,
+        args.attack,
+        images,
+        args.sigma / 255,
+        args.out,
+        opts,
+        seed=args.seed,
+        data_dir=args.data,
+    )
+    print(result.to_markdown())
+    print(f"\nreport written to {Path(args.out).resolve()}/transfer.{{md,json,png}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--window", type=int, default=8, help="window size of local statistics")
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=_sampler_report)
+    p = sub.add_parser("attack", help="attack one named model, report PSNR/SSIM and typicality")
+    p.add_argument("--model", default="dncnn-s-25", help="named model (ts_defense.attacks.zoo)")
+    p.add_argument("--attacks", nargs="+", default=["pgd", "fgsm", "mifgsm", "pgd-l2", "obsatk"])
+    p.add_argument("--out", default="reports/attack", help="report folder")
+    _attack_args(p)
+    p.set_defaults(func=_attack)
+    p = sub.add_parser("transfer", help="transfer matrix of one attack between named models")
+    p.add_argument("--models", nargs="+", default=["dncnn-s-25", "kair-dncnn-25", "bm3d"])
+    p.add_argument("--attack", default="pgd")
+    p.add_argument("--out", default="reports/transfer", help="report folder")
+    _attack_args(p)
+    p.set_defaults(func=_transfer)
     return parser
 
 

@@ -1,0 +1,245 @@
+"""Shared base of the denoiser attacks: a :class:`torchattacks.Attack` that knows denoisers.
+
+torchattacks assumes a classifier: labels, cross-entropy, inputs forced into [0, 1]. A denoiser
+attack instead perturbs the *noisy* input ``y`` within a norm ball and pushes the output
+``f(y + delta, sigma)`` (always through :class:`ts_defense.Denoiser`, with the nominal sigma)
+according to an objective:
+
+- ``"clean"``: away from the clean image ``x`` (needs it as ``reference``);
+- ``"output"``: away from the model's own output ``f(y)`` (needs no clean image);
+- ``"noisy"``: towards the noisy input ``y`` (the objective of the denoising-PGD reference code).
+
+Clipping of ``y + delta`` is optional and off by default: Gaussian-noisy inputs leave [0, 1].
+torchattacks' device placement and model-mode control (``set_model_training_mode``) keep working;
+the mode of every module is restored after the attack, even when it fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_images, check_positive
+from ..denoiser import Denoiser
+
+try:
+    from torchattacks.attack import Attack
+except ImportError as err:  # pragma: no cover - the extra is part of the dev install
+    raise ImportError(
+        "ts_defense.attacks needs torchattacks: pip install 'ts-defense[attacks]'"
+    ) from err
+
+OBJECTIVES = ("clean", "output", "noisy")
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mse": lambda out, ref: F.mse_loss(out, ref, reduction="sum"),
+    "l1": lambda out, ref: F.l1_loss(out, ref, reduction="sum"),
+}
+
+
+def is_differentiable(denoiser: Denoiser) -> bool:
+    """False for wrapped models that declare ``differentiable = False`` (BM3D)."""
+    return bool(getattr(denoiser.model, "differentiable", True))
+
+
+@contextmanager
+def preserved_modes(module: nn.Module) -> Iterator[nn.Module]:
+    """Restore the train/eval mode of every submodule on exit, even after an error."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def as_denoisers(model: object) -> tuple[Denoiser, ...]:
+    """One :class:`Denoiser` or a non-empty sequence of them (an ensemble of surrogates)."""
+    members = tuple(model) if isinstance(model, (list, tuple, nn.ModuleList)) else (model,)
+    if not members:
+        raise ValueError("model: an ensemble needs at least one surrogate")
+    for m in members:
+        if not isinstance(m, Denoiser):
+            raise TypeError(
+                f"model must be a ts_defense.Denoiser (or a sequence of them), got "
+                f"{type(m).__name__}: wrap it as Denoiser(model, predicts=..., noise_level=...)"
+            )
+        if not is_differentiable(m):
+            raise ValueError(
+                f"{type(m.model).__name__} is not differentiable: use it as a transfer target only"
+            )
+    return members
+
+
+class DenoiserAttack(Attack):
+    """Iterative attack on a denoiser; subclasses define the start, the step and the projection.
+
+    model: a :class:`Denoiser`, or a sequence of them (the loss is averaged over the ensemble).
+    sigma: the nominal noise level passed to the model (a number or a (B,) tensor).
+    eps: the budget (its norm is the subclass's); steps, alpha: iterations and step size.
+    objective: ``"clean"``, ``"output"`` or ``"noisy"`` (see the module docstring).
+    loss: ``"mse"``, ``"l1"`` or a callable ``loss(output, reference) -> scalar``.
+    clip: ``(low, high)`` range for the attacked input, or None (default: no clipping).
+    random_start: start from a random point of the ball; seed: seeds that draw. (Without it,
+        the ``"output"`` objective still starts 1e-3 of the way to a random point: its gradient
+        is zero at the unperturbed input.)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Denoiser | Sequence[Denoiser],
+        sigma: float | Tensor,
+        eps: float,
+        steps: int,
+        alpha: float | None = None,
+        objective: str = "clean",
+        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
+        clip: tuple[float, float] | None = None,
+        random_start: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self._denoisers = as_denoisers(model)
+        surrogate = (
+            self._denoisers[0] if len(self._denoisers) == 1 else nn.ModuleList(self._denoisers)
+        )
+        super().__init__(name, surrogate)
+        if isinstance(sigma, Tensor):
+            if not bool(torch.isfinite(sigma).all()) or not bool((sigma > 0).all()):
+                raise ValueError("sigma must be finite and > 0")
+        else:
+            check_positive("sigma", sigma)
+        self.sigma = sigma
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+        if eps == float("inf"):
+            raise ValueError("eps must be finite")
+        self.eps = float(eps)
+        check_positive("steps", steps, integer=True)
+        self.steps = steps
+        self.alpha = 2.5 * self.eps / steps if alpha is None else alpha
+        if alpha is not None:
+            check_positive("alpha", alpha)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
+        if callable(loss):
+            self._loss_fn, self.loss = loss, getattr(loss, "__name__", type(loss).__name__)
+        else:
+            self._loss_fn, self.loss = LOSSES[check_choice("loss", loss, tuple(LOSSES))], loss
+        if clip is not None:
+            lo, hi = clip
+            if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
+                raise ValueError(f"clip must be a pair (low, high) with low < high, got {clip!r}")
+        self.clip = clip
+        self.random_start = random_start
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def denoisers(self) -> tuple[Denoiser, ...]:
+        """The surrogate denoiser(s) the perturbation is crafted on."""
+        return self._denoisers
+
+    # -- what subclasses define ---------------------------------------------------------------
+    def init_delta(self, noisy: Tensor) -> Tensor:
+        """A random starting perturbation (used when ``random_start``; projected after)."""
+        raise NotImplementedError
+
+    def step(self, delta: Tensor, grad: Tensor, state: dict) -> Tensor:
+        """One ascent step on ``delta`` given the gradient of the objective."""
+        raise NotImplementedError
+
+    def project(self, delta: Tensor, noisy: Tensor) -> Tensor:
+        """Back onto the constraint set (the ball, and ``clip`` when set)."""
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------------------------
+    def uniform(self, like: Tensor, low: float, high: float) -> Tensor:
+        """Seeded uniform draw (on CPU, then moved: the same start on every device)."""
+        draw = torch.rand(like.shape, generator=self._generator, dtype=like.dtype)
+        return (draw * (high - low) + low).to(like.device)
+
+    def normal(self, like: Tensor) -> Tensor:
+        """Seeded standard normal draw of ``like``'s shape."""
+        return torch.randn(like.shape, generator=self._generator, dtype=like.dtype).to(like.device)
+
+    def clip_delta(self, delta: Tensor, noisy: Tensor) -> Tensor:
+        """Keep ``noisy + delta`` inside ``clip`` (a no-op without it)."""
+        if self.clip is None:
+            return delta
+        return (noisy + delta).clamp(*self.clip) - noisy
+
+    def references(self, noisy: Tensor, reference: Tensor | None) -> list[Tensor]:
+        """The tensor each ensemble member's output is compared with, per objective."""
+        if self.objective == "clean":
+            if reference is None:
+                raise ValueError("objective 'clean' needs the clean image as reference")
+            return [reference] * len(self._denoisers)
+        if self.objective == "noisy":
+            return [noisy] * len(self._denoisers)
+        with torch.no_grad():
+            return [den(noisy, self.sigma).detach() for den in self._denoisers]
+
+    def objective_value(self, adv: Tensor, refs: list[Tensor]) -> Tensor:
+        """The quantity the attack ascends: the mean ensemble loss (negated for ``"noisy"``)."""
+        losses = [
+            self._loss_fn(den(adv, self.sigma), r)
+            for den, r in zip(self._denoisers, refs, strict=True)
+        ]
+        total = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        return -total if self.objective == "noisy" else total
+
+    def forward(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:
+        """The attacked noisy input ``noisy + delta`` (detached), for validated tensors."""
+        noisy = noisy.detach().to(self.device)
+        reference = None if reference is None else reference.detach().to(self.device)
+        refs = self.references(noisy, reference)
+        if self.random_start:
+            delta = self.project(self.init_delta(noisy), noisy)
+        elif self.objective == "output":  # its gradient vanishes at delta = 0: nudge off it
+            delta = self.project(1e-3 * self.init_delta(noisy), noisy)
+        else:
+            delta = torch.zeros_like(noisy)
+        state: dict = {}
+        for i in range(self.steps):
+            delta.requires_grad_(True)
+            value = self.objective_value(noisy + delta, refs)
+            (grad,) = torch.autograd.grad(value, delta)
+            if i == 0 and not bool(torch.isfinite(value + grad.sum())):  # one check, one sync
+                raise ValueError(f"{self.attack}: the model's loss or gradient is not finite")
+            delta = self.project(self.step(delta.detach(), grad, state), noisy)
+        adv = noisy + delta
+        if self.clip is not None:
+            adv = adv.clamp(*self.clip)
+        return adv.detach()
+
+    def __call__(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:
+        """Attack ``noisy`` (B, C, H, W); ``reference`` is the clean image for ``"clean"``.
+
+        Runs with torchattacks' model mode (eval by default) and restores every module's mode.
+        """
+        check_images(noisy, "noisy")
+        if reference is not None:
+            check_images(reference, "reference")
+            if reference.shape != noisy.shape:
+                raise ValueError(
+                    f"reference shape {tuple(reference.shape)} differs from noisy "
+                    f"{tuple(noisy.shape)}"
+                )
+        if self.clip is not None and (noisy.min() < self.clip[0] or noisy.max() > self.clip[1]):
+            raise ValueError(
+                f"noisy input leaves clip={self.clip}: clamp it first, or set clip=None "
+                f"(the norm bound is measured from the given input)"
+            )
+        if isinstance(self.sigma, Tensor) and self.sigma.numel() not in (1, noisy.shape[0]):
+            raise ValueError(
+                f"sigma holds {self.sigma.numel()} values for a batch of {noisy.shape[0]}"
+            )
+        with preserved_modes(self.model), torch.enable_grad():  # works inside no_grad too
+            self._change_model_mode(self.model.training)
+            return self.forward(noisy, reference)
+
+    def perturbation(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:
+        """``attack(noisy, reference) - noisy``: the crafted perturbation delta."""
+        return self(noisy, reference) - noisy.to(self.device)

@@ -1,0 +1,70 @@
+"""L2-denoising-PGD (Ning et al. 2023): L2 PGD with a budget relative to the noise norm."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Denoiser
+from .base import DenoiserAttack
+from .constraints import normalize_l2, per_sample_norm, project_l2
+
+
+class L2DenoisingPGD(DenoiserAttack):
+    r"""L2 PGD: normalised-gradient steps, random start in the ball, projection onto the ball.
+
+    Distance measure: L2, ``|delta|_2 <= rho * sigma * sqrt(N)`` per sample (N = C*H*W): the
+    budget is a fraction ``rho`` of the expected noise norm, so the attacked noise stays close
+    to the Gaussian typical shell (its deviation moves by about ``rho`` at most to first order).
+
+    Arguments: as :class:`DenoisingPGD`, with rho (0.1, stored as ``eps``) in place of eps;
+    alpha is a fraction of the radius per step (default ``2.5 / steps``).
+
+    >>> adv = L2DenoisingPGD(Denoiser(dncnn, predicts="noise"), sigma=25 / 255)(noisy, clean)
+    """
+
+    def __init__(
+        self,
+        model: Denoiser | Sequence[Denoiser],
+        sigma: float | Tensor,
+        rho: float = 0.1,
+        steps: int = 10,
+        alpha: float | None = None,
+        objective: str = "clean",
+        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
+        clip: tuple[float, float] | None = None,
+        random_start: bool = True,
+        seed: int = 0,
+        name: str = "L2DenoisingPGD",
+    ) -> None:
+        super().__init__(
+            name, model, sigma, rho, steps, alpha, objective, loss, clip, random_start, seed
+        )
+
+    def radius(self, noisy: Tensor) -> Tensor:
+        """The per-sample L2 budget ``rho * sigma * sqrt(N)``, shape (B, 1, 1, 1)."""
+        sigma = torch.as_tensor(self.sigma, dtype=torch.float64, device=noisy.device)
+        n = math.prod(noisy.shape[1:])
+        return (
+            (self.eps * sigma * math.sqrt(n)).reshape(-1, 1, 1, 1).expand(noisy.shape[0], 1, 1, 1)
+        )
+
+    def init_delta(self, noisy: Tensor) -> Tensor:
+        direction = normalize_l2(self.normal(noisy))
+        u = self.uniform(noisy[:, :1, :1, :1], 0.0, 1.0)
+        return direction * u * self.radius(noisy).to(noisy.dtype)
+
+    def step(self, delta: Tensor, grad: Tensor, state: dict) -> Tensor:
+        if "radius" not in state:
+            state["radius"] = self.radius(delta).to(delta.dtype)
+        return delta + self.alpha * state["radius"] * normalize_l2(grad)
+
+    def project(self, delta: Tensor, noisy: Tensor) -> Tensor:
+        return project_l2(self.clip_delta(delta, noisy), self.radius(noisy))
+
+    def budget_used(self, delta: Tensor, noisy: Tensor) -> Tensor:
+        """Share of the budget each sample's ``delta`` uses, (B,)."""
+        return (per_sample_norm(delta) / self.radius(noisy)).view(-1)
