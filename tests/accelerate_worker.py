@@ -44,7 +44,8 @@ def main():
             res = step(clean)
             noise.append(res.draw.noise)
             losses.append(float(res.loss))
-            changed.append(any(not torch.equal(a, p) for a, p in zip(before, model.parameters())))
+            params = model.parameters()
+            changed.append(any(not torch.equal(a, p) for a, p in zip(before, params, strict=True)))
         return noise, changed, losses
 
     first = epoch()

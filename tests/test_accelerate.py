@@ -34,7 +34,15 @@ def check_resume(rank):
 @pytest.mark.slow
 def test_one_process_bf16_with_gradient_accumulation(tmp_path):
     (rank,) = run(
-        [sys.executable, str(WORKER), str(tmp_path), "--mixed-precision", "bf16", "--accumulate", "2"],
+        [
+            sys.executable,
+            str(WORKER),
+            str(tmp_path),
+            "--mixed-precision",
+            "bf16",
+            "--accumulate",
+            "2",
+        ],
         tmp_path,
     )
     assert rank["model_dtype"] == "torch.bfloat16"  # the model ran under bf16 autocast
@@ -62,7 +70,9 @@ def test_two_processes_draw_different_noise_and_keep_identical_weights(tmp_path)
     assert ranks[0]["distributed_type"] == "MULTI_CPU" and ranks[0]["backend"] == "gloo"
     r0, r1 = ranks
     # each rank drew its own noise (seed + rank) ...
-    for a, b in zip(r0["first_noise"] + r0["second_noise"], r1["first_noise"] + r1["second_noise"]):
+    noise0, noise1 = r0["first_noise"] + r0["second_noise"], r1["first_noise"] + r1["second_noise"]
+    assert len(noise0) == len(noise1) == 8
+    for a, b in zip(noise0, noise1, strict=True):
         assert a.shape == b.shape and not torch.equal(a, b)
     # ... while DDP kept the weights identical across ranks
     for a, b in zip(r0["params"], r1["params"], strict=True):

@@ -167,6 +167,7 @@ def fit(
             torch_rng=torch.get_rng_state(),
         )
 
+    model.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
     for step in range(start, steps):
         result = step_fn(patches(batch_size).to(device))

@@ -138,6 +138,7 @@ class TrainStep:
     accelerator: an ``accelerate.Accelerator``: backward, gradient accumulation and clipping go
         through it; the sampler is registered for ``save_state``/``load_state``.
     max_grad_norm: clip gradients to this total norm (None: no clipping).
+    The model's train/eval mode is left as you set it.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` before the weights change; ``"skip"`` drops that update.
     """
@@ -178,8 +179,9 @@ class TrainStep:
 
     def _nonfinite(self, what: str, result: StepResult) -> StepResult:
         if self.on_nonfinite == "raise":
+            loss = float(result.loss.detach())
             raise FloatingPointError(
-                f"non-finite {what} at step {self.step_count} (loss={float(result.loss):g}); "
+                f"non-finite {what} at step {self.step_count} (loss={loss:g}); "
                 f"the weights were not updated. Check the model output and the loss, or pass "
                 f"on_nonfinite='skip' to drop such steps"
             )
@@ -189,7 +191,6 @@ class TrainStep:
 
     def __call__(self, clean: Tensor) -> StepResult:
         acc = self.accelerator
-        self.denoiser.train()
         if acc is None:
             result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
             result = self._update(result, sync=True)
