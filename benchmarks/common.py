@@ -11,8 +11,16 @@ from collections.abc import Callable
 import torch
 
 
-def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict:
-    """Run every case once per round (rotating the order); return median seconds per case."""
+def interleaved(
+    cases: dict[str, Callable[[], object]],
+    rounds: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Run every case once per round (rotating the order); return median seconds per case.
+
+    ``clock=time.process_time`` (CPU seconds of this process) is steadier on a shared machine.
+    """
     names = list(cases)
     for _ in range(warmup):
         for name in names:
@@ -21,9 +29,9 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             cases[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {n: statistics.median(v) for n, v in times.items()}
 
 

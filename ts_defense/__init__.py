@@ -4,9 +4,12 @@ Layers (each usable alone): :mod:`ts_defense.typical` (statistics), :mod:`ts_def
 (the TS sampler); training, attacks, adapters and the command line build on them.
 """
 
+from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .denoiser import Denoiser
 from .families import FAMILIES, register_family
+from .fit import History, PatchSampler, fit
 from .sampler import TSConfig, TSDraw, TSSampler
+from .training import LOSSES, RankState, StepResult, TrainStep, rank_seed, ts_loss
 from .typical import (
     chebyshev_bound,
     deviation,
@@ -20,6 +23,18 @@ from .typical import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "History",
+    "LOSSES",
+    "PatchSampler",
+    "RankState",
+    "StepResult",
+    "TrainStep",
+    "atomic_save",
+    "fit",
+    "load_checkpoint",
+    "rank_seed",
+    "save_checkpoint",
+    "ts_loss",
     "Denoiser",
     "FAMILIES",
     "TSConfig",

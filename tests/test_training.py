@@ -1,0 +1,223 @@
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ts_defense import Denoiser, StepResult, TrainStep, TSConfig, TSSampler, ts_loss
+from ts_defense.models import DnCNN
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGMA = 25 / 255
+
+
+def tiny(channels=1, out=None):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, out or channels, 3, padding=1)
+    )
+
+
+def batch(b=6, c=1, s=12, seed=1):
+    return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+class Recorder(nn.Module):
+    """Returns its input's first channels (an identity denoiser) and records what it was told."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode, self.seen, self.w = mode, None, nn.Parameter(torch.ones(()))
+
+    def forward(self, y, sigma=None):
+        if self.mode == "map":
+            self.seen = y[:, 1:].clone()
+            return [y[:, :1] * 0, y[:, :1] * self.w]  # a list: the last output counts
+        self.seen = sigma
+        return y * self.w
+
+
+@pytest.mark.parametrize("mode", ["map", "argument"])
+def test_model_is_told_the_nominal_sigma_even_for_ood_noise(mode):
+    model = Recorder(mode)
+    sampler = TSSampler(TSConfig(sigma=SIGMA, p_ood=1.0, families={"radial": 1.0}), seed=0)
+    res = ts_loss(Denoiser(model, noise_level=mode), sampler, batch())
+    assert res.n_ood == 6 and (res.deviation.abs() >= 0.05 - 1e-4).all()
+    seen = model.seen.flatten(1) if mode == "map" else model.seen[:, None]
+    torch.testing.assert_close(seen, torch.full_like(seen, SIGMA))
+    # identity denoiser: loss is the noise power, which the OOD draw moved off sigma^2
+    torch.testing.assert_close(res.loss, res.draw.noise.square().mean())
+
+
+def test_residual_model_and_losses_match_reference_formulas():
+    clean = batch()
+    model = tiny()
+    den = Denoiser(model, predicts="noise")
+    for name, ref in [
+        ("mse", lambda p, t: F.mse_loss(p, t)),
+        ("l1", lambda p, t: F.l1_loss(p, t)),
+        ("charbonnier", lambda p, t: ((p - t) ** 2 + 1e-6).sqrt().mean()),
+        ("sum_mse", lambda p, t: F.mse_loss(p, t, reduction="sum") / (2 * len(t))),
+    ]:
+        res = ts_loss(den, TSSampler(seed=0), clean, loss=name)
+        draw = TSSampler(seed=0).draw(clean)
+        with torch.no_grad():
+            pred = draw.noisy - model(draw.noisy)
+        torch.testing.assert_close(res.loss.detach(), ref(pred, clean))
+        ood = draw.ood
+        assert 0 < ood.sum() < len(ood)
+        torch.testing.assert_close(res.loss_id, ref(pred[~ood], clean[~ood]))
+        torch.testing.assert_close(res.loss_ood, ref(pred[ood], clean[ood]))
+
+
+def test_callable_loss_and_empty_parts_are_nan():
+    clean = batch()
+    sampler = TSSampler(TSConfig(p_ood=0.0), seed=0)
+    res = ts_loss(Denoiser(tiny()), sampler, clean, loss=lambda p, t: (p - t).abs().max())
+    assert res.n_ood == 0 and math.isnan(float(res.loss_ood))
+    assert float(res.loss_id) == pytest.approx(float(res.loss.detach()))
+    d = res.as_dict()
+    assert set(d) >= {"loss", "loss_id", "loss_ood", "n_ood", "deviation_mean", "skipped"}
+
+
+def test_train_step_updates_and_lowers_loss():
+    model = tiny()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    step = TrainStep(model, opt, TSSampler(seed=0), loss="mse")
+    clean = batch(8, s=16)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = [float(step(clean).loss) for _ in range(30)]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+
+
+# ---- bad input: a clear error at the first step, never a NaN weight update ----
+
+
+def _frozen_copy(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_bad_inputs_fail_at_first_step_before_any_update():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = _frozen_copy(model)
+    with pytest.raises(ValueError, match=r"model output \(6, 2, 12, 12\) must have the input"):
+        TrainStep(tiny(out=2), opt, TSSampler())(batch())
+    with pytest.raises(ValueError, match="predicts"):
+        TrainStep(model, opt, TSSampler(), predicts="residual")
+    bad = batch()
+    bad[2, 0, 3, 3] = math.nan
+    step = TrainStep(model, opt, TSSampler())
+    with pytest.raises(ValueError, match="clean contains NaN"):
+        step(bad)
+    nan_loss = TrainStep(model, opt, TSSampler(), loss=lambda p, t: (p - t).mean() * math.nan)
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 0.*not updated"):
+        nan_loss(batch())
+    with pytest.raises(ValueError, match="loss must return a scalar"):
+        TrainStep(model, opt, TSSampler(), loss=lambda p, t: p - t)(batch())
+    with pytest.raises(ValueError, match="unknown loss 'huber'"):
+        TrainStep(model, opt, TSSampler(), loss="huber")
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        TrainStep(model, opt, TSSampler(), on_nonfinite="ignore")
+    with pytest.raises(TypeError, match="sampler must be a TSSampler"):
+        TrainStep(model, opt, TSConfig())
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+class Exploding(nn.Module):
+    """Finite output; on odd calls a zero-valued term whose gradient overflows to inf."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, y):
+        self.calls += 1
+        out = y * self.w
+        if self.calls % 2:
+            out = out + (self.w - self.w.detach()) * 1e38 * 1e38
+        return out
+
+
+def test_nonfinite_gradient_raises_or_skips():
+    model = Exploding()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        TrainStep(model, opt, TSSampler())(batch())
+    assert float(model.w) == 1.0
+    model = Exploding()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainStep(model, opt, TSSampler(), on_nonfinite="skip")
+    first, second = step(batch()), step(batch())
+    assert first.skipped and not second.skipped
+    assert math.isfinite(float(model.w)) and float(model.w) != 1.0
+
+
+def test_skip_drops_nan_loss_steps_and_keeps_training():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def flaky(p, t):
+        calls.append(1)
+        return F.mse_loss(p, t) * (math.nan if len(calls) == 1 else 1.0)
+
+    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=flaky, on_nonfinite="skip")
+    before = _frozen_copy(model)
+    assert step(batch()).skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not step(batch()).skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---- the README diff, run as printed ----
+
+
+def _readme_diff():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Turn on TS in an existing loop\n\n```diff\n(.*?)```", text, re.S)
+    assert block, "README lost its TS diff"
+    before, after = [], []
+    for line in block.group(1).splitlines():
+        tag, code = line[:1], line[1:]
+        if tag in " -":
+            before.append(code)
+        if tag in " +":
+            after.append(code)
+    return "\n".join(before), "\n".join(after)
+
+
+def test_readme_diff_runs_as_printed():
+    before, after = _readme_diff()
+    assert "randn_like" in before and "sampler.draw(clean).noisy" in after
+    results = {}
+    for name, loop in (("before", before), ("after", after)):
+        torch.manual_seed(0)
+        model = DnCNN(depth=3, features=8)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        loader = [batch(4, s=16, seed=s) for s in range(3)]
+        body = loop + "\n    opt.zero_grad()\n    loss.backward()\n    opt.step()\n"
+        env = {"torch": torch, "F": F, "model": model, "loader": loader, "sigma": SIGMA}
+        env["opt"] = opt
+        exec(compile(body, f"README diff ({name})", "exec"), env)
+        assert math.isfinite(float(env["loss"]))
+        results[name] = [p.detach().clone() for p in model.parameters()]
+    assert "sampler" in env and isinstance(env["sampler"], TSSampler)
+    assert any(not torch.equal(a, b) for a, b in zip(*results.values(), strict=True))
+
+
+def test_readme_train_step_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- train-step -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README lost its TrainStep example"
+    model = DnCNN(depth=3, features=8)
+    loader = [batch(4, s=16, seed=s) for s in range(2)]
+    env = {"model": model, "loader": loader, "torch": torch}
+    exec(compile(block.group(1), "README TrainStep", "exec"), env)
+    assert isinstance(env["result"], StepResult) and env["step"].step_count == 2

@@ -1,0 +1,183 @@
+"""A complete small TS training loop for users who have none: random patches, Adam, progress bar.
+
+>>> history = fit(DnCNN(depth=8, features=32), bundled_images(), steps=500, predicts="noise")
+>>> history.column("loss")[-1]
+
+Stopped and restarted with the same ``checkpoint`` path, it resumes where it stopped and ends
+with the same weights as an uninterrupted run (model, optimizer, sampler, patch generator and
+torch's global generator are all in the checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._checks import check_images, check_positive
+from .checkpoint import load_checkpoint, save_checkpoint
+from .sampler import TSConfig, TSSampler
+from .training import LossFn, TrainStep, rank_seed
+
+
+@dataclass
+class History:
+    """One record per logged step: ``step`` plus :meth:`StepResult.as_dict` (loss, parts, ...)."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+
+    def column(self, key: str) -> list[float]:
+        """The values of ``key`` over the logged steps."""
+        if self.records and key not in self.records[0]:
+            raise KeyError(f"no {key!r} in history; keys: {sorted(self.records[0])}")
+        return [r[key] for r in self.records]
+
+
+class PatchSampler:
+    """Random ``patch_size`` crops of ``images`` with random flips and 90-degree rotations.
+
+    images: a (N, C, H, W) tensor or a list of (C, H, W) / (1, C, H, W) tensors (sizes may
+    differ; each must be at least ``patch_size`` on both sides). Seeded by ``generator``.
+    """
+
+    def __init__(
+        self, images: Tensor | Sequence[Tensor], patch_size: int, generator: torch.Generator
+    ) -> None:
+        check_positive("patch_size", patch_size, integer=True)
+        if isinstance(images, Tensor):
+            images = list(check_images(images, "images"))
+        if not isinstance(images, Sequence) or not images:
+            raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
+        self.images = []
+        for i, img in enumerate(images):
+            img = check_images(img if img.dim() == 4 else img[None], f"images[{i}]")[0]
+            if min(img.shape[-2:]) < patch_size:
+                raise ValueError(
+                    f"images[{i}] is {tuple(img.shape[-2:])}, smaller than patch_size={patch_size}"
+                )
+            self.images.append(img)
+        self.patch_size = patch_size
+        self.generator = generator
+
+    def __call__(self, batch_size: int) -> Tensor:
+        p, gen = self.patch_size, self.generator
+        which = torch.randint(len(self.images), (batch_size,), generator=gen).tolist()
+        pos = torch.rand(batch_size, 2, generator=gen).tolist()
+        aug = torch.randint(8, (batch_size,), generator=gen).tolist()
+        out = []
+        for k, (ty, tx), a in zip(which, pos, aug, strict=True):
+            img = self.images[k]
+            y, x = int(ty * (img.shape[-2] - p + 1)), int(tx * (img.shape[-1] - p + 1))
+            patch = img[:, y : y + p, x : x + p]
+            patch = torch.rot90(patch, a % 4, (1, 2))
+            out.append(patch.flip(2) if a >= 4 else patch)
+        return torch.stack(out)
+
+
+def fit(
+    model: nn.Module,
+    images: Tensor | Sequence[Tensor],
+    *,
+    config: TSConfig | Mapping[str, Any] | None = None,
+    steps: int = 1000,
+    batch_size: int = 16,
+    patch_size: int = 40,
+    lr: float = 1e-3,
+    seed: int = 0,
+    predicts: str = "clean",
+    noise_level: str = "none",
+    loss: str | LossFn = "mse",
+    optimizer: torch.optim.Optimizer | None = None,
+    accelerator: Any = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    log_every: int = 1,
+    max_grad_norm: float | None = None,
+    on_nonfinite: str = "raise",
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place with TS noise on random patches of ``images`` for ``steps``.
+
+    config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
+    optimizer: default ``Adam(model.parameters(), lr)``.
+    accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
+        each process draws its own noise and patches (seed + process index).
+    checkpoint: a file path; if it exists the run resumes from it, and it is rewritten
+        (atomically) every ``checkpoint_every`` steps (0: at the end only). Single process only.
+    Returns the :class:`History` (every ``log_every`` steps).
+    """
+    check_positive("steps", steps, integer=True)
+    check_positive("batch_size", batch_size, integer=True)
+    check_positive("lr", lr)
+    check_positive("log_every", log_every, integer=True)
+    if checkpoint_every != 0:
+        check_positive("checkpoint_every", checkpoint_every, integer=True)
+    if checkpoint is not None and accelerator is not None and accelerator.num_processes > 1:
+        raise ValueError(
+            "checkpoint= saves one process; with several use accelerator.save_state/load_state"
+        )
+    if config is None:
+        config = TSConfig()
+    elif isinstance(config, Mapping):
+        config = TSConfig.from_dict(config)
+    elif not isinstance(config, TSConfig):
+        raise TypeError(f"config must be a TSConfig or a mapping, got {type(config).__name__}")
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    seed = rank_seed(seed, accelerator)
+    sampler = TSSampler(config, seed=seed)
+    patches = PatchSampler(images, patch_size, torch.Generator().manual_seed(seed))
+    if accelerator is not None:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        device = accelerator.device
+    else:
+        device = next(model.parameters()).device
+    step_fn = TrainStep(
+        model,
+        optimizer,
+        sampler,
+        predicts=predicts,
+        noise_level=noise_level,
+        loss=loss,
+        accelerator=accelerator,
+        max_grad_norm=max_grad_norm,
+        on_nonfinite=on_nonfinite,
+    )
+    history, start = History(), 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        extra = load_checkpoint(checkpoint, model, optimizer, sampler)
+        start, history.records = int(extra["step"]), list(extra["history"])
+        patches.generator.set_state(extra["patch_generator"])
+        torch.set_rng_state(extra["torch_rng"])
+
+    def save(step: int) -> None:
+        save_checkpoint(
+            checkpoint,
+            model,
+            optimizer,
+            sampler,
+            step=step,
+            history=history.records,
+            patch_generator=patches.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+        )
+
+    model.train()
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
+    for step in range(start, steps):
+        result = step_fn(patches(batch_size).to(device))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            history.records.append({"step": float(step + 1), **result.as_dict()})
+            bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
+        bar.update()
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    bar.close()
+    if checkpoint is not None and start < steps:
+        save(steps)
+    return history

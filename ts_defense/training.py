@@ -1,0 +1,261 @@
+"""The TS training step: draw TS noise for a clean batch, denoise it, and weigh the loss.
+
+Works with any ``nn.Module`` through :class:`~ts_defense.Denoiser` (clean or residual outputs,
+noise-level maps or sigma arguments, list outputs): the model is always told the *nominal*
+sigma. :func:`ts_loss` only computes the loss (you call ``backward``); :class:`TrainStep` also
+does the update, with an optional ``accelerate.Accelerator`` for devices, mixed precision and
+gradient accumulation, and refuses to apply a non-finite update.
+
+>>> step = TrainStep(model, optimizer, TSSampler(sigma=25 / 255, seed=0), predicts="noise")
+>>> for clean in loader:
+...     result = step(clean)            # result.loss, result.loss_id, result.loss_ood, ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_positive
+from .denoiser import Denoiser
+from .sampler import TSDraw, TSSampler
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+ON_NONFINITE = ("raise", "skip")
+
+
+def _charbonnier(diff: Tensor, eps: float = 1e-3) -> Tensor:
+    return (diff.square() + eps * eps).sqrt()
+
+
+# Per-sample losses (B,): the batch loss is their mean, and the ID/OOD parts are masked means.
+# "sum_mse" is the DnCNN recipe: sum of squared errors over the batch / (2 * batch size).
+_PER_SAMPLE: dict[str, Callable[[Tensor], Tensor]] = {
+    "mse": lambda diff: diff.square().flatten(1).mean(1),
+    "l1": lambda diff: diff.abs().flatten(1).mean(1),
+    "charbonnier": lambda diff: _charbonnier(diff).flatten(1).mean(1),
+    "sum_mse": lambda diff: diff.square().flatten(1).sum(1) / 2,
+}
+LOSSES = tuple(_PER_SAMPLE)
+
+
+@dataclass
+class StepResult:
+    """What one TS step computed. Tensors are detached except ``loss``.
+
+    loss: the batch loss (a scalar; with grad from :func:`ts_loss`).
+    loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
+        (NaN when the batch has none of them).
+    n_ood: how many samples got out-of-distribution noise.
+    deviation: each sample's noise deviation from the nominal entropy rate, (B,).
+    skipped: the update was skipped because the loss or a gradient was not finite.
+    draw: the :class:`~ts_defense.TSDraw` the step used.
+    """
+
+    loss: Tensor
+    loss_id: Tensor
+    loss_ood: Tensor
+    n_ood: int
+    deviation: Tensor
+    draw: TSDraw
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain floats for logs: loss, its parts, OOD count and deviation statistics."""
+        dev = self.deviation
+        return {
+            "loss": float(self.loss.detach()),
+            "loss_id": float(self.loss_id),
+            "loss_ood": float(self.loss_ood),
+            "n_ood": float(self.n_ood),
+            "deviation_mean": float(dev.mean()),
+            "deviation_abs_max": float(dev.abs().max()),
+            "skipped": float(self.skipped),
+        }
+
+
+def resolve_loss(loss: str | LossFn) -> str | LossFn:
+    """Check a loss name (``LOSSES``) or callable ``loss(pred, target) -> scalar``."""
+    if isinstance(loss, str):
+        return check_choice("loss", loss, LOSSES)
+    if not callable(loss):
+        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+    return loss
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    count = mask.sum()
+    return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
+
+
+def ts_loss(
+    denoiser: Denoiser, sampler: TSSampler, clean: Tensor, loss: str | LossFn = "mse"
+) -> StepResult:
+    """Draw TS noise for ``clean``, denoise with the nominal sigma and return the loss and parts.
+
+    The loss is computed in float32 even when the model runs in half precision.
+    """
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
+    loss = resolve_loss(loss)
+    draw = sampler.draw(clean)
+    pred = denoiser(draw.noisy, draw.sigma).float()
+    target = clean.float()
+    ood = draw.ood
+    if isinstance(loss, str):
+        per_sample = _PER_SAMPLE[loss](pred - target)
+        value = per_sample.mean()
+        with torch.no_grad():
+            loss_id = _masked_mean(per_sample.detach(), ~ood)
+            loss_ood = _masked_mean(per_sample.detach(), ood)
+    else:
+        value = loss(pred, target)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss must return a scalar tensor, got {got}")
+        value = value.reshape(())
+        with torch.no_grad():
+            nan = torch.tensor(math.nan)
+            loss_id = loss(pred[~ood], target[~ood]).float() if bool((~ood).any()) else nan
+            loss_ood = loss(pred[ood], target[ood]).float() if bool(ood.any()) else nan
+    return StepResult(value, loss_id, loss_ood, int(ood.sum()), draw.deviation, draw)
+
+
+class TrainStep:
+    """One TS optimisation step per call: draw, denoise, loss, backward, check, update.
+
+    model: an ``nn.Module`` (wrapped in a :class:`Denoiser` with ``predicts`` and
+        ``noise_level``) or a ready :class:`Denoiser`.
+    optimizer: any ``torch.optim.Optimizer`` (prepared by ``accelerator`` if one is given).
+    sampler: the :class:`TSSampler`; under several processes give each rank its own seed
+        (:func:`rank_seed`).
+    loss: ``"mse"``, ``"l1"``, ``"charbonnier"``, ``"sum_mse"`` (DnCNN recipe) or a callable.
+    accelerator: an ``accelerate.Accelerator``: backward, gradient accumulation and clipping go
+        through it; the sampler is registered for ``save_state``/``load_state``.
+    max_grad_norm: clip gradients to this total norm (None: no clipping).
+    The model's train/eval mode is left as you set it.
+    on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
+        ``FloatingPointError`` before the weights change; ``"skip"`` drops that update.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: TSSampler,
+        *,
+        predicts: str = "clean",
+        noise_level: str = "none",
+        loss: str | LossFn = "mse",
+        accelerator: Any = None,
+        max_grad_norm: float | None = None,
+        on_nonfinite: str = "raise",
+    ) -> None:
+        if isinstance(model, Denoiser):
+            self.denoiser = model
+        else:
+            self.denoiser = Denoiser(model, predicts=predicts, noise_level=noise_level)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch Optimizer, got {type(optimizer).__name__}")
+        if not isinstance(sampler, TSSampler):
+            raise TypeError(f"sampler must be a TSSampler, got {type(sampler).__name__}")
+        self.optimizer = optimizer
+        self.sampler = sampler
+        self.loss = resolve_loss(loss)
+        if max_grad_norm is not None:
+            check_positive("max_grad_norm", max_grad_norm)
+        self.max_grad_norm = max_grad_norm
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        self.accelerator = accelerator
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.step_count = 0
+        if accelerator is not None:
+            accelerator.register_for_checkpointing(RankState(sampler, accelerator))
+
+    def _nonfinite(self, what: str, result: StepResult) -> StepResult:
+        if self.on_nonfinite == "raise":
+            loss = float(result.loss.detach())
+            raise FloatingPointError(
+                f"non-finite {what} at step {self.step_count} (loss={loss:g}); "
+                f"the weights were not updated. Check the model output and the loss, or pass "
+                f"on_nonfinite='skip' to drop such steps"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        result.skipped = True
+        return result
+
+    def __call__(self, clean: Tensor) -> StepResult:
+        acc = self.accelerator
+        if acc is None:
+            result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
+            result = self._update(result, sync=True)
+        else:
+            with acc.accumulate(self.denoiser.model):
+                result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
+                result = self._update(result, sync=acc.sync_gradients)
+        self.step_count += 1
+        result.loss = result.loss.detach()
+        return result
+
+    def _update(self, result: StepResult, sync: bool) -> StepResult:
+        acc = self.accelerator
+        if not bool(torch.isfinite(result.loss)):
+            return self._nonfinite("loss", result)
+        if acc is None:
+            result.loss.backward()
+        else:
+            acc.backward(result.loss)
+        if sync:
+            scaled = acc is not None and getattr(acc, "scaler", None) is not None
+            if self.max_grad_norm is not None:
+                clip = acc.clip_grad_norm_ if acc is not None else nn.utils.clip_grad_norm_
+                norm = clip(self.params, self.max_grad_norm)
+            else:
+                grads = [p.grad for p in self.params if p.grad is not None]
+                norm = nn.utils.get_total_norm(grads) if grads and not scaled else None
+            # fp16 loss scaling: the GradScaler itself skips steps with inf gradients.
+            if norm is not None and not scaled and not bool(torch.isfinite(norm)):
+                return self._nonfinite("gradient", result)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return result
+
+
+def rank_seed(seed: int, accelerator: Any = None) -> int:
+    """``seed + process index``: each rank draws different noise, reproducibly."""
+    return seed + (accelerator.process_index if accelerator is not None else 0)
+
+
+class RankState:
+    """The sampler's random state for Accelerate's ``save_state``/``load_state``, per rank.
+
+    Accelerate saves a registered object's ``state_dict`` from the main process only, so a
+    plain registered sampler would resume every rank with rank 0's noise. This gathers the
+    states of all ranks on save and gives each rank its own on load.
+    """
+
+    def __init__(self, sampler: TSSampler, accelerator: Any) -> None:
+        self.sampler = sampler
+        self.accelerator = accelerator
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.sampler.state_dict()
+        if self.accelerator.num_processes == 1:
+            return {"ranks": [state]}
+        from accelerate.utils import gather_object
+
+        return {"ranks": gather_object([state])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ranks = state["ranks"]
+        if len(ranks) != self.accelerator.num_processes:
+            raise ValueError(
+                f"checkpoint holds sampler states of {len(ranks)} processes, this run has "
+                f"{self.accelerator.num_processes}"
+            )
+        self.sampler.load_state_dict(ranks[self.accelerator.process_index])
