@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._checks import check_positive
 from .sampler import TSConfig
 
 
@@ -18,6 +19,19 @@ def _sampler_report(args: argparse.Namespace) -> int:
     table = sampler_report(args.out, cfg, seed=args.seed)
     print(table)
     print(f"\nreport written to {Path(args.out).resolve()}/sampler.{{md,json,png}}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, format_table, run_demo
+
+    check_positive("--steps", args.steps, integer=True)
+    cfg = DemoConfig(
+        sigma=args.sigma / 255, steps=args.steps, bm3d=not args.no_bm3d, seed=args.seed
+    )
+    results = run_demo(args.out, cfg)
+    print(format_table(results))
+    print(f"\nreport written to {Path(args.out).resolve()}/report.md")
     return 0
 
 
@@ -95,18 +109,23 @@ def _transfer(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in [
-        ("demo", "run the main job on the bundled images"),
-        ("sampler-report", "draw every TS family, compare its statistics with the theory"),
-    ]:
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--out", default="reports/demo", help="report folder")
-        p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
-        p.add_argument("--eps-in", type=float, default=0.05, help="inner edge of the OOD band")
-        p.add_argument("--eps-out", type=float, default=0.35, help="outer edge of the OOD band")
-        p.add_argument("--window", type=int, default=8, help="window size of local statistics")
-        p.add_argument("--seed", type=int, default=0)
-        p.set_defaults(func=_sampler_report)
+    p = sub.add_parser("demo", help="the main job: baseline vs TS, attacked, on bundled images")
+    p.add_argument("--out", default="reports/demo", help="report folder")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument("--steps", type=int, default=300, help="training steps per model")
+    p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out of the transfer")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+    p = sub.add_parser(
+        "sampler-report", help="draw every TS family, compare its statistics with the theory"
+    )
+    p.add_argument("--out", default="reports/sampler", help="report folder")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument("--eps-in", type=float, default=0.05, help="inner edge of the OOD band")
+    p.add_argument("--eps-out", type=float, default=0.35, help="outer edge of the OOD band")
+    p.add_argument("--window", type=int, default=8, help="window size of local statistics")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_sampler_report)
     p = sub.add_parser("attack", help="attack one named model, report PSNR/SSIM and typicality")
     p.add_argument("--model", default="dncnn-s-25", help="named model (ts_defense.attacks.zoo)")
     p.add_argument("--attacks", nargs="+", default=["pgd", "fgsm", "mifgsm", "pgd-l2", "obsatk"])

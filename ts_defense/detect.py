@@ -21,14 +21,30 @@ from .denoiser import Denoiser
 def typicality_scores(
     denoiser: Denoiser, noisy: Tensor, sigma: Tensor | float, window: int = 8
 ) -> dict[str, Tensor]:
-    """Scores per image (higher = less typical) from the residual ``noisy - denoiser(noisy)``:
-    ``global`` ``|d|`` and ``window`` the largest ``|d_k|`` over windows, each (B,)."""
+    """Scores per image from the residual ``noisy - denoiser(noisy)``, each (B,):
+    ``global``, its signed deviation ``d``; ``window``, the largest ``|d_k - median_k d_k|``
+    over windows (local departures, whatever the global level)."""
     check_images(noisy, "noisy")
     with torch.no_grad():
         residual = (noisy - denoiser(noisy, sigma)).float()
     d = typical.deviation(residual, sigma)
-    dk = typical.window_deviation(residual, sigma, window)
-    return {"global": d.abs(), "window": dk.flatten(1).abs().amax(1)}
+    dk = typical.window_deviation(residual, sigma, window).flatten(1)
+    local = (dk - dk.median(1, keepdim=True).values).abs().amax(1)
+    return {"global": d, "window": local}
+
+
+def detection_auc(
+    denoiser: Denoiser, clean_noisy: Tensor, attacked: Tensor, sigma: float, window: int = 8
+) -> dict[str, float]:
+    """ROC AUC of each score for attacked versus clean-noisy inputs, scores measured as the
+    distance from the clean-noisy median (a denoiser's residual is rarely centred at d = 0)."""
+    neg = typicality_scores(denoiser, clean_noisy, sigma, window)
+    pos = typicality_scores(denoiser, attacked, sigma, window)
+    auc = {}
+    for k in neg:
+        centre = neg[k].median()
+        auc[k] = roc_auc((neg[k] - centre).abs(), (pos[k] - centre).abs())
+    return auc
 
 
 def roc_auc(negatives: Tensor, positives: Tensor) -> float:
@@ -45,23 +61,27 @@ def roc_auc(negatives: Tensor, positives: Tensor) -> float:
 
 @dataclass
 class TypicalityDetector:
-    """Flags inputs whose residual score exceeds a threshold set on clean-noisy inputs so that
-    at most ``false_alarm`` of them are flagged."""
+    """Flags inputs whose residual score lies further from its clean-noisy centre than a
+    threshold set so that at most ``false_alarm`` of clean-noisy inputs are flagged."""
 
     denoiser: Denoiser
     sigma: float
     score: str = "window"
     window: int = 8
     threshold: float | None = None
+    centre: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("score", self.score, ("global", "window"))
 
     def calibrate(self, clean_noisy: Tensor, false_alarm: float = 0.05) -> float:
-        """Set the threshold at the ``1 - false_alarm`` quantile of clean-noisy scores."""
+        """Centre the score on clean-noisy inputs and set the threshold at the
+        ``1 - false_alarm`` quantile of their distance from that centre."""
         check_probability("false_alarm", false_alarm)
         scores = typicality_scores(self.denoiser, clean_noisy, self.sigma, self.window)
-        self.threshold = float(torch.quantile(scores[self.score].double(), 1 - false_alarm))
+        s = scores[self.score].double()
+        self.centre = float(s.median())
+        self.threshold = float(torch.quantile((s - self.centre).abs(), 1 - false_alarm))
         return self.threshold
 
     def __call__(self, noisy: Tensor) -> Tensor:
@@ -69,4 +89,4 @@ class TypicalityDetector:
         if self.threshold is None:
             raise ValueError("call calibrate() on clean-noisy inputs before detecting")
         scores = typicality_scores(self.denoiser, noisy, self.sigma, self.window)
-        return scores[self.score] > self.threshold
+        return (scores[self.score] - self.centre).abs() > self.threshold

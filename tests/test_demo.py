@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from ts_defense.cli import main
+from ts_defense.demo import DemoConfig, format_table, run_demo
+
+
+def test_demo_writes_a_complete_report(tmp_path):
+    cfg = DemoConfig(
+        steps=6, depth=3, features=8, budgets=(0.0, 8 / 255), attack_steps=2, bm3d=False
+    )
+    results = run_demo(tmp_path, cfg, progress=False)
+    for name in ("report.md", "report.json", "transfer.json", "transfer.md", "sampler.md"):
+        assert (tmp_path / name).stat().st_size > 100
+    for png in ("psnr_vs_budget.png", "transfer.png", "deviations.png", "strip.png", "sampler.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert set(saved["budget_curves"]) == {"gaussian", "ts"}
+    for curve in results["budget_curves"].values():
+        clean, attacked = curve["psnr"]
+        assert attacked < clean  # even two PGD steps at 8/255 hurt
+        assert 0 < curve["gain"][-1] < 10
+    for auc in results["detector_auc"].values():
+        assert 0.0 <= auc["global"] <= 1.0 and 0.0 <= auc["window"] <= 1.0
+    table = format_table(results)
+    assert "| gaussian |" in table and "eps 8/255" in table
+    report = (tmp_path / "report.md").read_text()
+    assert "![transfer](transfer.png)" in report and "| ts |" in report
+
+
+def test_demo_command_rejects_bad_steps(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variants", [{"x": {"p_ood": 2.0}}, {"x": {"nonsense": 1}}])
+def test_demo_variant_options_are_validated(tmp_path, variants):
+    with pytest.raises(ValueError, match="p_ood|nonsense"):
+        run_demo(
+            tmp_path, DemoConfig(steps=1, depth=3, features=4, variants=variants), progress=False
+        )
