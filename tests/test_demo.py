@@ -21,6 +21,7 @@ def test_demo_writes_a_complete_report(tmp_path):
         clean, attacked = curve["psnr"]
         assert attacked < clean  # even two PGD steps at 8/255 hurt
         assert 0 < curve["gain"][-1] < 10
+    assert set(results["family_psnr"]["ts"]) == {"gaussian", "radial", "local", "structured"}
     for auc in results["detector_auc"].values():
         assert 0.0 <= auc["global"] <= 1.0 and 0.0 <= auc["window"] <= 1.0
     table = format_table(results)
