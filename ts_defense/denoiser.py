@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_images
+from ._checks import check_choice, check_images, check_positive
 
 PREDICTS = ("clean", "noise")
 NOISE_LEVEL = ("none", "map", "argument")
@@ -23,6 +23,10 @@ class Denoiser(nn.Module):
     predicts: ``"clean"`` or ``"noise"`` (residual models such as DnCNN).
     noise_level: ``"none"``, ``"map"`` (a (B, 1, H, W) sigma channel appended to the input) or
         ``"argument"`` (``model(noisy, sigma)`` with sigma of shape (B,)).
+
+    Shapes, dtypes and numeric sigmas are checked on every call; NaN/Inf inside tensors are not
+    (that would synchronise the device at every attack step): the layers above check their
+    inputs once, and a NaN given here comes out as NaN.
     """
 
     def __init__(
@@ -41,8 +45,8 @@ class Denoiser(nn.Module):
             if sigma is None:
                 raise ValueError(f"noise_level={self.noise_level!r} needs the nominal sigma")
             b, _, h, w = noisy.shape
-            if isinstance(sigma, bool) or not isinstance(sigma, (Tensor, int, float)):
-                raise TypeError(f"sigma must be a number or a (B,) tensor, got {sigma!r}")
+            if not isinstance(sigma, Tensor):
+                check_positive("sigma", sigma)
             sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
             if sig.numel() not in (1, b):
                 raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
@@ -71,7 +75,7 @@ class Denoiser(nn.Module):
             return self.model(*args)
         except torch.OutOfMemoryError:
             raise
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             params = (
                 next(iter(self.model.parameters()), None)
                 if isinstance(self.model, nn.Module)

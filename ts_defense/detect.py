@@ -49,7 +49,7 @@ def roc_auc(negatives: Tensor, positives: Tensor) -> float:
     (the Mann–Whitney statistic)."""
     neg, pos = _scores("negatives", negatives), _scores("positives", positives)
     if neg.numel() == 0 or pos.numel() == 0:
-        raise ValueError("roc_auc needs at least one negative and one positive score")
+        raise ValueError("roc_auc needs at least one score in negatives and in positives")
     greater = (pos[:, None] > neg[None, :]).double().mean()
     ties = (pos[:, None] == neg[None, :]).double().mean()
     return float(greater + 0.5 * ties)

@@ -66,7 +66,7 @@ def psnr(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float
 def ssim(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:
     """SSIM of each image (skimage, channels as the first axis of each image)."""
 
-    if min(clean.shape[-2:]) < SSIM_WINDOW:
+    if min(check_images(clean, "clean").shape[-2:]) < SSIM_WINDOW:
         raise ValueError(
             f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got clean "
             f"{tuple(clean.shape)}"
