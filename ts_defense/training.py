@@ -159,7 +159,8 @@ class TrainStep:
     max_grad_norm: clip gradients to this total norm (None: no clipping).
     The model's train/eval mode is left as you set it.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
-        ``FloatingPointError`` before the weights change; ``"skip"`` drops that update.
+        ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
+        way buffers the forward pass moved (batch-norm running statistics) are restored.
     """
 
     def __init__(
