@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ts_defense._checks import check_choice
+from ts_defense._checks import check_choice, check_seed
 from ts_defense.sampler import TSConfig, TSSampler
 
 GREY = 255.0
@@ -111,9 +111,7 @@ def sampler_from_options(
         sigma = GreySigma.parse(f"{key}.sigma", opts.pop("sigma"), opts.pop("sigma_type", None))
     elif "sigma" in opts or "sigma_type" in opts:
         raise ValueError(f"{key}.sigma is set by the dataset options here; remove it from {key}")
-    seed = opts.pop("seed", seed)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"{key}.seed must be an int >= 0, got {seed!r}")
+    seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
     try:
         config = TSConfig.from_dict({**opts, "sigma": sigma.top})
     except (TypeError, ValueError) as err:

@@ -38,12 +38,13 @@ def _tensors(out: object):
             yield from _tensors(v)
 
 
-def outcome(name: str, call, params: tuple[str, ...]):
-    """Run ``call``; a documented error must name one of ``params``; results must be finite."""
+def outcome(name: str, call, params: tuple[str, ...], also: tuple[type, ...] = ()):
+    """Run ``call``; a documented error (``DOCUMENTED`` or ``also``) must name one of ``params``;
+    results must be finite."""
     CASES[name] += 1
     try:
         out = call()
-    except DOCUMENTED as err:
+    except (*DOCUMENTED, *also) as err:
         msg = str(err)
         assert any(p in msg for p in params), (
             f"{name}: {type(err).__name__}({msg!r}) names none of {params}"
@@ -82,3 +83,14 @@ sigmas = st.one_of(
     st.none(),
     st.text(max_size=3),
 )
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.lists(st.floats(-1, 2), max_size=3),
+    st.dictionaries(st.sampled_from(["radial", "local", "structured", "x"]), st.floats(-1, 3)),
+)
+"""Option values of every kind: numbers (NaN, Inf), bools, None, strings, lists, dicts."""

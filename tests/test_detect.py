@@ -11,7 +11,7 @@ def test_roc_auc_is_the_mann_whitney_statistic():
     assert roc_auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 0.0
     assert roc_auc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
     assert roc_auc(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 3.0])) == 0.75
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="at least one score"):
         roc_auc(torch.tensor([]), torch.tensor([1.0]))
 
 

@@ -1,6 +1,6 @@
-"""Fuzzing the statistics, the sampler and the detector (issue 7)."""
+"""Fuzzing the statistics, TSConfig, the sampler and its families (issue 7)."""
 
-from fuzz_support import outcome, sigmas, tensors
+from fuzz_support import outcome, sigmas, tensors, values
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,15 +44,6 @@ def test_fuzz_bounds(n_dims, sigma, eps):
         outcome(name, call, ("n_dims", "sigma", "eps"))
 
 
-values = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(-5, 5),
-    st.booleans(),
-    st.none(),
-    st.text(max_size=4),
-    st.lists(st.floats(-1, 2), max_size=3),
-    st.dictionaries(st.sampled_from(["radial", "local", "structured", "x"]), st.floats(-1, 3)),
-)
 option_names = st.sampled_from([*(f.name for f in _Config.__dataclass_fields__.values()), "bogus"])
 
 

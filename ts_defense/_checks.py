@@ -74,3 +74,10 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
     return value  # type: ignore[return-value]
+
+
+def check_seed(name: str, value: object) -> int:
+    """Require an int seed in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` takes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be an int in [0, 2**63), got {value!r}")
+    return value

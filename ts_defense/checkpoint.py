@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._io import safe_load
 from .sampler import TSSampler
 
 FORMAT = "ts-defense-checkpoint-1"
@@ -49,8 +50,16 @@ def save_checkpoint(
     sampler: TSSampler | None = None,
     **extra: Any,
 ) -> Path:
-    """Write model, optimizer and sampler state (plus ``extra`` plain values) atomically."""
-    state: dict[str, Any] = {"format": FORMAT, "model": model.state_dict(), "extra": extra}
+    """Write model, optimizer and sampler state (plus ``extra`` plain values) atomically.
+
+    Refuses (``ValueError``) a model whose weights or buffers hold NaN or Inf: a checkpoint on
+    disk is always one a run can resume from.
+    """
+    weights = model.state_dict()
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"model state {key!r} holds NaN or Inf: refusing to save {path}")
+    state: dict[str, Any] = {"format": FORMAT, "model": weights, "extra": extra}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if sampler is not None:
@@ -66,9 +75,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote (``weights_only=True``); return ``extra``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path, "checkpoint")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ts-defense checkpoint (format {FORMAT!r})")
     for name, obj in (("optimizer", optimizer), ("sampler", sampler)):

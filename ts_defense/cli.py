@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError, MemoryError) as err:  # bad input or a bad path
         print(f"ts-defense: error: {err}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice
+from ._checks import check_choice, check_images, check_positive
 
 PREDICTS = ("clean", "noise")
 NOISE_LEVEL = ("none", "map", "argument")
@@ -23,6 +23,10 @@ class Denoiser(nn.Module):
     predicts: ``"clean"`` or ``"noise"`` (residual models such as DnCNN).
     noise_level: ``"none"``, ``"map"`` (a (B, 1, H, W) sigma channel appended to the input) or
         ``"argument"`` (``model(noisy, sigma)`` with sigma of shape (B,)).
+
+    Shapes, dtypes and numeric sigmas are checked on every call; NaN/Inf inside tensors are not
+    (that would synchronise the device at every attack step): the layers above check their
+    inputs once, and a NaN given here comes out as NaN.
     """
 
     def __init__(
@@ -36,19 +40,24 @@ class Denoiser(nn.Module):
         self.noise_level = check_choice("noise_level", noise_level, NOISE_LEVEL)
 
     def forward(self, noisy: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        check_images(noisy, "noisy", finite=False)  # cheap: no reduction in the hot loop
         if self.noise_level != "none":
             if sigma is None:
                 raise ValueError(f"noise_level={self.noise_level!r} needs the nominal sigma")
             b, _, h, w = noisy.shape
+            if not isinstance(sigma, Tensor):
+                check_positive("sigma", sigma)
             sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
+            if sig.numel() not in (1, b):
+                raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
             sig = sig.expand(b) if sig.numel() == 1 else sig
             if self.noise_level == "map":
                 sigma_map = sig.view(b, 1, 1, 1).expand(b, 1, h, w)
-                out = self.model(torch.cat([noisy, sigma_map], 1))
+                out = self._run(noisy, torch.cat([noisy, sigma_map], 1))
             else:
-                out = self.model(noisy, sig)
+                out = self._run(noisy, noisy, sig)
         else:
-            out = self.model(noisy)
+            out = self._run(noisy, noisy)
         if isinstance(out, (list, tuple)):
             out = out[-1]
         if not isinstance(out, Tensor) or out.shape != noisy.shape:
@@ -58,3 +67,24 @@ class Denoiser(nn.Module):
                 f"(predicts={self.predicts!r})"
             )
         return noisy - out if self.predicts == "noise" else out
+
+    def _run(self, noisy: Tensor, *args: Tensor) -> object:
+        """``model(*args)``; a mismatch with the input (channels, dtype, device) inside torch
+        becomes a ValueError that says which input the model got."""
+        try:
+            return self.model(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError) as err:
+            params = (
+                next(iter(self.model.parameters()), None)
+                if isinstance(self.model, nn.Module)
+                else None
+            )
+            weights = (
+                f"; its weights are {params.dtype} on {params.device}" if params is not None else ""
+            )
+            raise ValueError(
+                f"model failed on noisy input of shape {tuple(noisy.shape)}, {noisy.dtype} on "
+                f"{noisy.device} (model input {tuple(args[0].shape)}{weights}): {err}"
+            ) from err

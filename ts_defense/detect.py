@@ -8,6 +8,7 @@ residual leaves the typical set — most visibly in some windows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,8 @@ def typicality_scores(
     """Scores per image from the residual ``noisy - denoiser(noisy)``, each (B,):
     ``global``, its signed deviation ``d``; ``window``, the largest ``|d_k - median_k d_k|``
     over windows (local departures, whatever the global level)."""
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
     check_images(noisy, "noisy")
     with torch.no_grad():
         residual = (noisy - denoiser(noisy, sigma)).float()
@@ -47,13 +50,22 @@ def detection_auc(
     return auc
 
 
+def _scores(name: str, values: object) -> Tensor:
+    try:
+        scores = torch.as_tensor(values, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a tensor or list of scores ({err})") from err
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return scores
+
+
 def roc_auc(negatives: Tensor, positives: Tensor) -> float:
     """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2
     (the Mann–Whitney statistic)."""
-    neg = torch.as_tensor(negatives, dtype=torch.float64).flatten()
-    pos = torch.as_tensor(positives, dtype=torch.float64).flatten()
+    neg, pos = _scores("negatives", negatives), _scores("positives", positives)
     if neg.numel() == 0 or pos.numel() == 0:
-        raise ValueError("roc_auc needs at least one negative and one positive score")
+        raise ValueError("roc_auc needs at least one score in negatives and in positives")
     greater = (pos[:, None] > neg[None, :]).double().mean()
     ties = (pos[:, None] == neg[None, :]).double().mean()
     return float(greater + 0.5 * ties)
@@ -73,6 +85,10 @@ class TypicalityDetector:
 
     def __post_init__(self) -> None:
         check_choice("score", self.score, ("global", "window"))
+        if self.threshold is not None:
+            t = self.threshold
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+                raise ValueError(f"threshold must be a finite number or None, got {t!r}")
 
     def calibrate(self, clean_noisy: Tensor, false_alarm: float = 0.05) -> float:
         """Centre the score on clean-noisy inputs and set the threshold at the

@@ -10,6 +10,7 @@ torch's global generator are all in the checkpoint).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from ._checks import check_images, check_positive
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import TSConfig, TSSampler
-from .training import LossFn, TrainStep, rank_seed
+from .training import LossFn, TrainStep, check_accelerator, rank_seed
 
 
 @dataclass
@@ -51,14 +52,20 @@ class PatchSampler:
         check_positive("patch_size", patch_size, integer=True)
         if isinstance(images, Tensor):
             images = list(check_images(images, "images"))
-        if not isinstance(images, Sequence) or not images:
+        if not isinstance(images, Sequence) or isinstance(images, str) or not images:
             raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
         self.images = []
         for i, img in enumerate(images):
-            img = check_images(img if img.dim() == 4 else img[None], f"images[{i}]")[0]
+            if isinstance(img, Tensor) and img.dim() == 3:
+                img = img[None]
+            img = check_images(img, f"images[{i}]")[0]
             if min(img.shape[-2:]) < patch_size:
                 raise ValueError(
                     f"images[{i}] is {tuple(img.shape[-2:])}, smaller than patch_size={patch_size}"
+                )
+            if self.images and img.shape[0] != self.images[0].shape[0]:
+                raise ValueError(
+                    f"images[{i}] has {img.shape[0]} channels, images[0] {self.images[0].shape[0]}"
                 )
             self.images.append(img)
         self.patch_size = patch_size
@@ -109,11 +116,21 @@ def fit(
         each process draws its own noise and patches (seed + process index).
     checkpoint: a file path; if it exists the run resumes from it, and it is rewritten
         (atomically) every ``checkpoint_every`` steps (0: at the end only). Single process only.
+    on_nonfinite: ``"raise"`` stops at the first NaN/Inf loss or gradient with a
+        ``FloatingPointError`` (with ``checkpoint``, the last good state is written there first,
+        so resuming continues from the step before); ``"skip"`` drops such steps.
+    The images are cast to the model's dtype.
     Returns the :class:`History` (every ``log_every`` steps).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    check_positive("lr", lr)
+    if check_positive("lr", lr) > torch.finfo(torch.float32).max:
+        raise ValueError(f"lr={lr!r} overflows float32")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
+    check_accelerator(accelerator)
     check_positive("log_every", log_every, integer=True)
     if checkpoint_every != 0:
         check_positive("checkpoint_every", checkpoint_every, integer=True)
@@ -137,6 +154,7 @@ def fit(
         device = accelerator.device
     else:
         device = next(model.parameters()).device
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     step_fn = TrainStep(
         model,
         optimizer,
@@ -155,29 +173,51 @@ def fit(
         patches.generator.set_state(extra["patch_generator"])
         torch.set_rng_state(extra["torch_rng"])
 
-    def save(step: int) -> None:
-        save_checkpoint(
-            checkpoint,
-            model,
-            optimizer,
-            sampler,
-            step=step,
-            history=history.records,
-            patch_generator=patches.generator.get_state(),
-            torch_rng=torch.get_rng_state(),
-        )
+    def random_state() -> dict[str, Any]:
+        return {
+            "sampler": sampler.state_dict(),
+            "patch_generator": patches.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(step: int, rng: dict[str, Any]) -> None:
+        sampler_state = sampler.state_dict()
+        sampler.load_state_dict(rng["sampler"])  # the stream as it stood after `step` steps
+        try:
+            save_checkpoint(
+                checkpoint,
+                model,
+                optimizer,
+                sampler,
+                step=step,
+                history=history.records,
+                patch_generator=rng["patch_generator"],
+                torch_rng=rng["torch_rng"],
+            )
+        finally:
+            sampler.load_state_dict(sampler_state)
 
     model.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
     for step in range(start, steps):
-        result = step_fn(patches(batch_size).to(device))
+        before = random_state() if checkpoint is not None else {}
+        try:
+            result = step_fn(patches(batch_size).to(device, dtype))
+        except FloatingPointError as err:  # raised before the weights changed: they are good
+            bar.close()
+            if checkpoint is None:
+                raise
+            save(step, before)
+            raise FloatingPointError(
+                f"{err}. The last good state (after {step} steps) is in {checkpoint}"
+            ) from err
         if (step + 1) % log_every == 0 or step + 1 == steps:
             history.records.append({"step": float(step + 1), **result.as_dict()})
             bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
         bar.update()
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            save(step + 1)
+            save(step + 1, random_state())
     bar.close()
     if checkpoint is not None and start < steps:
-        save(steps)
+        save(steps, random_state())
     return history

@@ -27,6 +27,7 @@ from ._checks import (
     check_interval,
     check_positive,
     check_probability,
+    check_seed,
 )
 from .families import FAMILIES, gaussian
 
@@ -84,8 +85,12 @@ class TSConfig:
             if name not in FAMILIES:
                 known = ", ".join(sorted(FAMILIES))
                 raise ValueError(f"unknown noise family {name!r} in families; known: {known}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(f"families[{name!r}] must be a weight >= 0, got {weight!r}")
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not 0 <= weight < math.inf
+            ):
+                raise ValueError(f"families[{name!r}] must be a finite weight >= 0, got {weight!r}")
         if self.p_ood > 0 and not any(w > 0 for w in fams.values()):
             raise ValueError(f"p_ood={self.p_ood} > 0 needs a family with weight > 0: {fams!r}")
         object.__setattr__(self, "families", fams)
@@ -173,9 +178,7 @@ class TSSampler:
         if config is not None and options:
             raise TypeError("pass either a TSConfig or keyword options, not both")
         self.config = config if config is not None else TSConfig.from_dict(options)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self._generators: dict[str, torch.Generator] = {}
         self._pending: dict[str, Tensor] = {}
         names = self.config.families
@@ -258,6 +261,12 @@ class TSSampler:
         """Restore the random state saved by :meth:`state_dict`."""
         if not isinstance(state, Mapping) or "generators" not in state or "seed" not in state:
             raise ValueError("state must come from TSSampler.state_dict() (keys seed, generators)")
-        self.seed = int(state["seed"])
+        gens = state["generators"]
+        if not isinstance(gens, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) and v.dtype == torch.uint8
+            for k, v in gens.items()
+        ):
+            raise ValueError("state['generators'] must map device names to uint8 generator states")
+        self.seed = check_seed("state['seed']", state["seed"])
         self._generators.clear()
-        self._pending = {k: v.cpu() for k, v in state["generators"].items()}
+        self._pending = {k: v.cpu() for k, v in gens.items()}

@@ -88,6 +88,24 @@ def resolve_loss(loss: str | LossFn) -> str | LossFn:
     return loss
 
 
+def check_sampler(sampler: object) -> TSSampler:
+    """Require a :class:`TSSampler`."""
+    if not isinstance(sampler, TSSampler):
+        raise TypeError(f"sampler must be a TSSampler, got {type(sampler).__name__}")
+    return sampler
+
+
+def check_accelerator(accelerator: object) -> None:
+    """Require None or an object with Accelerate's interface (``prepare``, ``backward``)."""
+    if accelerator is not None and not all(
+        hasattr(accelerator, a) for a in ("prepare", "backward", "process_index")
+    ):
+        raise TypeError(
+            f"accelerator must be an accelerate.Accelerator or None, "
+            f"got {type(accelerator).__name__}"
+        )
+
+
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     count = mask.sum()
     return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
@@ -102,6 +120,7 @@ def ts_loss(
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
+    check_sampler(sampler)
     loss = resolve_loss(loss)
     draw = sampler.draw(clean)
     pred = denoiser(draw.noisy, draw.sigma).float()
@@ -140,7 +159,8 @@ class TrainStep:
     max_grad_norm: clip gradients to this total norm (None: no clipping).
     The model's train/eval mode is left as you set it.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
-        ``FloatingPointError`` before the weights change; ``"skip"`` drops that update.
+        ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
+        way buffers the forward pass moved (batch-norm running statistics) are restored.
     """
 
     def __init__(
@@ -162,8 +182,8 @@ class TrainStep:
             self.denoiser = Denoiser(model, predicts=predicts, noise_level=noise_level)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch Optimizer, got {type(optimizer).__name__}")
-        if not isinstance(sampler, TSSampler):
-            raise TypeError(f"sampler must be a TSSampler, got {type(sampler).__name__}")
+        check_sampler(sampler)
+        check_accelerator(accelerator)
         self.optimizer = optimizer
         self.sampler = sampler
         self.loss = resolve_loss(loss)
@@ -178,6 +198,10 @@ class TrainStep:
             accelerator.register_for_checkpointing(RankState(sampler, accelerator))
 
     def _nonfinite(self, what: str, result: StepResult) -> StepResult:
+        # The forward pass already moved running statistics (batch norm) with the bad batch.
+        with torch.no_grad():
+            for buf, saved in zip(self._buffers, self._saved, strict=True):
+                buf.copy_(saved)
         if self.on_nonfinite == "raise":
             loss = float(result.loss.detach())
             raise FloatingPointError(
@@ -191,6 +215,8 @@ class TrainStep:
 
     def __call__(self, clean: Tensor) -> StepResult:
         acc = self.accelerator
+        self._buffers = list(self.denoiser.buffers())
+        self._saved = [b.detach().clone() for b in self._buffers]
         if acc is None:
             result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
             result = self._update(result, sync=True)

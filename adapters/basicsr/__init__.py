@@ -10,9 +10,10 @@ It first makes BasicSR 1.4.2 importable on torchvision >= 0.17 (:mod:`._compat`)
 
 from __future__ import annotations
 
-from ._compat import patch_torchvision
+from ._compat import patch_torchvision, patch_yaml
 
 patch_torchvision()
+patch_yaml()  # option files may come from anyone: no Python objects from YAML
 
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "TSModel",
     "TSModelMixin",
     "patch_torchvision",
+    "patch_yaml",
     "sampler_state_path",
     "ts_model",
 ]

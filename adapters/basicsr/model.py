@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ts_defense._io import safe_load
+
 from .._options import draw_noisy, sampler_from_options
 
 
@@ -72,7 +74,7 @@ class TSModelMixin:
         states_dir = os.path.dirname(state_file) if state_file else ""
         path = sampler_state_path(states_dir, resume_state["iter"])
         if os.path.isfile(path):
-            self.ts_sampler.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
         else:
             get_root_logger().warning(f"no TS sampler state at {path}: the noise stream restarts")
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ts_defense._io import safe_load
+
 from .._options import draw_noisy, sampler_from_options
 
 
@@ -67,7 +69,7 @@ class TSKairMixin:
         _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tssampler")
         if path is not None:
             print(f"Loading TS sampler state [{path}] ...")
-            self.ts_sampler.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
 
 
 @cache

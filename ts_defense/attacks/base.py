@@ -16,6 +16,7 @@ the mode of every module is restored after the attack, even when it fails.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_images, check_positive
+from .._checks import check_choice, check_images, check_interval, check_positive, check_seed
 from ..denoiser import Denoiser
 
 try:
@@ -129,12 +130,10 @@ class DenoiserAttack(Attack):
         else:
             self._loss_fn, self.loss = LOSSES[check_choice("loss", loss, tuple(LOSSES))], loss
         if clip is not None:
-            lo, hi = clip
-            if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
-                raise ValueError(f"clip must be a pair (low, high) with low < high, got {clip!r}")
+            clip = check_interval("clip", clip, low=-math.inf)
         self.clip = clip
         self.random_start = random_start
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(check_seed("seed", seed))
 
     @property
     def denoisers(self) -> tuple[Denoiser, ...]:
@@ -207,7 +206,10 @@ class DenoiserAttack(Attack):
             value = self.objective_value(noisy + delta, refs)
             (grad,) = torch.autograd.grad(value, delta)
             if i == 0 and not bool(torch.isfinite(value + grad.sum())):  # one check, one sync
-                raise ValueError(f"{self.attack}: the model's loss or gradient is not finite")
+                raise ValueError(
+                    f"{self.attack}: the model's loss or gradient is not finite at the first step "
+                    f"(eps={self.eps:g}, sigma={self.sigma}): is the budget in image units?"
+                )
             delta = self.project(self.step(delta.detach(), grad, state), noisy)
         adv = noisy + delta
         if self.clip is not None:

@@ -22,6 +22,7 @@ from ..sampler import TSSampler
 from .base import DenoiserAttack, preserved_modes
 
 Images = Tensor | Sequence[Tensor]
+SSIM_WINDOW = 7  # skimage's default window
 
 
 def as_batches(images: Images, name: str = "images") -> list[Tensor]:
@@ -47,6 +48,11 @@ def denoise(denoiser: Denoiser, noisy: Tensor, sigma: float | Tensor) -> Tensor:
 
 
 def _per_image(metric: Callable, clean: Tensor, est: Tensor, data_range: float) -> list[float]:
+    check_images(clean, "clean")
+    check_images(est, "estimate")
+    check_positive("data_range", data_range)
+    if clean.shape != est.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and estimate {tuple(est.shape)} differ")
     x = clean.detach().cpu().double().numpy()
     y = est.detach().cpu().double().clamp(0, data_range).numpy()
     return [float(metric(a, b, data_range=data_range)) for a, b in zip(x, y, strict=True)]
@@ -59,6 +65,12 @@ def psnr(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float
 
 def ssim(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:
     """SSIM of each image (skimage, channels as the first axis of each image)."""
+
+    if min(check_images(clean, "clean").shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(
+            f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got clean "
+            f"{tuple(clean.shape)}"
+        )
 
     def one(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
         if a.shape[0] == 1:
@@ -105,9 +117,14 @@ def evaluate_attack(
     Returns the evaluation and the attacked inputs (one tensor per batch).
     """
     check_positive("data_range", data_range)
+    if not isinstance(attack, DenoiserAttack):
+        raise TypeError(f"attack must be a DenoiserAttack, got {type(attack).__name__}")
+    xs, ys = as_batches(clean, "clean"), as_batches(noisy, "noisy")
+    if len(xs) != len(ys):
+        raise ValueError(f"clean holds {len(xs)} batches, noisy {len(ys)}")
     ev = AttackEvaluation(name or attack.attack)
     attacked = []
-    for x, y in zip(as_batches(clean, "clean"), as_batches(noisy, "noisy"), strict=True):
+    for x, y in zip(xs, ys, strict=True):
         if x.shape != y.shape:
             raise ValueError(f"clean {tuple(x.shape)} and noisy {tuple(y.shape)} differ in shape")
         adv = attack(y, x).to(y.device)
@@ -125,9 +142,11 @@ def evaluate_attack(
 
 def worst_case(evaluations: Mapping[str, AttackEvaluation]) -> dict:
     """Per image, the attack with the lowest attacked PSNR; its PSNR/SSIM and their means."""
-    if not evaluations:
-        raise ValueError("evaluations is empty")
+    if not isinstance(evaluations, Mapping) or not evaluations:
+        raise ValueError("evaluations must be a non-empty mapping of name -> AttackEvaluation")
     names = list(evaluations)
+    if len({len(evaluations[n].psnr_attacked) for n in names}) != 1:
+        raise ValueError("evaluations must cover the same images (their lengths differ)")
     table = np.array([evaluations[n].psnr_attacked for n in names])
     idx = table.argmin(0)
     worst = [evaluations[names[i]] for i in idx]

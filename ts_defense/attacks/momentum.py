@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from math import inf
 
 from torch import Tensor
 
@@ -50,8 +51,8 @@ class MomentumPGD(DenoisingPGD):
             seed,
             "MomentumPGD",
         )
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay >= 0:
-            raise ValueError(f"decay must be a number >= 0, got {decay!r}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < inf:
+            raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
         self.decay = float(decay)
         self.alpha = self.eps / steps if alpha is None else alpha
 

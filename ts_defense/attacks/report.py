@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_positive
 from ..data import BUNDLED, bundled_images, load_image, set12
 from ..denoiser import Denoiser
 from . import make_attack
@@ -36,6 +37,8 @@ def load_images(
 
     Bundled images are resized to ``size``; Set12 images and files are centre-cropped to it.
     """
+    if size is not None:
+        check_positive("size", size, integer=True)
     spec = list(spec) or ["bundled"]
     if spec == ["bundled"]:
         return [bundled_images(size=size)]

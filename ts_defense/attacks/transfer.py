@@ -76,9 +76,16 @@ def transfer_matrix(
 
     attack: builds the attack for a source, e.g. ``partial(DenoisingPGD, sigma=s, eps=8/255)``.
     """
-    if not models:
-        raise ValueError("models is empty")
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty mapping of name -> Denoiser")
+    for n, m in models.items():
+        if not isinstance(m, Denoiser):
+            raise TypeError(f"models[{n!r}] must be a ts_defense.Denoiser, got {type(m).__name__}")
+    if not callable(attack):
+        raise TypeError(f"attack must build an attack from a Denoiser, got {type(attack).__name__}")
     names = list(models)
+    if isinstance(sources, str):
+        raise TypeError(f"sources must be a list of model names, got {sources!r}")
     if sources is None:
         sources = [n for n in names if is_differentiable(models[n])]
     for s in sources:

@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from .. import typical
-from .._checks import check_positive
+from .._checks import check_images, check_positive
 
 
 def typicality(
@@ -23,6 +23,9 @@ def typicality(
     dimensions, so a fixed eps would call most natural windows atypical).
     """
     check_positive("eps", eps)
+    check_positive("window", window, integer=True)
+    check_images(clean, "clean")
+    check_images(inputs, "inputs")
     window_eps = 3 * typical.deviation_std(clean.shape[1] * window * window)
     if clean.shape != inputs.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and inputs {tuple(inputs.shape)} differ")

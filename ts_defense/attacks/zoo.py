@@ -30,9 +30,17 @@ class BM3D(nn.Module):
     """
 
     differentiable = False
+    block = 8  # bm3d's block size: smaller images are refused, exactly 8x8 crashes the process
 
     def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
         import bm3d
+
+        h, w = noisy.shape[-2:]
+        if min(h, w) < self.block or (h, w) == (self.block, self.block):
+            raise ValueError(
+                f"BM3D needs noisy images larger than its {self.block}x{self.block} block, got "
+                f"{h}x{w}"
+            )
 
         out = torch.empty_like(noisy)
         arr = noisy.detach().cpu().double().numpy()

@@ -12,6 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._checks import check_positive
+from .._io import safe_load
+
 
 class DnCNN(nn.Module):
     """``depth`` 3x3 convolutions with ReLU; batch norm in the middle layers (DnCNN-PyTorch
@@ -21,6 +24,8 @@ class DnCNN(nn.Module):
         self, channels: int = 1, depth: int = 17, features: int = 64, batch_norm: bool = True
     ) -> None:
         super().__init__()
+        for name, value in (("channels", channels), ("depth", depth), ("features", features)):
+            check_positive(name, value, integer=True)
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
         bias = not batch_norm
@@ -51,13 +56,7 @@ def load_dncnn(path: str | Path) -> DnCNN:
 
     Depth, width, channels and batch norm are read off the keys; the model is in eval mode.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle payloads and foreign objects are refused here
-        raise ValueError(f"refusing to load {path}: not a plain tensor state dict ({err})") from err
+    state = safe_load(path, "weights file")
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} does not hold a state dict")
     renamed = {_PREFIXES.sub("layers.", k): v for k, v in state.items()}

@@ -1,0 +1,168 @@
+"""Untrusted files (issue 7): every weights/state file loads with ``weights_only=True``; a pickle
+whose payload would run code is refused with a clear error at every loading entry point; BasicSR
+option files load with a safe YAML loader; unknown option keys are rejected by name."""
+
+import ast
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from ts_defense.adapters._options import sampler_from_options
+
+from ts_defense import TSSampler, load_checkpoint, save_checkpoint
+from ts_defense._io import safe_load
+from ts_defense.models import DnCNN, load_dncnn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that the file ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def evil_file(path, marker, wrap=lambda p: {"weights": p}):
+    with open(path, "wb") as f:
+        pickle.dump(wrap(Payload(marker)), f, protocol=2)
+    return path
+
+
+def torch_load_calls():
+    """(file, line, keywords) of every ``torch.load(...)`` in the package and adapters."""
+    for folder in ("ts_defense", "adapters", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "torch"
+                ):
+                    kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+                    yield path.relative_to(ROOT), node.lineno, kw
+
+
+def test_every_torch_load_is_weights_only_and_goes_through_safe_load():
+    calls = list(torch_load_calls())
+    assert calls, "the scan found no torch.load at all"
+    for path, line, kw in calls:
+        assert kw.get("weights_only") is True, f"{path}:{line} torch.load without weights_only"
+    assert {str(p) for p, _, _ in calls} == {"ts_defense/_io.py"}, calls
+
+
+def test_checkpoint_with_payload_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    path = evil_file(tmp_path / "ckpt.pt", marker, lambda p: {"format": p, "model": {}})
+    with pytest.raises(ValueError, match="refusing to load .*ckpt.pt: not a plain tensor"):
+        load_checkpoint(path, DnCNN(depth=3, features=4))
+    assert not marker.exists()
+    # the same payload inside a real torch zip file
+    torch_file = tmp_path / "zip.pt"
+    torch.save({"format": "ts-defense-checkpoint-1", "sampler": Payload(marker)}, torch_file)
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_checkpoint(torch_file, DnCNN(depth=3, features=4))
+    assert not marker.exists()
+
+
+def test_weights_and_torn_files_are_refused(tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_dncnn(evil_file(tmp_path / "w.pth", marker))
+    torn = tmp_path / "torn.pt"
+    save_checkpoint(torn, DnCNN(depth=3, features=4))
+    torn.write_bytes(torn.read_bytes()[:100])
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_checkpoint(torn, DnCNN(depth=3, features=4))
+    with pytest.raises(FileNotFoundError, match="sampler state not found"):
+        safe_load(tmp_path / "none.pth", "sampler state")
+    assert not marker.exists()
+
+
+def test_basicsr_resume_refuses_a_sampler_state_with_payload(tmp_path):
+    from ts_defense.adapters.basicsr import TSModelMixin, sampler_state_path
+
+    class Base:
+        def resume_training(self, state):
+            pass
+
+    model = type("M", (TSModelMixin, Base), {})
+    m = model.__new__(model)
+    m.ts_sampler = TSSampler(seed=0)
+    m.opt = {"path": {"resume_state": str(tmp_path / "7.state")}}
+    marker = tmp_path / "ran"
+    evil_file(sampler_state_path(str(tmp_path), 7), marker, lambda p: {"seed": 0, "generators": p})
+    with pytest.raises(ValueError, match="refusing to load .*7.ts_sampler.pth"):
+        m.resume_training({"iter": 7})
+    assert not marker.exists()
+    torch.save(TSSampler(seed=3).state_dict(), sampler_state_path(str(tmp_path), 7))
+    m.resume_training({"iter": 7})  # a genuine state still loads
+    assert m.ts_sampler.seed == 3
+
+
+def test_kair_load_refuses_a_sampler_state_with_payload(tmp_path, monkeypatch):
+    from ts_defense.adapters.kair.model import TSKairMixin
+
+    marker = tmp_path / "ran"
+    path = evil_file(tmp_path / "5_tssampler.pth", marker)
+    utils = types.ModuleType("utils")
+    option = types.ModuleType("utils.utils_option")
+    option.find_last_checkpoint = lambda folder, net_type: (5, str(path))
+    monkeypatch.setitem(sys.modules, "utils", utils)
+    monkeypatch.setitem(sys.modules, "utils.utils_option", option)
+
+    class Base:
+        def load(self):
+            pass
+
+    model = type("K", (TSKairMixin, Base), {})
+    m = model.__new__(model)
+    m.ts_sampler = TSSampler(seed=0)
+    m.opt = {"path": {"models": str(tmp_path)}}
+    with pytest.raises(ValueError, match="refusing to load .*5_tssampler.pth"):
+        m.load()
+    assert not marker.exists()
+
+
+def test_basicsr_option_files_load_with_a_safe_yaml_loader(tmp_path, monkeypatch):
+    import ts_defense.adapters.basicsr  # noqa: F401  (installs the safe loader)
+    from basicsr.utils.options import parse_options
+
+    marker = tmp_path / "pwned"
+    opt = tmp_path / "evil.yml"
+    opt.write_text(f"name: x\nmodel_type: !!python/object/apply:os.mkdir [{str(marker)!r}]\n")
+    monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(opt)])
+    with pytest.raises(yaml.constructor.ConstructorError, match="python/object/apply"):
+        parse_options(str(tmp_path), is_train=True)
+    assert not marker.exists()
+    example = (ROOT / "examples" / "basicsr_ts_denoising.yml").read_text()
+    from basicsr.utils.options import ordered_yaml
+
+    loaded = yaml.load(example, Loader=ordered_yaml()[0])
+    assert loaded == yaml.safe_load(example)  # plain option files are read as before
+
+
+def test_basicsr_force_yml_keys_cannot_inject_code():
+    from ts_defense.adapters.basicsr.__main__ import check_force_yml
+
+    check_force_yml(["-opt", "o.yml", "--force_yml", "train:ema_decay=0.999", "name=x"])
+    for bad in ['a"]=0;import os;os.mkdir("x");#=1', "train:ema_decay", "a b=1"]:
+        with pytest.raises(SystemExit, match="force_yml"):
+            check_force_yml(["--force_yml", bad, "--debug"])
+
+
+@pytest.mark.parametrize("key", ["ts", "datasets.train.ts"])
+def test_unknown_option_keys_are_rejected_by_name(key):
+    with pytest.raises(ValueError, match=rf"{key}: unknown TS option\(s\) 'bnad'"):
+        sampler_from_options({"sigma": 25, "bnad": [0.05, 0.3]}, key)
+    with pytest.raises(ValueError, match=rf"{key}\.sigma=0.1 looks like \[0, 1\] units"):
+        sampler_from_options({"sigma": 0.1}, key)
