@@ -4,6 +4,7 @@
     python benchmarks/bench_defense.py --part finetune --variants gaussian ts hat
     python benchmarks/bench_defense.py --part detect
     python benchmarks/bench_defense.py --part transfer      # after scratch/finetune (weights)
+    python benchmarks/bench_defense.py --part cost          # CPU time per training step
     python benchmarks/bench_defense.py --table RESULTS.jsonl  # Markdown tables of a results file
     python benchmarks/bench_defense.py --smoke               # every part at toy sizes (CI)
 
@@ -15,6 +16,7 @@ DnCNN-S-25 fine-tuned per variant; both evaluated on Set12 crops by white-box at
 pass-through PSNR and gain at 8/255 (``ts_defense.robustness``). ``detect``: ROC AUC of the
 typical-set detector per attack and budget. ``transfer``: perturbations crafted on the small
 baseline and on the two pretrained DnCNNs, evaluated on every saved model and BM3D.
+``cost``: CPU time of a Gaussian, TS and HAT training step on one batch, interleaved rounds.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ import torch
 from einops import rearrange
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
-from hat import fit_hat  # noqa: E402
+from common import interleaved, machine  # noqa: E402
+from hat import HATStep, fit_hat  # noqa: E402
 
-from ts_defense import Denoiser  # noqa: E402
+from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler  # noqa: E402
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk  # noqa: E402
 from ts_defense.attacks.evaluate import add_noise, evaluate_attack  # noqa: E402
 from ts_defense.attacks.report import centre_crop  # noqa: E402
@@ -45,7 +47,7 @@ from ts_defense.attacks.zoo import load_model  # noqa: E402
 from ts_defense.data import bundled_images, set12, shared_data_dir  # noqa: E402
 from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
-from ts_defense.fit import fit  # noqa: E402
+from ts_defense.fit import PatchSampler, fit  # noqa: E402
 from ts_defense.models import DnCNN, load_dncnn  # noqa: E402
 from ts_defense.robustness import budget_curve  # noqa: E402
 
@@ -84,7 +86,7 @@ VARIANTS: dict[str, dict | str] = {
 class Sizes:
     """Experiment sizes (defaults: the full run; ``SMOKE``: seconds)."""
 
-    steps: int = 300
+    steps: int = 1000
     finetune_steps: int = 100
     finetune_batch: int = 8
     finetune_lr: float = 1e-4
@@ -209,14 +211,15 @@ def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: P
     l2 += ("obsatk",)
     if part == "finetune" and 0 in seeds:
         pretrained = load_model("dncnn-s-25")
-        record(out, {"part": part, "variant": "pretrained", "seed": 0, "train_s": 0.0,
+        record(out, {"part": part, "variant": "pretrained", "seed": 0, "steps": 0, "train_s": 0.0,
                      "train_cpu_s": 0.0, **evaluate(pretrained, test, sizes, l2)})  # fmt: skip
     for seed in seeds:
         for name in names:
             den, wall, cpu = _timed(partial(trainer, name, seed, sizes, images))
             models_dir.mkdir(parents=True, exist_ok=True)
             torch.save(den.model.state_dict(), models_dir / f"{part}-{name}-s{seed}.pt")
-            row = {"part": part, "variant": name, "seed": seed, "train_s": wall}
+            n = sizes.steps if part == "scratch" else sizes.finetune_steps
+            row = {"part": part, "variant": name, "seed": seed, "steps": n, "train_s": wall}
             record(out, {**row, "train_cpu_s": cpu, **evaluate(den, test, sizes, l2)})
 
 
@@ -273,6 +276,38 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     record(out, {"part": "transfer", "clean": result.clean, "attacked": result.attacked})
 
 
+def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:
+    """CPU time of one training step per method on the same batch, interleaved rounds."""
+    torch.manual_seed(0)
+    net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
+    den = Denoiser(net, predicts="noise")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-6)
+    patches = PatchSampler(bundled_images(size=None), sizes.patch_size, torch.Generator())
+    clean = patches(sizes.batch_size)
+    steps = {
+        name: TrainStep(den, opt, TSSampler(TSConfig(sigma=SIGMA, **VARIANTS[name]), seed=0))
+        for name in ("gaussian", "ts")
+    }
+    hat = HATStep(den, opt, SIGMA)
+    cases = {name: partial(step, clean) for name, step in steps.items()}
+    cases[HAT] = partial(hat, clean)
+    ms = interleaved(cases, rounds, clock=time.process_time)
+    record(out, {"part": "cost", "rounds": rounds, "batch": list(clean.shape),
+                 "ms": {k: 1000 * v for k, v in ms.items()}})  # fmt: skip
+
+
+def cost_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r.get("part") == "cost"]
+    if not rs:
+        return ""
+    r = rs[-1]
+    lines = [f"Batch {r['batch']}, {r['rounds']} interleaved rounds, medians of CPU time.\n"]
+    lines += ["| training step | ms | / Gaussian |", "|---|---:|---:|"]
+    for name, ms in r["ms"].items():
+        lines.append(f"| {name} | {ms:.1f} | {ms / r['ms']['gaussian']:.2f} |")
+    return "\n".join(lines)
+
+
 def record(out: Path, row: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
@@ -295,10 +330,14 @@ def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("part") == part:
-            groups[r["variant"]].append(r)
+            groups[f"{r['variant']} ({r.get('steps', '?')} steps)"].append(r)
     if not groups:
         return ""
-    base = [r["train_cpu_s"] for r in groups.get("gaussian", [])]
+    base = {  # the Gaussian baseline's CPU seconds at each number of steps
+        rs[0]["steps"]: np.mean([r["train_cpu_s"] for r in rs])
+        for rs in groups.values()
+        if rs[0]["variant"] == "gaussian"
+    }
     lines = [
         "| variant | seeds | clean | PGD 3/255 | PGD 8/255 | L2 rho 0.2 | ObsAtk 5/255 "
         "| f(y)+delta 8/255 | gain 8/255 | transfer 8/255 | train s | CPU ratio |",
@@ -309,12 +348,14 @@ def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
             _cell([r[m] for r in rs], 3 if m == "gain8" else 2) if m in rs[0] else "-"
             for m in METRICS
         ]
-        key = name if part == "scratch" else f"finetune-{name}"
+        variant = rs[0]["variant"]
+        key = variant if part == "scratch" else f"finetune-{variant}"
         t = (transfer or {}).get("gaussian" if part == "scratch" else "dncnn-s-25", {})
         cells.append(f"{t[key]:.2f}" if key in t else "-")
         cells.append(f"{np.mean([r['train_s'] for r in rs]):.0f}")
         cpu = np.mean([r["train_cpu_s"] for r in rs])
-        cells.append(f"{cpu / np.mean(base):.2f}" if base and cpu else "-")
+        ref = base.get(rs[0]["steps"])
+        cells.append(f"{cpu / ref:.2f}" if ref and cpu else "-")
         seeds = ",".join(str(r["seed"]) for r in rs)
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -352,6 +393,7 @@ def tables(rows: list[dict]) -> str:
     parts = [
         ("From scratch (small DnCNN)", training_table(rows, "scratch", attacked)),
         ("Fine-tuned DnCNN-S-25", training_table(rows, "finetune", attacked)),
+        ("Training step cost", cost_table(rows)),
         ("Detector ROC AUC", detect_table(rows)),
         ("Transfer, PGD 8/255 (attacked PSNR, dB)", transfer_table(transfer)),
     ]
@@ -361,12 +403,13 @@ def tables(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="every part at toy sizes")
-    ap.add_argument("--part", choices=("scratch", "finetune", "detect", "transfer"))
+    ap.add_argument("--part", choices=("scratch", "finetune", "detect", "transfer", "cost"))
+    ap.add_argument("--rounds", type=int, default=30, help="timing rounds of --part cost")
     ap.add_argument("--variants", nargs="+", default=["gaussian", "ts"], choices=list(VARIANTS))
     ap.add_argument("--detect", nargs="+", default=["pretrained", "small"],
                     choices=["pretrained", "small"], help="models for --part detect")  # fmt: skip
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--steps", type=int, help="training steps (scratch; default 300)")
+    ap.add_argument("--steps", type=int, help="training steps (scratch; default 1000)")
     ap.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default 100)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/defense.jsonl"))
     ap.add_argument("--models-dir", type=Path, default=Path("/tmp/ts_defense_bench/models"))
@@ -393,6 +436,7 @@ def main() -> None:
         run_training("finetune", ["ts"], [0], sizes, out, models_dir)
         run_detect(sizes, out, models_dir, ("pretrained", "small"))
         run_transfer(sizes, out, models_dir)
+        run_cost(sizes, out, rounds=2)
     else:
         out, models_dir = args.out, args.models_dir
         if args.part in ("scratch", "finetune"):
@@ -401,6 +445,8 @@ def main() -> None:
             run_detect(sizes, out, models_dir, tuple(args.detect))
         elif args.part == "transfer":
             run_transfer(sizes, out, models_dir)
+        elif args.part == "cost":
+            run_cost(sizes, out, args.rounds)
         else:
             ap.error("give --part, --smoke or --table")
     print(f"\nMachine: {machine()}; wall time {time.perf_counter() - t0:.0f} s\n")
