@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5000)
     parser.add_argument("--attack-steps", type=int, default=500)
     parser.add_argument("--train-steps", type=int, default=500)
+    parser.add_argument("--attacks", nargs="+", default=["pgd", "pgd-l2", "obsatk"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (memory only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,7 +67,7 @@ def main() -> None:
     model = DnCNN(depth=8, features=32)
     den = Denoiser(model, predicts="noise")
     noisy = sampler.draw(clean).noisy
-    attacks = {n: make_attack(n, den, 25 / 255, steps=10) for n in ("pgd", "pgd-l2", "obsatk")}
+    attacks = {n: make_attack(n, den, 25 / 255, steps=10) for n in args.attacks}
     step = TrainStep(model, torch.optim.Adam(model.parameters(), 1e-4), sampler, predicts="noise")
     rows = [
         measure(

@@ -126,8 +126,8 @@ def fit(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    if check_positive("lr", lr) > torch.finfo(torch.float32).max:
-        raise ValueError(f"lr={lr!r} overflows float32")
+    if check_positive("lr", lr) > torch.finfo(torch.float32).max / 100:
+        raise ValueError(f"lr={lr!r} overflows float32 in Adam's bias-corrected step")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
     check_accelerator(accelerator)

@@ -145,8 +145,9 @@ def worst_case(evaluations: Mapping[str, AttackEvaluation]) -> dict:
     if not isinstance(evaluations, Mapping) or not evaluations:
         raise ValueError("evaluations must be a non-empty mapping of name -> AttackEvaluation")
     names = list(evaluations)
-    if len({len(evaluations[n].psnr_attacked) for n in names}) != 1:
-        raise ValueError("evaluations must cover the same images (their lengths differ)")
+    lengths = {len(evaluations[n].psnr_attacked) for n in names}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"evaluations must cover the same images, at least one: {lengths}")
     table = np.array([evaluations[n].psnr_attacked for n in names])
     idx = table.argmin(0)
     worst = [evaluations[names[i]] for i in idx]

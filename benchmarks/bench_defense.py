@@ -1,0 +1,457 @@
+"""Does TS training make denoisers robust? The evidence of issue 5, as JSON lines and tables.
+
+    python benchmarks/bench_defense.py --part scratch --variants gaussian ts --seeds 0 1
+    python benchmarks/bench_defense.py --part finetune --variants gaussian ts hat
+    python benchmarks/bench_defense.py --part detect
+    python benchmarks/bench_defense.py --part transfer      # after scratch/finetune (weights)
+    python benchmarks/bench_defense.py --part cost          # CPU time per training step
+    python benchmarks/bench_defense.py --table RESULTS.jsonl  # Markdown tables of a results file
+    python benchmarks/bench_defense.py --smoke               # every part at toy sizes (CI)
+
+Parts (each appends one JSON line per model to ``--out`` as soon as it is measured):
+``scratch``: small DnCNNs (no BN, residual) trained from scratch on the eight bundled pictures
+per variant (``VARIANTS``: Gaussian, blind, TS settings, HAT); ``finetune``: the pretrained
+DnCNN-S-25 fine-tuned per variant; both evaluated on Set12 crops by white-box attacks
+(denoising-PGD L-inf 3/255 x 5 steps and 8/255 x 10 steps, L2-denoising-PGD, ObsAtk) with the
+pass-through PSNR and gain at 8/255 (``ts_defense.robustness``). ``detect``: ROC AUC of the
+typical-set detector per attack and budget. ``transfer``: perturbations crafted on the small
+baseline and on the two pretrained DnCNNs, evaluated on every saved model and BM3D.
+``cost``: CPU time of a Gaussian, TS and HAT training step on one batch, interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, machine  # noqa: E402
+from hat import HATStep, fit_hat  # noqa: E402
+
+from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler  # noqa: E402
+from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk  # noqa: E402
+from ts_defense.attacks.evaluate import add_noise, evaluate_attack  # noqa: E402
+from ts_defense.attacks.report import centre_crop  # noqa: E402
+from ts_defense.attacks.transfer import transfer_matrix  # noqa: E402
+from ts_defense.attacks.zoo import load_model  # noqa: E402
+from ts_defense.data import bundled_images, set12, shared_data_dir  # noqa: E402
+from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
+from ts_defense.detect import detection_auc  # noqa: E402
+from ts_defense.fit import PatchSampler, fit  # noqa: E402
+from ts_defense.models import DnCNN, load_dncnn  # noqa: E402
+from ts_defense.robustness import budget_curve  # noqa: E402
+
+SIGMA = 25 / 255
+HAT = "hat"  # not a TS option set: trained by benchmarks/hat.py
+
+# name -> TSConfig options (sigma is added), or HAT
+VARIANTS: dict[str, dict | str] = {
+    "gaussian": {"p_ood": 0.0},
+    "blind": {"sigma": (15 / 255, 35 / 255), "p_ood": 0.0},
+    "ts": {},
+    HAT: HAT,
+    "ts-p0.8": {"p_ood": 0.8},
+    "ts-lowfreq": {
+        "families": {"structured": 1.0},
+        "corr_scale": 12,
+        "corr_mix": (0.2, 0.6),
+        "p_ood": 0.8,
+    },
+    "ts-lowfreq-radial": {
+        "families": {"structured": 1.0, "radial": 1.0},
+        "corr_scale": 12,
+        "corr_mix": (0.2, 0.6),
+        "p_ood": 0.8,
+    },
+    # ablation of the default: one family at a time, the band, the OOD share
+    "ts-radial": {"families": {"radial": 1.0}},
+    "ts-local": {"families": {"local": 1.0}},
+    "ts-structured": {"families": {"structured": 1.0}},
+    "ts-wideband": {"band": (0.1, 1.0), "sides": "above"},
+    "ts-p0.2": {"p_ood": 0.2},
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Experiment sizes (defaults: the full run; ``SMOKE``: seconds)."""
+
+    steps: int = 1000
+    finetune_steps: int = 100
+    finetune_batch: int = 8
+    finetune_lr: float = 1e-4
+    depth: int = 8
+    features: int = 32
+    batch_size: int = 16
+    patch_size: int = 40
+    test_images: int = 6
+    test_size: int = 128
+    finetune_test: tuple[int, int] = (4, 96)  # images, crop: DnCNN-17 attacks cost 8x more
+    detect_images: int = 12
+    detect_size: int = 96
+    detect_tile: int = 32
+    attack_steps: int = 10
+    bm3d: bool = True
+
+
+SMOKE = Sizes(
+    steps=2,
+    finetune_steps=1,
+    finetune_batch=2,
+    depth=3,
+    features=8,
+    batch_size=4,
+    patch_size=16,
+    test_images=2,
+    test_size=32,
+    finetune_test=(1, 32),
+    detect_images=2,
+    detect_size=32,
+    detect_tile=16,
+    attack_steps=2,
+    bm3d=False,
+)
+
+# (name, factory(model, steps) -> attack); L2 budgets: rho 0.2 of the noise norm and ObsAtk
+# RMS 5/255 are the same L2 radius; alpha = 2.5 / steps of the radius (explicit: the library
+# default alpha scales with eps, which under-steps L2 attacks).
+ATTACKS = {
+    "pgd3": lambda den, steps: DenoisingPGD(den, SIGMA, eps=3 / 255, steps=max(1, steps // 2)),
+    "pgd8": lambda den, steps: DenoisingPGD(den, SIGMA, eps=8 / 255, steps=steps),
+    "l2": lambda den, steps: L2DenoisingPGD(den, SIGMA, rho=0.2, steps=steps, alpha=2.5 / steps),
+    "obsatk": lambda den, steps: ObsAtk(den, SIGMA, eps=5 / 255, steps=steps, alpha=2.5 / steps),
+}
+
+
+def test_set(images: int, size: int) -> torch.Tensor:
+    """The first ``images`` Set12 images, centre-cropped to ``size``."""
+    return torch.cat([centre_crop(x, size) for x in set12()[:images]])
+
+
+def evaluate(
+    den: Denoiser, test: torch.Tensor, sizes: Sizes, l2: tuple[str, ...], seed: int = 0
+) -> dict:
+    """Clean and white-box attacked PSNR (dB), pass-through and gain at PGD 8/255, and the
+    L2 attacks named in ``l2``."""
+    steps = sizes.attack_steps
+    low = budget_curve({"m": den}, test, SIGMA, (0.0, 3 / 255), steps=max(1, steps // 2), seed=seed)
+    high = budget_curve({"m": den}, test, SIGMA, (8 / 255,), steps=steps, seed=seed)
+    row = {"clean": low["m"]["psnr"][0], "pgd3": low["m"]["psnr"][1], "pgd8": high["m"]["psnr"][0]}
+    row |= {"pass8": high["m"]["pass_through"][0], "gain8": high["m"]["gain"][0]}
+    noisy = add_noise(test, SIGMA, seed)
+    for name in l2:
+        ev, _ = evaluate_attack(den, ATTACKS[name](den, steps), test, noisy, SIGMA)
+        row[name] = ev.summary()["psnr_attacked"]
+    return row
+
+
+def _timed(train) -> tuple[Denoiser, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    den = train()
+    return den, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def train_scratch(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
+    """One small DnCNN trained with variant ``name`` (TS variants through the demo's trainer)."""
+    options = VARIANTS[name]
+    if options == HAT:
+        torch.manual_seed(seed)
+        net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
+        return fit_hat(
+            net,
+            images,
+            sigma=SIGMA,
+            steps=sizes.steps,
+            batch_size=sizes.batch_size,
+            patch_size=sizes.patch_size,
+            seed=seed,
+        )
+    cfg = DemoConfig(
+        sigma=SIGMA,
+        steps=sizes.steps,
+        depth=sizes.depth,
+        features=sizes.features,
+        batch_size=sizes.batch_size,
+        patch_size=sizes.patch_size,
+        seed=seed,
+        variants={name: options},
+    )
+    return train_variants(cfg, images, progress=False)["models"][name]
+
+
+def train_finetune(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
+    """The pretrained DnCNN-S-25 fine-tuned with variant ``name`` (batch norm in train mode)."""
+    net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
+    options = VARIANTS[name]
+    common = {"steps": sizes.finetune_steps, "batch_size": sizes.finetune_batch}
+    common |= {"patch_size": sizes.patch_size, "lr": sizes.finetune_lr, "seed": seed}
+    if options == HAT:
+        return fit_hat(net, images, sigma=SIGMA, **common)
+    config = {"sigma": SIGMA, **options}
+    fit(net, images, config=config, predicts="noise", progress=False, **common)
+    return Denoiser(net.eval(), predicts="noise")
+
+
+def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: Path) -> None:
+    images = bundled_images(size=None)  # eight 256 x 256 pictures
+    if part == "scratch":
+        trainer, test, l2 = train_scratch, test_set(sizes.test_images, sizes.test_size), ("l2",)
+    else:
+        trainer, test, l2 = train_finetune, test_set(*sizes.finetune_test), ()
+    l2 += ("obsatk",)
+    if part == "finetune" and 0 in seeds:
+        pretrained = load_model("dncnn-s-25")
+        record(out, {"part": part, "variant": "pretrained", "seed": 0, "steps": 0, "train_s": 0.0,
+                     "train_cpu_s": 0.0, **evaluate(pretrained, test, sizes, l2)})  # fmt: skip
+    for seed in seeds:
+        for name in names:
+            den, wall, cpu = _timed(partial(trainer, name, seed, sizes, images))
+            models_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(den.model.state_dict(), models_dir / f"{part}-{name}-s{seed}.pt")
+            n = sizes.steps if part == "scratch" else sizes.finetune_steps
+            row = {"part": part, "variant": name, "seed": seed, "steps": n, "train_s": wall}
+            record(out, {**row, "train_cpu_s": cpu, **evaluate(den, test, sizes, l2)})
+
+
+def detect_tiles(sizes: Sizes) -> torch.Tensor:
+    """Set12 images, centre crops cut into tiles (more inputs for the ROC curve)."""
+    crops = test_set(sizes.detect_images, sizes.detect_size)
+    t = sizes.detect_tile
+    return rearrange(crops, "b c (i p) (j q) -> (b i j) c p q", p=t, q=t)
+
+
+def run_detect(sizes: Sizes, out: Path, models_dir: Path, which: tuple[str, ...]) -> None:
+    """The detector on ``which`` of the pretrained DnCNN-S-25 and the small Gaussian baseline
+    (skipping L2-denoising-PGD on the pretrained model: ObsAtk has the same L2 budget)."""
+    tiles = detect_tiles(sizes)
+    noisy = add_noise(tiles, SIGMA, 0)[0]
+    models = {}
+    if "pretrained" in which:
+        models["dncnn-s-25"] = load_model("dncnn-s-25")
+    if "small" in which:
+        models["small gaussian"] = _load_small(models_dir / "scratch-gaussian-s0.pt", sizes)
+    for model_name, den in models.items():
+        for attack, make in ATTACKS.items():
+            if attack == "l2" and model_name == "dncnn-s-25":
+                continue
+            adv = make(den, sizes.attack_steps)(noisy, tiles)
+            auc = detection_auc(den, noisy, adv, SIGMA)
+            record(out, {"part": "detect", "model": model_name, "attack": attack,
+                         "tiles": int(tiles.shape[0]), **auc})  # fmt: skip
+
+
+def _load_small(path: Path, sizes: Sizes) -> Denoiser:
+    net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return Denoiser(net.eval(), predicts="noise")
+
+
+def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
+    """Sources: the small Gaussian baseline and the pretrained DnCNNs; targets: every model."""
+    models: dict[str, Denoiser] = {}
+    for path in sorted(models_dir.glob("scratch-*-s0.pt")):
+        models[path.stem.removeprefix("scratch-").removesuffix("-s0")] = _load_small(path, sizes)
+    for name in ("dncnn-s-25", "kair-dncnn-25"):
+        models[name] = load_model(name)
+    for path in sorted(models_dir.glob("finetune-*-s0.pt")):
+        net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        models[path.stem.removesuffix("-s0")] = Denoiser(net.eval(), predicts="noise")
+    if sizes.bm3d:
+        models["bm3d"] = load_model("bm3d")
+    sources = [s for s in ("gaussian", "dncnn-s-25", "kair-dncnn-25") if s in models]
+    attack = partial(DenoisingPGD, sigma=SIGMA, eps=8 / 255, steps=sizes.attack_steps)
+    test = test_set(sizes.test_images, sizes.test_size)
+    result = transfer_matrix(models, test, SIGMA, attack, sources=sources)
+    record(out, {"part": "transfer", "clean": result.clean, "attacked": result.attacked})
+
+
+def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:
+    """CPU time of one training step per method on the same batch, interleaved rounds."""
+    torch.manual_seed(0)
+    net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
+    den = Denoiser(net, predicts="noise")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-6)
+    patches = PatchSampler(bundled_images(size=None), sizes.patch_size, torch.Generator())
+    clean = patches(sizes.batch_size)
+    steps = {
+        name: TrainStep(den, opt, TSSampler(TSConfig(sigma=SIGMA, **VARIANTS[name]), seed=0))
+        for name in ("gaussian", "ts")
+    }
+    hat = HATStep(den, opt, SIGMA)
+    cases = {name: partial(step, clean) for name, step in steps.items()}
+    cases[HAT] = partial(hat, clean)
+    ms = interleaved(cases, rounds, clock=time.process_time)
+    record(out, {"part": "cost", "rounds": rounds, "batch": list(clean.shape),
+                 "ms": {k: 1000 * v for k, v in ms.items()}})  # fmt: skip
+
+
+def cost_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r.get("part") == "cost"]
+    if not rs:
+        return ""
+    r = rs[-1]
+    lines = [f"Batch {r['batch']}, {r['rounds']} interleaved rounds, medians of CPU time.\n"]
+    lines += ["| training step | ms | / Gaussian |", "|---|---:|---:|"]
+    for name, ms in r["ms"].items():
+        lines.append(f"| {name} | {ms:.1f} | {ms / r['ms']['gaussian']:.2f} |")
+    return "\n".join(lines)
+
+
+def record(out: Path, row: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+# -- tables ------------------------------------------------------------------------------------
+METRICS = ("clean", "pgd3", "pgd8", "l2", "obsatk", "pass8", "gain8")
+
+
+def _cell(values: list[float], digits: int = 2) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    half = (max(values) - min(values)) / 2
+    return f"{np.mean(values):.{digits}f} ± {half:.{digits}f}"
+
+
+def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("part") == part:
+            groups[f"{r['variant']} ({r.get('steps', '?')} steps)"].append(r)
+    if not groups:
+        return ""
+    base = {  # the Gaussian baseline's CPU seconds at each number of steps
+        rs[0]["steps"]: np.mean([r["train_cpu_s"] for r in rs])
+        for rs in groups.values()
+        if rs[0]["variant"] == "gaussian"
+    }
+    lines = [
+        "| variant | seeds | clean | PGD 3/255 | PGD 8/255 | L2 rho 0.2 | ObsAtk 5/255 "
+        "| f(y)+delta 8/255 | gain 8/255 | transfer 8/255 | train s | CPU ratio |",
+        "|---|---|" + "---:|" * 10,
+    ]
+    for name, rs in groups.items():
+        cells = [
+            _cell([r[m] for r in rs], 3 if m == "gain8" else 2) if m in rs[0] else "-"
+            for m in METRICS
+        ]
+        variant = rs[0]["variant"]
+        key = variant if part == "scratch" else f"finetune-{variant}"
+        t = (transfer or {}).get("gaussian" if part == "scratch" else "dncnn-s-25", {})
+        cells.append(f"{t[key]:.2f}" if key in t else "-")
+        cells.append(f"{np.mean([r['train_s'] for r in rs]):.0f}")
+        cpu = np.mean([r["train_cpu_s"] for r in rs])
+        ref = base.get(rs[0]["steps"])
+        cells.append(f"{cpu / ref:.2f}" if ref and cpu else "-")
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detect_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r.get("part") == "detect"]
+    if not rs:
+        return ""
+    lines = ["| model | attack | tiles | AUC global | AUC window |", "|---|---|---:|---:|---:|"]
+    for r in rs:
+        lines.append(
+            f"| {r['model']} | {r['attack']} | {r['tiles']} | {r['global']:.3f} "
+            f"| {r['window']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def transfer_table(row: dict | None) -> str:
+    if row is None:
+        return ""
+    sources = list(row["attacked"])
+    lines = ["| target | clean | " + " | ".join(f"from {s}" for s in sources) + " |"]
+    lines.append("|---|---:|" + "---:|" * len(sources))
+    for t, c in row["clean"].items():
+        vals = " | ".join(f"{row['attacked'][s][t]:.2f}" for s in sources)
+        lines.append(f"| {t} | {c:.2f} | {vals} |")
+    return "\n".join(lines)
+
+
+def tables(rows: list[dict]) -> str:
+    transfers = [r for r in rows if r.get("part") == "transfer"]
+    transfer = transfers[-1] if transfers else None
+    attacked = transfer["attacked"] if transfer else None
+    parts = [
+        ("From scratch (small DnCNN)", training_table(rows, "scratch", attacked)),
+        ("Fine-tuned DnCNN-S-25", training_table(rows, "finetune", attacked)),
+        ("Training step cost", cost_table(rows)),
+        ("Detector ROC AUC", detect_table(rows)),
+        ("Transfer, PGD 8/255 (attacked PSNR, dB)", transfer_table(transfer)),
+    ]
+    return "\n\n".join(f"### {title}\n\n{t}" for title, t in parts if t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="every part at toy sizes")
+    ap.add_argument("--part", choices=("scratch", "finetune", "detect", "transfer", "cost"))
+    ap.add_argument("--rounds", type=int, default=30, help="timing rounds of --part cost")
+    ap.add_argument("--variants", nargs="+", default=["gaussian", "ts"], choices=list(VARIANTS))
+    ap.add_argument("--detect", nargs="+", default=["pretrained", "small"],
+                    choices=["pretrained", "small"], help="models for --part detect")  # fmt: skip
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, help="training steps (scratch; default 1000)")
+    ap.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default 100)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/defense.jsonl"))
+    ap.add_argument("--models-dir", type=Path, default=Path("/tmp/ts_defense_bench/models"))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--table", type=Path, help="print the Markdown tables of a results file")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.table:
+        print(tables([json.loads(line) for line in args.table.read_text().splitlines() if line]))
+        return
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.steps:
+        sizes = replace(sizes, steps=args.steps)
+    if args.finetune_steps:
+        sizes = replace(sizes, finetune_steps=args.finetune_steps)
+    t0 = time.perf_counter()
+    if args.smoke:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp())
+        out, models_dir = tmp / "smoke.jsonl", tmp / "models"
+        run_training("scratch", ["gaussian", "ts", HAT], [0], sizes, out, models_dir)
+        run_training("finetune", ["ts"], [0], sizes, out, models_dir)
+        run_detect(sizes, out, models_dir, ("pretrained", "small"))
+        run_transfer(sizes, out, models_dir)
+        run_cost(sizes, out, rounds=2)
+    else:
+        out, models_dir = args.out, args.models_dir
+        if args.part in ("scratch", "finetune"):
+            run_training(args.part, args.variants, args.seeds, sizes, out, models_dir)
+        elif args.part == "detect":
+            run_detect(sizes, out, models_dir, tuple(args.detect))
+        elif args.part == "transfer":
+            run_transfer(sizes, out, models_dir)
+        elif args.part == "cost":
+            run_cost(sizes, out, args.rounds)
+        else:
+            ap.error("give --part, --smoke or --table")
+    print(f"\nMachine: {machine()}; wall time {time.perf_counter() - t0:.0f} s\n")
+    print(tables([json.loads(line) for line in out.read_text().splitlines() if line]))
+
+
+if __name__ == "__main__":
+    main()
