@@ -65,12 +65,13 @@ def test_same_seed_same_noise_attacks_and_metrics_in_two_runs(runs):
 def test_thread_count_changes_noise_and_sign_attacks_not_at_all_and_the_rest_by_rounding(runs):
     one, _, two = runs
     assert one["threads"] == 1 and two["threads"] == 2
-    for key in ("noise", "family", "loss"):
+    for key in ("noise", "family"):
         assert one[key] == two[key], key
     for name in ("pgd", "mifgsm"):  # sign steps absorb rounding in the gradient
         assert one[name]["adv"] == two[name]["adv"], name
     close = partial(np.testing.assert_allclose, rtol=0, atol=1e-5)
     close(one["weight_values"], two["weight_values"])
+    np.testing.assert_allclose(one["loss"], two["loss"], rtol=1e-6)  # conv reductions by thread
     for name in ("pgd", "pgd-l2", "obsatk", "mifgsm"):
         close(one[name]["values"], two[name]["values"])
         close(one[name]["psnr"], two[name]["psnr"])  # dB

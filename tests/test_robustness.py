@@ -42,3 +42,14 @@ def test_family_psnr_sees_the_noise_power_of_each_family():
     assert set(table) == {"gaussian", "radial", "local", "structured"}
     model = Denoiser(DnCNN(depth=3, features=4), predicts="noise")
     assert set(family_psnr({"m": model}, clean, TSConfig(sigma=sigma))["m"]) == set(table)
+
+
+def test_l2_budgets_reach_l2_attacks_with_a_useful_default_step():
+    from ts_defense.attacks import L2DenoisingPGD, ObsAtk
+
+    den = Denoiser(Smooth())
+    assert L2DenoisingPGD(den, 0.1, rho=0.2, steps=5).alpha == pytest.approx(0.5)
+    assert ObsAtk(den, 0.1, steps=10).alpha == pytest.approx(0.25)
+    clean = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    curve = budget_curve({"blur": den}, clean, 25 / 255, [0.2], attack="pgd-l2", steps=5)["blur"]
+    assert curve["psnr"][0] < curve["pass_through"][0] + 1.0

@@ -44,7 +44,8 @@ def budget_curve(
     for name, den in models.items():
         curve: dict[str, list[float]] = {"budget": [], "psnr": [], "pass_through": [], "gain": []}
         for eps in budgets:
-            atk = make_attack(attack, den, sigma, eps=eps, steps=steps, seed=seed) if eps else None
+            budget = {"rho" if attack == "pgd-l2" else "eps": eps}
+            atk = make_attack(attack, den, sigma, **budget, steps=steps, seed=seed) if eps else None
             scores, passed, gains = [], [], []
             for x, y in zip(xs, ys, strict=True):
                 out = denoise(den, y, sigma)

@@ -50,7 +50,7 @@ class TSConfig:
     """
 
     sigma: float | tuple[float, float] = 25 / 255
-    p_ood: float = 0.5
+    p_ood: float = 0.2
     families: Mapping[str, float] = field(
         default_factory=lambda: {"radial": 1.0, "local": 1.0, "structured": 1.0}
     )

@@ -43,6 +43,8 @@ class L2DenoisingPGD(DenoiserAttack):
         super().__init__(
             name, model, sigma, rho, steps, alpha, objective, loss, clip, random_start, seed
         )
+        if alpha is None:  # a fraction of the radius per step (the base's default is L-inf's)
+            self.alpha = 2.5 / steps
 
     def radius(self, noisy: Tensor) -> Tensor:
         """The per-sample L2 budget ``rho * sigma * sqrt(N)``, shape (B, 1, 1, 1)."""
