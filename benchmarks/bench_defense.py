@@ -39,6 +39,7 @@ from common import interleaved, machine  # noqa: E402
 from hat import HATStep, fit_hat  # noqa: E402
 
 from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler  # noqa: E402
+from ts_defense._io import safe_load  # noqa: E402
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk  # noqa: E402
 from ts_defense.attacks.evaluate import add_noise, evaluate_attack  # noqa: E402
 from ts_defense.attacks.report import centre_crop  # noqa: E402
@@ -252,7 +253,7 @@ def run_detect(sizes: Sizes, out: Path, models_dir: Path, which: tuple[str, ...]
 
 def _load_small(path: Path, sizes: Sizes) -> Denoiser:
     net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.load_state_dict(safe_load(path, "model weights"))
     return Denoiser(net.eval(), predicts="noise")
 
 
@@ -265,7 +266,7 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
         models[name] = load_model(name)
     for path in sorted(models_dir.glob("finetune-*-s0.pt")):
         net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.load_state_dict(safe_load(path, "model weights"))
         models[path.stem.removesuffix("-s0")] = Denoiser(net.eval(), predicts="noise")
     if sizes.bm3d:
         models["bm3d"] = load_model("bm3d")
