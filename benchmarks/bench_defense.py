@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved, machine  # noqa: E402
@@ -45,7 +44,12 @@ from ts_defense.attacks.evaluate import add_noise, evaluate_attack  # noqa: E402
 from ts_defense.attacks.report import centre_crop  # noqa: E402
 from ts_defense.attacks.transfer import transfer_matrix  # noqa: E402
 from ts_defense.attacks.zoo import load_model  # noqa: E402
-from ts_defense.data import bundled_images, set12, shared_data_dir  # noqa: E402
+from ts_defense.data import (  # noqa: E402
+    bundled_images,
+    set12,
+    shared_data_dir,
+    tiles,  # noqa: E402
+)
 from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
 from ts_defense.fit import PatchSampler, fit  # noqa: E402
@@ -228,7 +232,7 @@ def detect_tiles(sizes: Sizes) -> torch.Tensor:
     """Set12 images, centre crops cut into tiles (more inputs for the ROC curve)."""
     crops = test_set(sizes.detect_images, sizes.detect_size)
     t = sizes.detect_tile
-    return rearrange(crops, "b c (i p) (j q) -> (b i j) c p q", p=t, q=t)
+    return tiles(crops, t)
 
 
 def run_detect(sizes: Sizes, out: Path, models_dir: Path, which: tuple[str, ...]) -> None:

@@ -59,6 +59,16 @@ def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> 
     return torch.stack(out)[:, None]
 
 
+def tiles(images: Tensor, size: int) -> Tensor:
+    """Non-overlapping ``size x size`` tiles of a (B, C, H, W) batch, (B * tiles, C, size, size);
+    the far border that does not fill a tile is dropped."""
+    from einops import rearrange
+
+    h, w = images.shape[-2:]
+    images = images[..., : h - h % size, : w - w % size]
+    return rearrange(images, "b c (i p) (j q) -> (b i j) c p q", p=size, q=size)
+
+
 def load_image(path: str | Path) -> Tensor:
     """One image file as a grey (1, 1, H, W) float tensor in [0, 1]."""
     from skimage.io import imread

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 
 from . import typical
 from .attacks import DenoisingPGD
 from .attacks.evaluate import add_noise, denoise
 from .attacks.transfer import save_transfer, transfer_matrix
 from .attacks.zoo import load_model
-from .data import bundled_images
+from .data import bundled_images, tiles
 from .denoiser import Denoiser
 from .detect import detection_auc
 from .fit import fit
@@ -50,11 +49,6 @@ class DemoConfig:
     variants: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"gaussian": {"p_ood": 0.0}, "ts": {}}
     )
-
-
-def _test_crops(images: torch.Tensor, size: int = 64) -> torch.Tensor:
-    h = images.shape[-1] // size * size
-    return rearrange(images[..., :h, :h], "b c (i p) (j q) -> (b i j) c p q", p=size, q=size)
 
 
 def train_variants(cfg: DemoConfig, train: torch.Tensor, progress: bool) -> dict[str, Any]:
@@ -132,7 +126,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images = bundled_images(size=128)
-    train, test = images[:6], _test_crops(images[6:])
+    train, test = images[:6], tiles(images[6:], 64)
     sampler_report(out, TSConfig(sigma=cfg.sigma), seed=cfg.seed)
     trained = train_variants(cfg, train, progress)
     models: dict[str, Denoiser] = trained["models"]

@@ -7,25 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from einops import rearrange
-
 from . import typical
-from .data import bundled_images
+from .data import bundled_images, tiles
 from .sampler import TSConfig, TSSampler
-
-
-def _patches(images: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = images.shape[-2:]
-    images = images[..., : h - h % size, : w - w % size]
-    return rearrange(images, "b c (i p) (j q) -> (b i j) c p q", p=size, q=size)
 
 
 def family_statistics(
     config: TSConfig, patch: int = 64, repeats: int = 8, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """Draw every family (and Gaussian) on bundled-image patches; deviation statistics each."""
-    clean = _patches(bundled_images(), patch).repeat(repeats, 1, 1, 1)
+    clean = tiles(bundled_images(), patch).repeat(repeats, 1, 1, 1)
     n_dims = clean[0].numel()
     eps = config.band[0]
     stats: dict[str, dict[str, Any]] = {}
