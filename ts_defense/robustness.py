@@ -40,29 +40,41 @@ def budget_curve(
     xs = as_batches(clean, "clean")
     ys = add_noise(xs, sigma, seed)
     curves: dict[str, dict[str, list[float]]] = {}
-    bar = tqdm(total=len(models) * len(budgets), disable=not progress, desc=f"{attack} budgets")
-    for name, den in models.items():
-        curve: dict[str, list[float]] = {"budget": [], "psnr": [], "pass_through": [], "gain": []}
-        for eps in budgets:
-            budget = {"rho" if attack == "pgd-l2" else "eps": eps}
-            atk = make_attack(attack, den, sigma, **budget, steps=steps, seed=seed) if eps else None
-            scores, passed, gains = [], [], []
-            for x, y in zip(xs, ys, strict=True):
-                out = denoise(den, y, sigma)
-                adv = atk(y, x) if atk is not None else y
-                out_adv = denoise(den, adv, sigma)
-                delta = (adv - y).flatten(1)
-                scores += psnr(x, out_adv)
-                passed += psnr(x, out + (adv - y))
-                moved = (out_adv - out).flatten(1).norm(dim=1)
-                gains += torch.where(delta.norm(dim=1) > 0, moved / delta.norm(dim=1), 1.0).tolist()
-            curve["budget"].append(float(eps))
-            curve["psnr"].append(float(np.mean(scores)))
-            curve["pass_through"].append(float(np.mean(passed)))
-            curve["gain"].append(float(np.mean(gains)))
-            bar.update()
-        curves[name] = curve
-    bar.close()
+    with tqdm(
+        total=len(models) * len(budgets), disable=not progress, desc=f"{attack} budgets"
+    ) as bar:  # closed before an error propagates
+        for name, den in models.items():
+            curve: dict[str, list[float]] = {
+                "budget": [],
+                "psnr": [],
+                "pass_through": [],
+                "gain": [],
+            }
+            for eps in budgets:
+                budget = {"rho" if attack == "pgd-l2" else "eps": eps}
+                atk = (
+                    make_attack(attack, den, sigma, **budget, steps=steps, seed=seed)
+                    if eps
+                    else None
+                )
+                scores, passed, gains = [], [], []
+                for x, y in zip(xs, ys, strict=True):
+                    out = denoise(den, y, sigma)
+                    adv = atk(y, x) if atk is not None else y
+                    out_adv = denoise(den, adv, sigma)
+                    delta = (adv - y).flatten(1)
+                    scores += psnr(x, out_adv)
+                    passed += psnr(x, out + (adv - y))
+                    moved = (out_adv - out).flatten(1).norm(dim=1)
+                    gains += torch.where(
+                        delta.norm(dim=1) > 0, moved / delta.norm(dim=1), 1.0
+                    ).tolist()
+                curve["budget"].append(float(eps))
+                curve["psnr"].append(float(np.mean(scores)))
+                curve["pass_through"].append(float(np.mean(passed)))
+                curve["gain"].append(float(np.mean(gains)))
+                bar.update()
+            curves[name] = curve
     return curves
 
 

@@ -12,10 +12,10 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive
+from .._checks import check_choice, check_positive
 from ..data import BUNDLED, bundled_images, load_image, set12
 from ..denoiser import Denoiser
-from . import make_attack
+from . import ATTACKS, make_attack
 from .base import DenoiserAttack
 from .evaluate import add_noise, evaluate_attack, worst_case
 from .transfer import TransferResult, save_transfer, transfer_matrix
@@ -54,7 +54,10 @@ def load_images(
 def attack_options(
     name: str, eps: float, rho: float, steps: int, objective: str, seed: int
 ) -> dict:
-    """Keyword options of the attack ``name`` (eps in 0..255 units; rho for ``pgd-l2``)."""
+    """Keyword options of the attack ``name`` (eps in 0..255 units; rho for ``pgd-l2``).
+
+    Checks the name first, so that a typo fails before any model is loaded or bar drawn."""
+    check_choice("attack", name, tuple(ATTACKS))
     opts: dict[str, Any] = {"objective": objective, "seed": seed}
     if name == "pgd-l2":
         opts["rho"] = rho

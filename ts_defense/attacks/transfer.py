@@ -95,29 +95,30 @@ def transfer_matrix(
         raise ValueError("no differentiable source model to craft perturbations on")
     xs = as_batches(clean, "clean")
     ys = add_noise(xs, sigma, seed)
-    bar = tqdm(total=len(sources) + len(names), disable=not progress, desc="transfer")
-    perturbations: dict[str, list[Tensor]] = {}
-    for s in sources:  # crafting: once per source
-        bar.set_postfix_str(f"crafting on {s}")
-        atk = attack(models[s])
-        perturbations[s] = [atk(y, x) - y for x, y in zip(xs, ys, strict=True)]
-        bar.update()
-    clean_pi: dict[str, list[float]] = {}
-    per_image: dict[str, dict[str, list[float]]] = {s: {} for s in sources}
-    for t in names:  # evaluation: every target on the noisy and on each source's inputs
-        bar.set_postfix_str(f"evaluating {t}")
-        den = models[t]
-        clean_pi[t] = [
-            v for x, y in zip(xs, ys, strict=True) for v in psnr(x, denoise(den, y, sigma))
-        ]
-        for s in sources:
-            per_image[s][t] = [
-                v
-                for x, y, d in zip(xs, ys, perturbations[s], strict=True)
-                for v in psnr(x, denoise(den, y + d, sigma))
+    with tqdm(
+        total=len(sources) + len(names), disable=not progress, desc="transfer"
+    ) as bar:  # closed before an error propagates
+        perturbations: dict[str, list[Tensor]] = {}
+        for s in sources:  # crafting: once per source
+            bar.set_postfix_str(f"crafting on {s}")
+            atk = attack(models[s])
+            perturbations[s] = [atk(y, x) - y for x, y in zip(xs, ys, strict=True)]
+            bar.update()
+        clean_pi: dict[str, list[float]] = {}
+        per_image: dict[str, dict[str, list[float]]] = {s: {} for s in sources}
+        for t in names:  # evaluation: every target on the noisy and on each source's inputs
+            bar.set_postfix_str(f"evaluating {t}")
+            den = models[t]
+            clean_pi[t] = [
+                v for x, y in zip(xs, ys, strict=True) for v in psnr(x, denoise(den, y, sigma))
             ]
-        bar.update()
-    bar.close()
+            for s in sources:
+                per_image[s][t] = [
+                    v
+                    for x, y, d in zip(xs, ys, perturbations[s], strict=True)
+                    for v in psnr(x, denoise(den, y + d, sigma))
+                ]
+            bar.update()
     return TransferResult(
         sources=list(sources),
         targets=names,
