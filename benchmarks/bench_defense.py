@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved, machine  # noqa: E402
@@ -53,7 +54,7 @@ from ts_defense.data import (  # noqa: E402
 from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
 from ts_defense.fit import PatchSampler, fit  # noqa: E402
-from ts_defense.models import DnCNN, load_dncnn  # noqa: E402
+from ts_defense.models import DnCNN, PnPHQS, ProxGradUnfolded, load_dncnn  # noqa: E402
 from ts_defense.robustness import budget_curve  # noqa: E402
 
 SIGMA = 25 / 255
@@ -63,8 +64,9 @@ HAT = "hat"  # not a TS option set: trained by benchmarks/hat.py
 VARIANTS: dict[str, dict | str] = {
     "gaussian": {"p_ood": 0.0},
     "blind": {"sigma": (15 / 255, 35 / 255), "p_ood": 0.0},
-    "ts": {},
+    "ts": {},  # the library default (p_ood 0.2 since issue 5's evidence)
     HAT: HAT,
+    "ts-p0.5": {"p_ood": 0.5},  # the first default
     "ts-p0.8": {"p_ood": 0.8},
     "ts-lowfreq": {
         "families": {"structured": 1.0},
@@ -83,7 +85,8 @@ VARIANTS: dict[str, dict | str] = {
     "ts-local": {"families": {"local": 1.0}},
     "ts-structured": {"families": {"structured": 1.0}},
     "ts-wideband": {"band": (0.1, 1.0), "sides": "above"},
-    "ts-p0.2": {"p_ood": 0.2},
+    # the band where the attacks land: y - x of PGD 8/255 deviates by +0.12..+0.21
+    "ts-attackband": {"band": (0.1, 0.25), "sides": "above", "p_ood": 0.5},
 }
 
 
@@ -214,7 +217,7 @@ def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: P
     else:
         trainer, test, l2 = train_finetune, test_set(*sizes.finetune_test), ()
     l2 += ("obsatk",)
-    if part == "finetune" and 0 in seeds:
+    if part == "finetune" and not _recorded(out, part, "pretrained"):
         pretrained = load_model("dncnn-s-25")
         record(out, {"part": part, "variant": "pretrained", "seed": 0, "steps": 0, "train_s": 0.0,
                      "train_cpu_s": 0.0, **evaluate(pretrained, test, sizes, l2)})  # fmt: skip
@@ -226,6 +229,79 @@ def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: P
             n = sizes.steps if part == "scratch" else sizes.finetune_steps
             row = {"part": part, "variant": name, "seed": seed, "steps": n, "train_s": wall}
             record(out, {**row, "train_cpu_s": cpu, **evaluate(den, test, sizes, l2)})
+
+
+# The heterogeneous zoo: name -> (build(), predicts, noise_level, training sigma). Sizes fit a
+# 2-core CPU: 1000 steps of batch 16 take 1-6 minutes each (`--part zoo`).
+def _drunet() -> nn.Module:
+    from spandrel.architectures.DRUNet import DRUNet
+
+    return DRUNet(in_nc=2, out_nc=1, nc=[16, 32, 64, 64], nb=1)
+
+
+def _swinir() -> nn.Module:
+    from spandrel.architectures.SwinIR import SwinIR
+
+    return SwinIR(img_size=40, in_chans=1, embed_dim=24, depths=[2, 2], num_heads=[2, 2],
+                  window_size=8, mlp_ratio=2.0, drop_path_rate=0.0)  # fmt: skip
+
+
+ZOO = {  # DRUNet is trained blind (sigma 10-50): the PnP-HQS schedule queries 50 down to 25
+    "drunet": (_drunet, "clean", "map", (10 / 255, 50 / 255)),
+    "swinir": (_swinir, "clean", "none", SIGMA),
+    "unfolded": (partial(ProxGradUnfolded, 1, 3, 4, 32), "clean", "none", SIGMA),
+}
+PNP_ITERATIONS = 4
+
+
+def _zoo_denoiser(arch: str, path: Path | None = None) -> Denoiser:
+    build, predicts, noise_level, _ = ZOO[arch]
+    net = build()
+    if path is not None:
+        net.load_state_dict(safe_load(path, "model weights"))
+    return Denoiser(net.eval(), predicts=predicts, noise_level=noise_level)
+
+
+def _pnp(drunet: Denoiser) -> Denoiser:
+    hqs = PnPHQS(drunet, iterations=PNP_ITERATIONS)
+    return Denoiser(hqs, predicts="clean", noise_level="argument")
+
+
+def run_zoo(variants, seeds, sizes: Sizes, out: Path, models_dir: Path) -> None:
+    """DRUNet, SwinIR and the unfolded model trained per variant (TS options as for the small
+    DnCNN, sigma range of the architecture), plus PnP-HQS around each DRUNet; white-box rows."""
+    images = bundled_images(size=None)
+    test = test_set(sizes.test_images, sizes.test_size)
+    for seed in seeds:
+        for arch, (build, predicts, noise_level, sigma) in ZOO.items():
+            for name in variants:
+                if VARIANTS[name] == HAT:
+                    raise ValueError("--part zoo trains TS variants only (HAT: --part scratch)")
+                torch.manual_seed(seed)
+                net = build()
+                config = {**VARIANTS[name], "sigma": sigma}
+                common = {"steps": sizes.steps, "batch_size": sizes.batch_size, "seed": seed}
+                wall, cpu = time.perf_counter(), time.process_time()
+                fit(net, images, config=config, predicts=predicts, noise_level=noise_level,
+                    patch_size=sizes.patch_size, progress=False, **common)  # fmt: skip
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                models_dir.mkdir(parents=True, exist_ok=True)
+                torch.save(net.state_dict(), models_dir / f"zoo-{arch}-{name}-s{seed}.pt")
+                den = Denoiser(net.eval(), predicts=predicts, noise_level=noise_level)
+                row = {"part": "zoo", "arch": arch, "variant": name, "seed": seed}
+                row |= {"steps": sizes.steps, "train_s": wall, "train_cpu_s": cpu}
+                record(out, {**row, **evaluate(den, test, sizes, ("l2", "obsatk"))})
+                if arch == "drunet":
+                    row = {**row, "arch": "pnp-hqs", "steps": 0, "train_s": 0.0}
+                    record(out, {**row, "train_cpu_s": 0.0, **evaluate(_pnp(den), test, sizes, ())})
+
+
+def _recorded(out: Path, part: str, variant: str) -> bool:
+    """Whether ``out`` already holds a row of ``variant`` in ``part`` (rows are not repeated)."""
+    if not out.exists():
+        return False
+    rows = (json.loads(line) for line in out.read_text().splitlines() if line)
+    return any(r.get("part") == part and r.get("variant") == variant for r in rows)
 
 
 def detect_tiles(sizes: Sizes) -> torch.Tensor:
@@ -262,7 +338,8 @@ def _load_small(path: Path, sizes: Sizes) -> Denoiser:
 
 
 def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
-    """Sources: the small Gaussian baseline and the pretrained DnCNNs; targets: every model."""
+    """Sources: the small Gaussian baseline, the zoo's Gaussian-trained models and the pretrained
+    DnCNNs; targets: every saved model (seed 0), the pretrained DnCNNs and BM3D."""
     models: dict[str, Denoiser] = {}
     for path in sorted(models_dir.glob("scratch-*-s0.pt")):
         models[path.stem.removeprefix("scratch-").removesuffix("-s0")] = _load_small(path, sizes)
@@ -272,9 +349,16 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
         net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
         net.load_state_dict(safe_load(path, "model weights"))
         models[path.stem.removesuffix("-s0")] = Denoiser(net.eval(), predicts="noise")
+    for path in sorted(models_dir.glob("zoo-*-s0.pt")):
+        arch, variant = path.stem.removeprefix("zoo-").removesuffix("-s0").split("-", 1)
+        suffix = "" if variant == "gaussian" else f"-{variant}"
+        models[arch + suffix] = _zoo_denoiser(arch, path)
+        if arch == "drunet":
+            models["pnp-hqs" + suffix] = _pnp(models[arch + suffix])
     if sizes.bm3d:
         models["bm3d"] = load_model("bm3d")
-    sources = [s for s in ("gaussian", "dncnn-s-25", "kair-dncnn-25") if s in models]
+    sources = [s for s in ("gaussian", *ZOO, "pnp-hqs", "dncnn-s-25", "kair-dncnn-25")
+               if s in models]  # fmt: skip
     attack = partial(DenoisingPGD, sigma=SIGMA, eps=8 / 255, steps=sizes.attack_steps)
     test = test_set(sizes.test_images, sizes.test_size)
     result = transfer_matrix(models, test, SIGMA, attack, sources=sources)
@@ -331,35 +415,46 @@ def _cell(values: list[float], digits: int = 2) -> str:
     return f"{np.mean(values):.{digits}f} ± {half:.{digits}f}"
 
 
+def _model_key(r: dict) -> str:
+    """The row's model name in the transfer records (scratch: variant; zoo: arch[-variant])."""
+    if r["part"] == "finetune":
+        return f"finetune-{r['variant']}"
+    if r["part"] == "zoo":
+        return r["arch"] + ("" if r["variant"] == "gaussian" else f"-{r['variant']}")
+    return r["variant"]
+
+
 def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("part") == part:
-            groups[f"{r['variant']} ({r.get('steps', '?')} steps)"].append(r)
+            arch = f"{r['arch']} " if "arch" in r else ""
+            groups[f"{arch}{r['variant']} ({r.get('steps', '?')} steps)"].append(r)
     if not groups:
         return ""
-    base = {  # the Gaussian baseline's CPU seconds at each number of steps
-        rs[0]["steps"]: np.mean([r["train_cpu_s"] for r in rs])
+    base = {  # the Gaussian baseline's CPU seconds per architecture and number of steps
+        (rs[0].get("arch"), rs[0]["steps"]): np.mean([r["train_cpu_s"] for r in rs])
         for rs in groups.values()
         if rs[0]["variant"] == "gaussian"
     }
     lines = [
-        "| variant | seeds | clean | PGD 3/255 | PGD 8/255 | L2 rho 0.2 | ObsAtk 5/255 "
-        "| f(y)+delta 8/255 | gain 8/255 | transfer 8/255 | train s | CPU ratio |",
+        f"| {'model' if part == 'zoo' else 'variant'} | seeds | clean | PGD 3/255 | PGD 8/255 "
+        "| L2 rho 0.2 | ObsAtk 5/255 | f(y)+delta 8/255 | gain 8/255 | transfer 8/255 "
+        "| train s | CPU ratio |",
         "|---|---|" + "---:|" * 10,
     ]
+    source = "dncnn-s-25" if part == "finetune" else "gaussian"
     for name, rs in groups.items():
         cells = [
             _cell([r[m] for r in rs], 3 if m == "gain8" else 2) if m in rs[0] else "-"
             for m in METRICS
         ]
-        variant = rs[0]["variant"]
-        key = variant if part == "scratch" else f"finetune-{variant}"
-        t = (transfer or {}).get("gaussian" if part == "scratch" else "dncnn-s-25", {})
+        t = (transfer or {}).get(source, {})
+        key = _model_key(rs[0])
         cells.append(f"{t[key]:.2f}" if key in t else "-")
         cells.append(f"{np.mean([r['train_s'] for r in rs]):.0f}")
         cpu = np.mean([r["train_cpu_s"] for r in rs])
-        ref = base.get(rs[0]["steps"])
+        ref = base.get((rs[0].get("arch"), rs[0]["steps"]))
         cells.append(f"{cpu / ref:.2f}" if ref and cpu else "-")
         seeds = ",".join(str(r["seed"]) for r in rs)
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
@@ -398,6 +493,7 @@ def tables(rows: list[dict]) -> str:
     parts = [
         ("From scratch (small DnCNN)", training_table(rows, "scratch", attacked)),
         ("Fine-tuned DnCNN-S-25", training_table(rows, "finetune", attacked)),
+        ("Other architectures (zoo)", training_table(rows, "zoo", attacked)),
         ("Training step cost", cost_table(rows)),
         ("Detector ROC AUC", detect_table(rows)),
         ("Transfer, PGD 8/255 (attacked PSNR, dB)", transfer_table(transfer)),
@@ -408,7 +504,7 @@ def tables(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="every part at toy sizes")
-    ap.add_argument("--part", choices=("scratch", "finetune", "detect", "transfer", "cost"))
+    ap.add_argument("--part", choices=("scratch", "finetune", "zoo", "detect", "transfer", "cost"))
     ap.add_argument("--rounds", type=int, default=30, help="timing rounds of --part cost")
     ap.add_argument("--variants", nargs="+", default=["gaussian", "ts"], choices=list(VARIANTS))
     ap.add_argument("--detect", nargs="+", default=["pretrained", "small"],
@@ -439,6 +535,7 @@ def main() -> None:
         out, models_dir = tmp / "smoke.jsonl", tmp / "models"
         run_training("scratch", ["gaussian", "ts", HAT], [0], sizes, out, models_dir)
         run_training("finetune", ["ts"], [0], sizes, out, models_dir)
+        run_zoo(["gaussian", "ts"], [0], sizes, out, models_dir)
         run_detect(sizes, out, models_dir, ("pretrained", "small"))
         run_transfer(sizes, out, models_dir)
         run_cost(sizes, out, rounds=2)
@@ -446,6 +543,8 @@ def main() -> None:
         out, models_dir = args.out, args.models_dir
         if args.part in ("scratch", "finetune"):
             run_training(args.part, args.variants, args.seeds, sizes, out, models_dir)
+        elif args.part == "zoo":
+            run_zoo(args.variants, args.seeds, sizes, out, models_dir)
         elif args.part == "detect":
             run_detect(sizes, out, models_dir, tuple(args.detect))
         elif args.part == "transfer":

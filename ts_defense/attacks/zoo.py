@@ -1,5 +1,6 @@
-"""Named denoisers for attacks and transfer studies: the pretrained DnCNNs of ``shared/data``
-and BM3D (a model-driven baseline: a transfer target only, it has no gradient).
+"""Named denoisers for attacks and transfer studies: the pretrained DnCNNs of ``shared/data``,
+plug-and-play HQS around the blind DnCNN-B, and BM3D (a model-driven baseline: a transfer
+target only, it has no gradient).
 
 >>> den = load_model("dncnn-s-25")      # a ts_defense.Denoiser, in eval mode
 >>> register_model("mine", lambda data_dir: Denoiser(my_net, predicts="clean"))
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..data import shared_data_dir
 from ..denoiser import Denoiser
-from ..models import load_dncnn
+from ..models import PnPHQS, load_dncnn
 
 Builder = Callable[[Path | None], Denoiser]
 
@@ -57,12 +58,18 @@ def _dncnn(filename: str, data_dir: Path | None) -> Denoiser:
     return Denoiser(load_dncnn(Path(folder) / "weights" / filename), predicts="noise").eval()
 
 
+def _pnp_dncnn_b(data_dir: Path | None) -> Denoiser:
+    hqs = PnPHQS(_dncnn("DnCNN-B.pth", data_dir))
+    return Denoiser(hqs, predicts="clean", noise_level="argument").eval()
+
+
 MODELS: dict[str, Builder] = {
     "dncnn-s-15": partial(_dncnn, "DnCNN-S-15.pth"),
     "dncnn-s-25": partial(_dncnn, "DnCNN-S-25.pth"),
     "dncnn-s-50": partial(_dncnn, "DnCNN-S-50.pth"),
     "dncnn-b": partial(_dncnn, "DnCNN-B.pth"),
     "kair-dncnn-25": partial(_dncnn, "kair_dncnn_25.pth"),
+    "pnp-hqs-dncnn-b": _pnp_dncnn_b,
     "bm3d": lambda data_dir: Denoiser(BM3D(), predicts="clean", noise_level="argument"),
 }
 
