@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import defaultdict
@@ -337,18 +338,23 @@ def _load_small(path: Path, sizes: Sizes) -> Denoiser:
     return Denoiser(net.eval(), predicts="noise")
 
 
+def _target_name(path: Path, prefix: str = "") -> str:
+    """``scratch-ts-s0.pt`` -> ``ts``; other seeds keep their suffix (``ts-s1``)."""
+    return path.stem.removeprefix(prefix).removesuffix("-s0")
+
+
 def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     """Sources: the small Gaussian baseline, the zoo's Gaussian-trained models and the pretrained
     DnCNNs; targets: every saved model (seed 0), the pretrained DnCNNs and BM3D."""
     models: dict[str, Denoiser] = {}
-    for path in sorted(models_dir.glob("scratch-*-s0.pt")):
-        models[path.stem.removeprefix("scratch-").removesuffix("-s0")] = _load_small(path, sizes)
+    for path in sorted(models_dir.glob("scratch-*.pt")):  # every seed: a spread per variant
+        models[_target_name(path, "scratch-")] = _load_small(path, sizes)
     for name in ("dncnn-s-25", "kair-dncnn-25"):
         models[name] = load_model(name)
-    for path in sorted(models_dir.glob("finetune-*-s0.pt")):
+    for path in sorted(models_dir.glob("finetune-*.pt")):
         net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
         net.load_state_dict(safe_load(path, "model weights"))
-        models[path.stem.removesuffix("-s0")] = Denoiser(net.eval(), predicts="noise")
+        models[_target_name(path)] = Denoiser(net.eval(), predicts="noise")
     for path in sorted(models_dir.glob("zoo-*-s0.pt")):
         arch, variant = path.stem.removeprefix("zoo-").removesuffix("-s0").split("-", 1)
         suffix = "" if variant == "gaussian" else f"-{variant}"
@@ -450,8 +456,9 @@ def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
             for m in METRICS
         ]
         t = (transfer or {}).get(source, {})
-        key = _model_key(rs[0])
-        cells.append(f"{t[key]:.2f}" if key in t else "-")
+        keys = [_model_key(r) + (f"-s{r['seed']}" if r["seed"] else "") for r in rs]
+        moved = [t[k] for k in keys if k in t]
+        cells.append(_cell(moved) if moved else "-")
         cells.append(f"{np.mean([r['train_s'] for r in rs]):.0f}")
         cpu = np.mean([r["train_cpu_s"] for r in rs])
         ref = base.get((rs[0].get("arch"), rs[0]["steps"]))
@@ -475,14 +482,23 @@ def detect_table(rows: list[dict]) -> str:
 
 
 def transfer_table(row: dict | None) -> str:
+    """Attacked PSNR (drop from clean) per target and source; seeds of one model in one row."""
     if row is None:
         return ""
     sources = list(row["attacked"])
-    lines = ["| target | clean | " + " | ".join(f"from {s}" for s in sources) + " |"]
-    lines.append("|---|---:|" + "---:|" * len(sources))
-    for t, c in row["clean"].items():
-        vals = " | ".join(f"{row['attacked'][s][t]:.2f}" for s in sources)
-        lines.append(f"| {t} | {c:.2f} | {vals} |")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for t in row["clean"]:
+        groups[re.sub(r"-s\d+$", "", t)].append(t)
+    lines = ["| target | seeds | clean | " + " | ".join(f"from {s}" for s in sources) + " |"]
+    lines.append("|---|---:|---:|" + "---:|" * len(sources))
+    for name, ts in groups.items():
+        clean = [row["clean"][t] for t in ts]
+        cells = [_cell(clean)]
+        for s in sources:
+            attacked = [row["attacked"][s][t] for t in ts]
+            drop = np.mean(attacked) - np.mean(clean)
+            cells.append(f"{_cell(attacked)} ({drop:+.2f})")
+        lines.append(f"| {name} | {len(ts)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
