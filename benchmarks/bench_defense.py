@@ -56,7 +56,7 @@ from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
 from ts_defense.fit import PatchSampler, fit  # noqa: E402
 from ts_defense.models import DnCNN, PnPHQS, ProxGradUnfolded, load_dncnn  # noqa: E402
-from ts_defense.robustness import budget_curve  # noqa: E402
+from ts_defense.robustness import budget_curve, plot_budget_curves  # noqa: E402
 
 SIGMA = 25 / 255
 HAT = "hat"  # not a TS option set: trained by benchmarks/hat.py
@@ -110,6 +110,7 @@ class Sizes:
     detect_size: int = 96
     detect_tile: int = 32
     attack_steps: int = 10
+    curve_budgets: tuple[float, ...] = (0, 2, 4, 8, 12)  # x 1/255
     bm3d: bool = True
 
 
@@ -128,6 +129,7 @@ SMOKE = Sizes(
     detect_size=32,
     detect_tile=16,
     attack_steps=2,
+    curve_budgets=(0, 8),
     bm3d=False,
 )
 
@@ -338,6 +340,12 @@ def _load_small(path: Path, sizes: Sizes) -> Denoiser:
     return Denoiser(net.eval(), predicts="noise")
 
 
+def _load_finetuned(path: Path) -> Denoiser:
+    net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
+    net.load_state_dict(safe_load(path, "model weights"))
+    return Denoiser(net.eval(), predicts="noise")
+
+
 def _target_name(path: Path, prefix: str = "") -> str:
     """``scratch-ts-s0.pt`` -> ``ts``; other seeds keep their suffix (``ts-s1``)."""
     return path.stem.removeprefix(prefix).removesuffix("-s0")
@@ -352,9 +360,7 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     for name in ("dncnn-s-25", "kair-dncnn-25"):
         models[name] = load_model(name)
     for path in sorted(models_dir.glob("finetune-*.pt")):
-        net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
-        net.load_state_dict(safe_load(path, "model weights"))
-        models[_target_name(path)] = Denoiser(net.eval(), predicts="noise")
+        models[_target_name(path)] = _load_finetuned(path)
     for path in sorted(models_dir.glob("zoo-*-s0.pt")):
         arch, variant = path.stem.removeprefix("zoo-").removesuffix("-s0").split("-", 1)
         suffix = "" if variant == "gaussian" else f"-{variant}"
@@ -369,6 +375,36 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     test = test_set(sizes.test_images, sizes.test_size)
     result = transfer_matrix(models, test, SIGMA, attack, sources=sources)
     record(out, {"part": "transfer", "clean": result.clean, "attacked": result.attacked})
+
+
+CURVE_MODELS = ("gaussian", "ts", HAT, "drunet", "swinir", "unfolded", "pnp-hqs", "dncnn-s-25",
+                "finetune-ts")  # fmt: skip
+
+
+def run_curves(sizes: Sizes, out: Path, models_dir: Path, plot: Path) -> None:
+    """PSNR against the L-inf budget (white-box PGD) for one model of each kind (seed 0)."""
+    test = test_set(sizes.test_images, sizes.test_size)
+    models = {}
+    for name in CURVE_MODELS:
+        if name in ZOO:
+            path = models_dir / f"zoo-{name}-gaussian-s0.pt"
+            models[name] = _zoo_denoiser(name, path) if path.exists() else None
+        elif name == "pnp-hqs":
+            path = models_dir / "zoo-drunet-gaussian-s0.pt"
+            models[name] = _pnp(_zoo_denoiser("drunet", path)) if path.exists() else None
+        elif name == "dncnn-s-25":
+            models[name] = load_model(name)
+        elif name.startswith("finetune-"):
+            path = models_dir / f"{name}-s0.pt"
+            models[name] = _load_finetuned(path) if path.exists() else None
+        else:
+            path = models_dir / f"scratch-{name}-s0.pt"
+            models[name] = _load_small(path, sizes) if path.exists() else None
+    models = {k: v for k, v in models.items() if v is not None}
+    budgets = tuple(b / 255 for b in sizes.curve_budgets)
+    curves = budget_curve(models, test, SIGMA, budgets, steps=sizes.attack_steps, progress=True)
+    record(out, {"part": "curves", "steps": sizes.attack_steps, "curves": curves})
+    plot_budget_curves(curves, str(plot), pass_through=False)
 
 
 def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:
@@ -502,6 +538,19 @@ def transfer_table(row: dict | None) -> str:
     return "\n".join(lines)
 
 
+def curves_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r.get("part") == "curves"]
+    if not rs:
+        return ""
+    curves = rs[-1]["curves"]
+    budgets = next(iter(curves.values()))["budget"]
+    head = " | ".join("clean" if b == 0 else f"{b * 255:.0f}/255" for b in budgets)
+    lines = [f"| model | {head} |", "|---|" + "---:|" * len(budgets)]
+    for name, c in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{p:.2f}" for p in c["psnr"]) + " |")
+    return "\n".join(lines)
+
+
 def tables(rows: list[dict]) -> str:
     transfers = [r for r in rows if r.get("part") == "transfer"]
     transfer = transfers[-1] if transfers else None
@@ -513,14 +562,18 @@ def tables(rows: list[dict]) -> str:
         ("Training step cost", cost_table(rows)),
         ("Detector ROC AUC", detect_table(rows)),
         ("Transfer, PGD 8/255 (attacked PSNR, dB)", transfer_table(transfer)),
+        ("PSNR against the PGD budget (white-box, dB)", curves_table(rows)),
     ]
     return "\n\n".join(f"### {title}\n\n{t}" for title, t in parts if t)
+
+
+PARTS = ("scratch", "finetune", "zoo", "detect", "transfer", "curves", "cost")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="every part at toy sizes")
-    ap.add_argument("--part", choices=("scratch", "finetune", "zoo", "detect", "transfer", "cost"))
+    ap.add_argument("--part", choices=PARTS)
     ap.add_argument("--rounds", type=int, default=30, help="timing rounds of --part cost")
     ap.add_argument("--variants", nargs="+", default=["gaussian", "ts"], choices=list(VARIANTS))
     ap.add_argument("--detect", nargs="+", default=["pretrained", "small"],
@@ -554,6 +607,7 @@ def main() -> None:
         run_zoo(["gaussian", "ts"], [0], sizes, out, models_dir)
         run_detect(sizes, out, models_dir, ("pretrained", "small"))
         run_transfer(sizes, out, models_dir)
+        run_curves(sizes, out, models_dir, tmp / "budget_curves.png")
         run_cost(sizes, out, rounds=2)
     else:
         out, models_dir = args.out, args.models_dir
@@ -565,6 +619,8 @@ def main() -> None:
             run_detect(sizes, out, models_dir, tuple(args.detect))
         elif args.part == "transfer":
             run_transfer(sizes, out, models_dir)
+        elif args.part == "curves":
+            run_curves(sizes, out, models_dir, args.out.parent / "budget_curves.png")
         elif args.part == "cost":
             run_cost(sizes, out, args.rounds)
         else:

@@ -53,3 +53,28 @@ def test_l2_budgets_reach_l2_attacks_with_a_useful_default_step():
     clean = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     curve = budget_curve({"blur": den}, clean, 25 / 255, [0.2], attack="pgd-l2", steps=5)["blur"]
     assert curve["psnr"][0] < curve["pass_through"][0] + 1.0
+
+
+@pytest.mark.parametrize("pass_through", [True, False])
+def test_budget_plot_draws_one_curve_per_model_and_optional_references(
+    tmp_path, monkeypatch, pass_through
+):
+    import matplotlib.pyplot as plt
+
+    from ts_defense.robustness import plot_budget_curves
+
+    curve = {"budget": [0.0, 4 / 255], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.5]}
+    labels = []
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        labels.extend(line.get_label() for line in fig.axes[0].get_lines())
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    path = tmp_path / "curves.png"
+    plot_budget_curves({"a": curve, "b": curve}, str(path), pass_through=pass_through)
+    assert path.stat().st_size > 0
+    refs = [label for label in labels if "f(y) + delta" in label]
+    assert len(labels) == (4 if pass_through else 2)
+    assert len(refs) == (2 if pass_through else 0)

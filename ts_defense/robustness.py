@@ -79,9 +79,13 @@ def budget_curve(
 
 
 def plot_budget_curves(
-    curves: Mapping[str, Mapping[str, list[float]]], path: str, unit: float = 255.0
+    curves: Mapping[str, Mapping[str, list[float]]],
+    path: str,
+    unit: float = 255.0,
+    pass_through: bool = True,
 ) -> None:
-    """PSNR against attack budget per model (solid), with each pass-through reference (dotted)."""
+    """PSNR against attack budget per model (solid), with each pass-through reference (dotted;
+    ``pass_through=False`` leaves them out when many models share the plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +96,8 @@ def plot_budget_curves(
         colour = f"C{k}"
         budgets = [b * unit for b in c["budget"]]
         ax.plot(budgets, c["psnr"], "o-", color=colour, label=f"{name}: attacked")
-        ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
+        if pass_through:
+            ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
     ax.set_xlabel("L-inf budget eps (x 1/255)")
     ax.set_ylabel("PSNR of the denoised image (dB)")
     ax.set_title("White-box denoising-PGD (10 steps, clean target)")
