@@ -377,6 +377,29 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     record(out, {"part": "transfer", "clean": result.clean, "attacked": result.attacked})
 
 
+def run_protocol(sizes: Sizes, out: Path, models_dir: Path) -> None:
+    """The reference code's protocol (Ning et al.): noisy input clamped to [0, 1], PGD towards
+    the noisy input (objective ``noisy``), attacked input clamped; every saved DnCNN, each seed."""
+    test = test_set(sizes.test_images, sizes.test_size)
+    noisy = [y.clamp(0, 1) for y in add_noise(test, SIGMA, 0)]
+    models = {_target_name(p, "scratch-"): _load_small(p, sizes)
+              for p in sorted(models_dir.glob("scratch-*.pt"))}  # fmt: skip
+    models |= {
+        _target_name(p): _load_finetuned(p) for p in sorted(models_dir.glob("finetune-*.pt"))
+    }
+    models["dncnn-s-25"] = load_model("dncnn-s-25")
+    for name, den in models.items():
+        row = {"part": "protocol", "model": name}
+        for key, eps, steps in (("paper3", 3, max(1, sizes.attack_steps // 2)),
+                                ("paper8", 8, sizes.attack_steps)):  # fmt: skip
+            attack = DenoisingPGD(den, SIGMA, eps=eps / 255, steps=steps, objective="noisy",
+                                  clip=(0.0, 1.0))  # fmt: skip
+            ev, _ = evaluate_attack(den, attack, test, noisy, SIGMA)
+            summary = ev.summary()
+            row |= {"clean": summary["psnr_clean"], key: summary["psnr_attacked"]}
+        record(out, row)
+
+
 CURVE_MODELS = ("gaussian", "ts", HAT, "drunet", "swinir", "unfolded", "pnp-hqs", "dncnn-s-25",
                 "finetune-ts")  # fmt: skip
 
@@ -551,6 +574,26 @@ def curves_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def protocol_table(rows: list[dict]) -> str:
+    """Reference-protocol PSNR per model, seeds of one variant in one row."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("part") == "protocol":
+            groups[re.sub(r"-s\d+$", "", r["model"])].append(r)
+    if not groups:
+        return ""
+    lines = ["| model | seeds | clean | PGD 3/255 (drop) | PGD 8/255 (drop) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, rs in groups.items():
+        clean = [r["clean"] for r in rs]
+        cells = [_cell(clean)]
+        for key in ("paper3", "paper8"):
+            vals = [r[key] for r in rs]
+            cells.append(f"{_cell(vals)} ({np.mean(vals) - np.mean(clean):+.2f})")
+        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tables(rows: list[dict]) -> str:
     transfers = [r for r in rows if r.get("part") == "transfer"]
     transfer = transfers[-1] if transfers else None
@@ -563,11 +606,12 @@ def tables(rows: list[dict]) -> str:
         ("Detector ROC AUC", detect_table(rows)),
         ("Transfer, PGD 8/255 (attacked PSNR, dB)", transfer_table(transfer)),
         ("PSNR against the PGD budget (white-box, dB)", curves_table(rows)),
+        ("Reference protocol (clamped, objective noisy)", protocol_table(rows)),
     ]
     return "\n\n".join(f"### {title}\n\n{t}" for title, t in parts if t)
 
 
-PARTS = ("scratch", "finetune", "zoo", "detect", "transfer", "curves", "cost")
+PARTS = ("scratch", "finetune", "zoo", "detect", "transfer", "protocol", "curves", "cost")
 
 
 def main() -> None:
@@ -608,6 +652,7 @@ def main() -> None:
         run_detect(sizes, out, models_dir, ("pretrained", "small"))
         run_transfer(sizes, out, models_dir)
         run_curves(sizes, out, models_dir, tmp / "budget_curves.png")
+        run_protocol(sizes, out, models_dir)
         run_cost(sizes, out, rounds=2)
     else:
         out, models_dir = args.out, args.models_dir
@@ -619,6 +664,8 @@ def main() -> None:
             run_detect(sizes, out, models_dir, tuple(args.detect))
         elif args.part == "transfer":
             run_transfer(sizes, out, models_dir)
+        elif args.part == "protocol":
+            run_protocol(sizes, out, models_dir)
         elif args.part == "curves":
             run_curves(sizes, out, models_dir, args.out.parent / "budget_curves.png")
         elif args.part == "cost":
