@@ -540,24 +540,31 @@ def detect_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _by_model(items, name=lambda item: item) -> dict[str, list]:
+    """Group ``items`` by model name without its seed suffix (``ts-s1`` -> ``ts``)."""
+    groups: dict[str, list] = defaultdict(list)
+    for item in items:
+        groups[re.sub(r"-s\d+$", "", name(item))].append(item)
+    return groups
+
+
+def _drop_row(name: str, clean: list[float], columns: list[list[float]]) -> str:
+    """``| name | seeds | clean | attacked (drop) ... |`` over the seeds of one model."""
+    cells = [_cell(clean)]
+    cells += [f"{_cell(v)} ({np.mean(v) - np.mean(clean):+.2f})" for v in columns]
+    return f"| {name} | {len(clean)} | " + " | ".join(cells) + " |"
+
+
 def transfer_table(row: dict | None) -> str:
     """Attacked PSNR (drop from clean) per target and source; seeds of one model in one row."""
     if row is None:
         return ""
     sources = list(row["attacked"])
-    groups: dict[str, list[str]] = defaultdict(list)
-    for t in row["clean"]:
-        groups[re.sub(r"-s\d+$", "", t)].append(t)
     lines = ["| target | seeds | clean | " + " | ".join(f"from {s}" for s in sources) + " |"]
     lines.append("|---|---:|---:|" + "---:|" * len(sources))
-    for name, ts in groups.items():
-        clean = [row["clean"][t] for t in ts]
-        cells = [_cell(clean)]
-        for s in sources:
-            attacked = [row["attacked"][s][t] for t in ts]
-            drop = np.mean(attacked) - np.mean(clean)
-            cells.append(f"{_cell(attacked)} ({drop:+.2f})")
-        lines.append(f"| {name} | {len(ts)} | " + " | ".join(cells) + " |")
+    for name, ts in _by_model(row["clean"]).items():
+        columns = [[row["attacked"][s][t] for t in ts] for s in sources]
+        lines.append(_drop_row(name, [row["clean"][t] for t in ts], columns))
     return "\n".join(lines)
 
 
@@ -576,21 +583,14 @@ def curves_table(rows: list[dict]) -> str:
 
 def protocol_table(rows: list[dict]) -> str:
     """Reference-protocol PSNR per model, seeds of one variant in one row."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r.get("part") == "protocol":
-            groups[re.sub(r"-s\d+$", "", r["model"])].append(r)
+    groups = _by_model([r for r in rows if r.get("part") == "protocol"], lambda r: r["model"])
     if not groups:
         return ""
     lines = ["| model | seeds | clean | PGD 3/255 (drop) | PGD 8/255 (drop) |",
              "|---|---:|---:|---:|---:|"]  # fmt: skip
     for name, rs in groups.items():
-        clean = [r["clean"] for r in rs]
-        cells = [_cell(clean)]
-        for key in ("paper3", "paper8"):
-            vals = [r[key] for r in rs]
-            cells.append(f"{_cell(vals)} ({np.mean(vals) - np.mean(clean):+.2f})")
-        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+        columns = [[r[key] for r in rs] for key in ("paper3", "paper8")]
+        lines.append(_drop_row(name, [r["clean"] for r in rs], columns))
     return "\n".join(lines)
 
 
