@@ -440,7 +440,7 @@ def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:
     clean = patches(sizes.batch_size)
     steps = {
         name: TrainStep(den, opt, TSSampler(TSConfig(sigma=SIGMA, **VARIANTS[name]), seed=0))
-        for name in ("gaussian", "ts")
+        for name in ("gaussian", "ts", "ts-p0.5")
     }
     hat = HATStep(den, opt, SIGMA)
     cases = {name: partial(step, clean) for name, step in steps.items()}
