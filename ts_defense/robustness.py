@@ -95,7 +95,8 @@ def plot_budget_curves(
     for k, (name, c) in enumerate(curves.items()):
         colour = f"C{k}"
         budgets = [b * unit for b in c["budget"]]
-        ax.plot(budgets, c["psnr"], "o-", color=colour, label=f"{name}: attacked")
+        label = f"{name}: attacked" if pass_through else name
+        ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
         if pass_through:
             ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
     ax.set_xlabel("L-inf budget eps (x 1/255)")
