@@ -508,7 +508,7 @@ def training_table(rows: list[dict], part: str, transfer: dict | None) -> str:
         "| train s | CPU ratio |",
         "|---|---|" + "---:|" * 10,
     ]
-    source = "dncnn-s-25" if part == "finetune" else "gaussian"
+    source = "dncnn-s-25"  # public weights: a black-box source for every trained model
     for name, rs in groups.items():
         cells = [
             _cell([r[m] for r in rs], 3 if m == "gain8" else 2) if m in rs[0] else "-"
