@@ -228,9 +228,11 @@ def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: P
         for name in names:
             den, wall, cpu = _timed(partial(trainer, name, seed, sizes, images))
             models_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(den.model.state_dict(), models_dir / f"{part}-{name}-s{seed}.pt")
             n = sizes.steps if part == "scratch" else sizes.finetune_steps
             row = {"part": part, "variant": name, "seed": seed, "steps": n, "train_s": wall}
+            key = _model_key(row)  # weights: <part>[steps]-<variant>-s<seed>.pt
+            stem = key if key.startswith(part) else f"{part}-{key}"
+            torch.save(den.model.state_dict(), models_dir / f"{stem}-s{seed}.pt")
             record(out, {**row, "train_cpu_s": cpu, **evaluate(den, test, sizes, l2)})
 
 
@@ -355,11 +357,11 @@ def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
     """Sources: the small Gaussian baseline, the zoo's Gaussian-trained models and the pretrained
     DnCNNs; targets: every saved model (seed 0), the pretrained DnCNNs and BM3D."""
     models: dict[str, Denoiser] = {}
-    for path in sorted(models_dir.glob("scratch-*.pt")):  # every seed: a spread per variant
+    for path in sorted(models_dir.glob("scratch*.pt")):  # every seed: a spread per variant
         models[_target_name(path, "scratch-")] = _load_small(path, sizes)
     for name in ("dncnn-s-25", "kair-dncnn-25"):
         models[name] = load_model(name)
-    for path in sorted(models_dir.glob("finetune-*.pt")):
+    for path in sorted(models_dir.glob("finetune*.pt")):
         models[_target_name(path)] = _load_finetuned(path)
     for path in sorted(models_dir.glob("zoo-*-s0.pt")):
         arch, variant = path.stem.removeprefix("zoo-").removesuffix("-s0").split("-", 1)
@@ -481,11 +483,16 @@ def _cell(values: list[float], digits: int = 2) -> str:
 
 
 def _model_key(r: dict) -> str:
-    """The row's model name in the transfer records (scratch: variant; zoo: arch[-variant])."""
-    if r["part"] == "finetune":
-        return f"finetune-{r['variant']}"
+    """The row's model name in weight files and transfer records: the variant (scratch),
+    ``finetune-<variant>``, ``<arch>[-<variant>]`` (zoo); training lengths other than the
+    full or smoke default prefix the part (``scratch3000-ts``, ``finetune300-ts``)."""
     if r["part"] == "zoo":
         return r["arch"] + ("" if r["variant"] == "gaussian" else f"-{r['variant']}")
+    field = "steps" if r["part"] == "scratch" else "finetune_steps"
+    default = {getattr(Sizes(), field), getattr(SMOKE, field)}
+    steps = "" if r["steps"] in default else str(r["steps"])
+    if r["part"] == "finetune" or steps:
+        return f"{r['part']}{steps}-{r['variant']}"
     return r["variant"]
 
 
