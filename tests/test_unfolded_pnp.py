@@ -93,6 +93,14 @@ def test_pnp_hqs_alternates_data_and_prior_steps():
     )
 
 
+def test_pnp_hqs_takes_sigma_as_a_number_or_per_sample():
+    hqs = PnPHQS(Denoiser(Shrink(), noise_level="argument"), iterations=2)
+    y = batch()
+    assert torch.allclose(hqs(y, SIGMA), hqs(y, torch.full((2,), SIGMA)))
+    with pytest.raises(ValueError, match="sigma"):
+        hqs(y, 0.0)
+
+
 def test_pnp_hqs_is_a_denoiser_attacks_see_through():
     torch.manual_seed(0)
     inner = Denoiser(DnCNN(1, 3, 8, batch_norm=False), predicts="noise")

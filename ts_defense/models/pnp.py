@@ -49,7 +49,11 @@ class PnPHQS(nn.Module):
         t = t if self.iterations > 1 else torch.ones_like(t)
         return top ** (1 - t[:, None]) * sigma ** t[:, None]
 
-    def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
+    def forward(self, noisy: Tensor, sigma: Tensor | float) -> Tensor:
+        if not isinstance(sigma, Tensor):
+            check_positive("sigma", sigma)
+        sigma = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
+        sigma = sigma.expand(noisy.shape[0]) if sigma.numel() == 1 else sigma
         z = noisy
         for s in self.levels(sigma):
             a = (self.lam * sigma**2 / s**2).view(-1, 1, 1, 1)
