@@ -17,6 +17,18 @@ PREDICTS = ("clean", "noise")
 NOISE_LEVEL = ("none", "map", "argument")
 
 
+def per_sample_sigma(sigma: Tensor | float, noisy: Tensor) -> Tensor:
+    """Sigma as a (B,) tensor in the dtype and on the device of ``noisy``: a number (checked
+    > 0), a one-element or a (B,) tensor."""
+    b = noisy.shape[0]
+    if not isinstance(sigma, Tensor):
+        check_positive("sigma", sigma)
+    sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
+    if sig.numel() not in (1, b):
+        raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
+    return sig.expand(b) if sig.numel() == 1 else sig
+
+
 class Denoiser(nn.Module):
     """Wrap ``model`` so that ``forward(noisy, sigma)`` returns the clean estimate.
 
@@ -45,12 +57,7 @@ class Denoiser(nn.Module):
             if sigma is None:
                 raise ValueError(f"noise_level={self.noise_level!r} needs the nominal sigma")
             b, _, h, w = noisy.shape
-            if not isinstance(sigma, Tensor):
-                check_positive("sigma", sigma)
-            sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
-            if sig.numel() not in (1, b):
-                raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
-            sig = sig.expand(b) if sig.numel() == 1 else sig
+            sig = per_sample_sigma(sigma, noisy)
             if self.noise_level == "map":
                 sigma_map = sig.view(b, 1, 1, 1).expand(b, 1, h, w)
                 out = self._run(noisy, torch.cat([noisy, sigma_map], 1))

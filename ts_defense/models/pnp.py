@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive
-from ..denoiser import Denoiser
+from ..denoiser import Denoiser, per_sample_sigma
 
 
 class PnPHQS(nn.Module):
@@ -50,10 +50,7 @@ class PnPHQS(nn.Module):
         return top ** (1 - t[:, None]) * sigma ** t[:, None]
 
     def forward(self, noisy: Tensor, sigma: Tensor | float) -> Tensor:
-        if not isinstance(sigma, Tensor):
-            check_positive("sigma", sigma)
-        sigma = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
-        sigma = sigma.expand(noisy.shape[0]) if sigma.numel() == 1 else sigma
+        sigma = per_sample_sigma(sigma, noisy)
         z = noisy
         for s in self.levels(sigma):
             a = (self.lam * sigma**2 / s**2).view(-1, 1, 1, 1)
