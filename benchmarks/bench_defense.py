@@ -353,22 +353,30 @@ def _target_name(path: Path, prefix: str = "") -> str:
     return path.stem.removeprefix(prefix).removesuffix("-s0")
 
 
-def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
-    """Sources: the small Gaussian baseline, the zoo's Gaussian-trained models and the pretrained
-    DnCNNs; targets: every saved model (seed 0), the pretrained DnCNNs and BM3D."""
+def _saved_models(models_dir: Path, sizes: Sizes, zoo: bool = True) -> dict[str, Denoiser]:
+    """Every saved scratch and fine-tuned DnCNN (each seed: a spread per variant), the two
+    pretrained DnCNN-25s and, with ``zoo``, the seed-0 zoo models with PnP-HQS around each
+    DRUNet — under the names of the transfer records."""
     models: dict[str, Denoiser] = {}
-    for path in sorted(models_dir.glob("scratch*.pt")):  # every seed: a spread per variant
+    for path in sorted(models_dir.glob("scratch*.pt")):
         models[_target_name(path, "scratch-")] = _load_small(path, sizes)
     for name in ("dncnn-s-25", "kair-dncnn-25"):
         models[name] = load_model(name)
     for path in sorted(models_dir.glob("finetune*.pt")):
         models[_target_name(path)] = _load_finetuned(path)
-    for path in sorted(models_dir.glob("zoo-*-s0.pt")):
+    for path in sorted(models_dir.glob("zoo-*-s0.pt")) if zoo else ():
         arch, variant = path.stem.removeprefix("zoo-").removesuffix("-s0").split("-", 1)
         suffix = "" if variant == "gaussian" else f"-{variant}"
         models[arch + suffix] = _zoo_denoiser(arch, path)
         if arch == "drunet":
             models["pnp-hqs" + suffix] = _pnp(models[arch + suffix])
+    return models
+
+
+def run_transfer(sizes: Sizes, out: Path, models_dir: Path) -> None:
+    """Sources: the small Gaussian baseline, the zoo's Gaussian-trained models and the pretrained
+    DnCNNs; targets: every saved model, the pretrained DnCNNs and BM3D."""
+    models = _saved_models(models_dir, sizes)
     if sizes.bm3d:
         models["bm3d"] = load_model("bm3d")
     sources = [s for s in ("gaussian", *ZOO, "pnp-hqs", "dncnn-s-25", "kair-dncnn-25")
@@ -384,12 +392,8 @@ def run_protocol(sizes: Sizes, out: Path, models_dir: Path) -> None:
     the noisy input (objective ``noisy``), attacked input clamped; every saved DnCNN, each seed."""
     test = test_set(sizes.test_images, sizes.test_size)
     noisy = [y.clamp(0, 1) for y in add_noise(test, SIGMA, 0)]
-    models = {_target_name(p, "scratch-"): _load_small(p, sizes)
-              for p in sorted(models_dir.glob("scratch-*.pt"))}  # fmt: skip
-    models |= {
-        _target_name(p): _load_finetuned(p) for p in sorted(models_dir.glob("finetune-*.pt"))
-    }
-    models["dncnn-s-25"] = load_model("dncnn-s-25")
+    models = _saved_models(models_dir, sizes, zoo=False)
+    del models["kair-dncnn-25"]  # DnCNN-S-25 stands for the public weights
     for name, den in models.items():
         row = {"part": "protocol", "model": name}
         for key, eps, steps in (("paper3", 3, max(1, sizes.attack_steps // 2)),
@@ -409,23 +413,8 @@ CURVE_MODELS = ("gaussian", "ts", HAT, "drunet", "swinir", "unfolded", "pnp-hqs"
 def run_curves(sizes: Sizes, out: Path, models_dir: Path, plot: Path) -> None:
     """PSNR against the L-inf budget (white-box PGD) for one model of each kind (seed 0)."""
     test = test_set(sizes.test_images, sizes.test_size)
-    models = {}
-    for name in CURVE_MODELS:
-        if name in ZOO:
-            path = models_dir / f"zoo-{name}-gaussian-s0.pt"
-            models[name] = _zoo_denoiser(name, path) if path.exists() else None
-        elif name == "pnp-hqs":
-            path = models_dir / "zoo-drunet-gaussian-s0.pt"
-            models[name] = _pnp(_zoo_denoiser("drunet", path)) if path.exists() else None
-        elif name == "dncnn-s-25":
-            models[name] = load_model(name)
-        elif name.startswith("finetune-"):
-            path = models_dir / f"{name}-s0.pt"
-            models[name] = _load_finetuned(path) if path.exists() else None
-        else:
-            path = models_dir / f"scratch-{name}-s0.pt"
-            models[name] = _load_small(path, sizes) if path.exists() else None
-    models = {k: v for k, v in models.items() if v is not None}
+    saved = _saved_models(models_dir, sizes)
+    models = {name: saved[name] for name in CURVE_MODELS if name in saved}
     budgets = tuple(b / 255 for b in sizes.curve_budgets)
     curves = budget_curve(models, test, SIGMA, budgets, steps=sizes.attack_steps, progress=True)
     record(out, {"part": "curves", "steps": sizes.attack_steps, "curves": curves})
