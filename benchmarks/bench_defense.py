@@ -259,11 +259,10 @@ ZOO = {  # DRUNet is trained blind (sigma 10-50): the PnP-HQS schedule queries 5
 PNP_ITERATIONS = 4
 
 
-def _zoo_denoiser(arch: str, path: Path | None = None) -> Denoiser:
+def _zoo_denoiser(arch: str, path: Path) -> Denoiser:
     build, predicts, noise_level, _ = ZOO[arch]
     net = build()
-    if path is not None:
-        net.load_state_dict(safe_load(path, "model weights"))
+    net.load_state_dict(safe_load(path, "model weights"))
     return Denoiser(net.eval(), predicts=predicts, noise_level=noise_level)
 
 
