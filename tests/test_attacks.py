@@ -170,6 +170,8 @@ def test_bad_input_is_a_clear_error():
     x, y = images(2, 1, 8, 0, None)
     with pytest.raises(ValueError, match="eps"):
         DenoisingPGD(den, SIGMA, eps=-1 / 255)
+    with pytest.raises(ValueError, match="eps=1e\\+308 is too large"):  # would overflow float32
+        DenoisingPGD(den, SIGMA, eps=1e308)
     with pytest.raises(ValueError, match="steps"):
         DenoisingPGD(den, SIGMA, steps=0)
     with pytest.raises(TypeError, match="steps"):

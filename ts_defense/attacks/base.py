@@ -118,6 +118,8 @@ class DenoiserAttack(Attack):
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         if eps == float("inf"):
             raise ValueError("eps must be finite")
+        if eps > torch.finfo(torch.float32).max / 100:  # the ball and its steps overflow float32
+            raise ValueError(f"eps={eps!r} is too large: budgets are in image units (about 1)")
         self.eps = float(eps)
         check_positive("steps", steps, integer=True)
         self.steps = steps
