@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ._checks import check_images, check_positive
 from .checkpoint import load_checkpoint, save_checkpoint
 from .sampler import TSConfig, TSSampler
+from .seeding import stream_seed
 from .training import LossFn, TrainStep, check_accelerator, rank_seed
 
 
@@ -148,7 +149,9 @@ def fit(
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     seed = rank_seed(seed, accelerator)
     sampler = TSSampler(config, seed=seed)
-    patches = PatchSampler(images, patch_size, torch.Generator().manual_seed(seed))
+    patches = PatchSampler(
+        images, patch_size, torch.Generator().manual_seed(stream_seed(seed, "patches"))
+    )
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
         device = accelerator.device

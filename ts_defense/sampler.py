@@ -30,6 +30,7 @@ from ._checks import (
     check_seed,
 )
 from .families import FAMILIES, gaussian
+from .seeding import stream_seed
 
 SIDES = ("both", "above", "below")
 
@@ -170,7 +171,7 @@ class TSDraw:
 class TSSampler:
     """Draws TS training noise for batches of clean images; reproducible from ``seed``.
 
-    One ``torch.Generator`` per device, seeded with ``seed``; :meth:`state_dict` and
+    One ``torch.Generator`` per device, seeded from ``seed`` (its ``"noise"`` stream); :meth:`state_dict` and
     :meth:`load_state_dict` save and restore it so a resumed run continues the same stream.
     """
 
@@ -193,7 +194,7 @@ class TSSampler:
         key = str(device)
         if key not in self._generators:
             gen = torch.Generator(device=device)
-            gen.manual_seed(self.seed)
+            gen.manual_seed(stream_seed(self.seed, "noise"))
             if key in self._pending:
                 gen.set_state(self._pending.pop(key))
             self._generators[key] = gen

@@ -20,6 +20,7 @@ from torch.utils import data
 
 from ts_defense._checks import check_choice, check_positive
 from ts_defense.sampler import TSSampler
+from ts_defense.seeding import stream_seed
 
 from .._options import (
     GREY,
@@ -104,7 +105,7 @@ class TSGaussianDenoisingDataset(data.Dataset):
             lq, sigma, ood = noisy[0], float(sigma[0]), bool(ood[0])
         else:
             gt = img2tensor(img, bgr2rgb=self.in_ch == 3, float32=True)
-            gen = torch.Generator().manual_seed(index)
+            gen = torch.Generator().manual_seed(stream_seed(index, "test-noise"))
             lq = gt + self.sigma_test * torch.randn(gt.shape, generator=gen)
             sigma, ood = self.sigma_test, False
         return {"lq": lq, "gt": gt, "lq_path": path, "gt_path": path, "sigma": sigma, "ts_ood": ood}

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_images, check_interval, check_positive, check_seed
 from ..denoiser import Denoiser
+from ..seeding import stream_seed
 
 try:
     from torchattacks.attack import Attack
@@ -135,7 +136,8 @@ class DenoiserAttack(Attack):
             clip = check_interval("clip", clip, low=-math.inf)
         self.clip = clip
         self.random_start = random_start
-        self._generator = torch.Generator().manual_seed(check_seed("seed", seed))
+        # The start's own stream: the same seed's test noise must not share its bits.
+        self._generator = torch.Generator().manual_seed(stream_seed(check_seed("seed", seed), "attack"))
 
     @property
     def denoisers(self) -> tuple[Denoiser, ...]:

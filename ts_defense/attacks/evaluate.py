@@ -19,6 +19,7 @@ from torch import Tensor
 from .._checks import check_images, check_positive
 from ..denoiser import Denoiser
 from ..sampler import TSSampler
+from ..seeding import stream_seed
 from .base import DenoiserAttack, preserved_modes
 
 Images = Tensor | Sequence[Tensor]
@@ -35,7 +36,7 @@ def as_batches(images: Images, name: str = "images") -> list[Tensor]:
 
 def add_noise(clean: Images, sigma: float, seed: int = 0) -> list[Tensor]:
     """Gaussian-noisy copies ``x + sigma * n`` of every batch, one seeded noise stream."""
-    sampler = TSSampler(sigma=sigma, p_ood=0.0, seed=seed)
+    sampler = TSSampler(sigma=sigma, p_ood=0.0, seed=stream_seed(seed, "test-noise"))
     return [sampler.draw(b).noisy for b in as_batches(clean, "clean")]
 
 
