@@ -80,10 +80,29 @@ def load_image(path: str | Path) -> Tensor:
     return torch.from_numpy(img).float()[None, None]
 
 
+def image_folder(folder: str | Path, count: int | None = None) -> list[Tensor]:
+    """The PNG images of ``folder`` in name order, each (1, 1, H, W) grey in [0, 1].
+
+    count: how many there must be (a data set with files missing fails loudly).
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob("*.png"))
+    if not files or (count is not None and len(files) != count):
+        want = count if count is not None else "some"
+        raise FileNotFoundError(f"expected {want} PNG images in {folder}, found {len(files)}")
+    return [load_image(f) for f in files]
+
+
 def set12(root: str | Path | None = None) -> list[Tensor]:
     """The twelve Set12 images (sizes differ: 256 x 256 and 512 x 512), each (1, 1, H, W)."""
-    folder = Path(root) if root is not None else shared_data_dir() / "set12"
-    files = sorted(folder.glob("*.png"))
-    if len(files) != 12:
-        raise FileNotFoundError(f"expected 12 PNG images in {folder}, found {len(files)}")
-    return [load_image(f) for f in files]
+    return image_folder(Path(root) if root is not None else shared_data_dir() / "set12", 12)
+
+
+def bsd400(root: str | Path | None = None) -> list[Tensor]:
+    """The 400 BSD training images of the DnCNN recipe (180 x 180), each (1, 1, H, W)."""
+    return image_folder(Path(root) if root is not None else shared_data_dir() / "bsd400", 400)
+
+
+def bsd68(root: str | Path | None = None) -> list[Tensor]:
+    """The 68 BSD test images of the field's benchmark (481 x 321 or 321 x 481)."""
+    return image_folder(Path(root) if root is not None else shared_data_dir() / "bsd68", 68)

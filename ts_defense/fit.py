@@ -21,8 +21,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._checks import check_images, check_positive
+from .adversarial import AdversarialConfig
 from .checkpoint import load_checkpoint, save_checkpoint
-from .sampler import TSConfig, TSSampler
+from .recipes import Recipe, make_recipe
+from .sampler import TSConfig
 from .seeding import stream_seed
 from .training import LossFn, TrainStep, check_accelerator, rank_seed
 
@@ -45,17 +47,24 @@ class PatchSampler:
 
     images: a (N, C, H, W) tensor or a list of (C, H, W) / (1, C, H, W) tensors (sizes may
     differ; each must be at least ``patch_size`` on both sides). Seeded by ``generator``.
+    device: where the images are kept and patches are cut (default: the images' device).
+    One gather per batch cuts every patch (the flips and rotations are index maps), so a batch
+    of 128 costs the same few operations on a GPU as a batch of 1.
     """
 
     def __init__(
-        self, images: Tensor | Sequence[Tensor], patch_size: int, generator: torch.Generator
+        self,
+        images: Tensor | Sequence[Tensor],
+        patch_size: int,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
     ) -> None:
         check_positive("patch_size", patch_size, integer=True)
         if isinstance(images, Tensor):
             images = list(check_images(images, "images"))
         if not isinstance(images, Sequence) or isinstance(images, str) or not images:
             raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
-        self.images = []
+        checked = []
         for i, img in enumerate(images):
             if isinstance(img, Tensor) and img.dim() == 3:
                 img = img[None]
@@ -64,27 +73,39 @@ class PatchSampler:
                 raise ValueError(
                     f"images[{i}] is {tuple(img.shape[-2:])}, smaller than patch_size={patch_size}"
                 )
-            if self.images and img.shape[0] != self.images[0].shape[0]:
+            if checked and img.shape[0] != checked[0].shape[0]:
                 raise ValueError(
-                    f"images[{i}] has {img.shape[0]} channels, images[0] {self.images[0].shape[0]}"
+                    f"images[{i}] has {img.shape[0]} channels, images[0] {checked[0].shape[0]}"
                 )
-            self.images.append(img)
+            checked.append(img)
+        device = torch.device(device) if device is not None else checked[0].device
+        h = max(img.shape[-2] for img in checked)
+        w = max(img.shape[-1] for img in checked)
+        canvas = torch.zeros(len(checked), checked[0].shape[0], h, w, dtype=checked[0].dtype)
+        for k, img in enumerate(checked):
+            canvas[k, :, : img.shape[-2], : img.shape[-1]] = img
+        self.images = canvas.to(device)
+        self.sizes = torch.tensor([img.shape[-2:] for img in checked], device=device)
         self.patch_size = patch_size
         self.generator = generator
+        # (8, p, p) row and column index maps: 4 rotations, each unflipped and flipped
+        i, j = torch.meshgrid(torch.arange(patch_size), torch.arange(patch_size), indexing="ij")
+        grid = torch.stack([i, j])
+        maps = [torch.rot90(grid, a % 4, (1, 2)) for a in range(8)]
+        maps = [m.flip(2) if a >= 4 else m for a, m in enumerate(maps)]
+        self._maps = torch.stack(maps).to(device)
 
     def __call__(self, batch_size: int) -> Tensor:
-        p, gen = self.patch_size, self.generator
-        which = torch.randint(len(self.images), (batch_size,), generator=gen).tolist()
-        pos = torch.rand(batch_size, 2, generator=gen).tolist()
-        aug = torch.randint(8, (batch_size,), generator=gen).tolist()
-        out = []
-        for k, (ty, tx), a in zip(which, pos, aug, strict=True):
-            img = self.images[k]
-            y, x = int(ty * (img.shape[-2] - p + 1)), int(tx * (img.shape[-1] - p + 1))
-            patch = img[:, y : y + p, x : x + p]
-            patch = torch.rot90(patch, a % 4, (1, 2))
-            out.append(patch.flip(2) if a >= 4 else patch)
-        return torch.stack(out)
+        p, gen, dev = self.patch_size, self.generator, self.images.device
+        which = torch.randint(len(self.sizes), (batch_size,), generator=gen).to(dev)
+        pos = torch.rand(batch_size, 2, generator=gen).to(dev)
+        aug = torch.randint(8, (batch_size,), generator=gen).to(dev)
+        corner = (pos * (self.sizes[which] - p + 1)).long()  # (B, 2): top-left row, column
+        maps = self._maps[aug]  # (B, 2, p, p)
+        rows = corner[:, 0, None, None] + maps[:, 0]
+        cols = corner[:, 1, None, None] + maps[:, 1]
+        img = which[:, None, None]
+        return self.images.permute(0, 2, 3, 1)[img, rows, cols].permute(0, 3, 1, 2)
 
 
 def fit(
@@ -92,6 +113,8 @@ def fit(
     images: Tensor | Sequence[Tensor],
     *,
     config: TSConfig | Mapping[str, Any] | None = None,
+    recipe: str | Recipe = "ts",
+    adversarial: AdversarialConfig | Mapping[str, Any] | None = None,
     steps: int = 1000,
     batch_size: int = 16,
     patch_size: int = 40,
@@ -101,6 +124,7 @@ def fit(
     noise_level: str = "none",
     loss: str | LossFn = "mse",
     optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     accelerator: Any = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
@@ -112,7 +136,12 @@ def fit(
     """Train ``model`` in place with TS noise on random patches of ``images`` for ``steps``.
 
     config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
+    recipe: a name of ``ts_defense.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
+        ``"ts-hat"``, ``"free-hat"``, ...) or a resolved ``Recipe``; ``adversarial`` refines its
+        adversarial share (share, eps, threat, steps).
     optimizer: default ``Adam(model.parameters(), lr)``.
+    scheduler: a learning-rate scheduler built on ``optimizer``, stepped after every step
+        (e.g. DnCNN's decay: ``MultiStepLR(opt, [30_000], 0.1)``); saved in checkpoints.
     accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
         each process draws its own noise and patches (seed + process index).
     checkpoint: a file path; if it exists the run resumes from it, and it is rewritten
@@ -139,24 +168,21 @@ def fit(
         raise ValueError(
             "checkpoint= saves one process; with several use accelerator.save_state/load_state"
         )
-    if config is None:
-        config = TSConfig()
-    elif isinstance(config, Mapping):
-        config = TSConfig.from_dict(config)
-    elif not isinstance(config, TSConfig):
-        raise TypeError(f"config must be a TSConfig or a mapping, got {type(config).__name__}")
+    plan = make_recipe(recipe, config, adversarial)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ValueError("scheduler must be built on the optimizer passed to fit")
     seed = rank_seed(seed, accelerator)
-    sampler = TSSampler(config, seed=seed)
-    patches = PatchSampler(
-        images, patch_size, torch.Generator().manual_seed(stream_seed(seed, "patches"))
-    )
+    sampler = plan.sampler(seed)
+    perturbation = plan.perturbation(seed)
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
         device = accelerator.device
     else:
         device = next(model.parameters()).device
+    patch_gen = torch.Generator().manual_seed(stream_seed(seed, "patches"))
+    patches = PatchSampler(images, patch_size, patch_gen, device=device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     step_fn = TrainStep(
         model,
@@ -168,17 +194,23 @@ def fit(
         accelerator=accelerator,
         max_grad_norm=max_grad_norm,
         on_nonfinite=on_nonfinite,
+        perturbation=perturbation,
     )
     history, start = History(), 0
     if checkpoint is not None and Path(checkpoint).is_file():
         extra = load_checkpoint(checkpoint, model, optimizer, sampler)
         start, history.records = int(extra["step"]), list(extra["history"])
         patches.generator.set_state(extra["patch_generator"])
+        if perturbation is not None:
+            perturbation.load_state_dict(extra["perturbation"])
+        if scheduler is not None:
+            scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
 
     def random_state() -> dict[str, Any]:
         return {
             "sampler": sampler.state_dict(),
+            "perturbation": None if perturbation is None else perturbation.state_dict(),
             "patch_generator": patches.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -196,6 +228,8 @@ def fit(
                 history=history.records,
                 patch_generator=rng["patch_generator"],
                 torch_rng=rng["torch_rng"],
+                perturbation=rng["perturbation"],
+                scheduler=None if scheduler is None else scheduler.state_dict(),
             )
         finally:
             sampler.load_state_dict(sampler_state)
@@ -217,6 +251,8 @@ def fit(
         if (step + 1) % log_every == 0 or step + 1 == steps:
             history.records.append({"step": float(step + 1), **result.as_dict()})
             bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
+        if scheduler is not None and not result.skipped:
+            scheduler.step()
         bar.update()
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             save(step + 1, random_state())

@@ -13,19 +13,43 @@ gradient accumulation, and refuses to apply a non-finite update.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from . import typical
 from ._checks import check_choice, check_positive
 from .denoiser import Denoiser
 from .sampler import TSDraw, TSSampler
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class Perturbation(Protocol):
+    """Replaces part of a training batch (e.g. :class:`ts_defense.adversarial.Adversarial`).
+
+    Called with the denoiser, the drawn noisy batch, its clean target and the nominal sigma
+    per sample; returns the four to train on and a (B,) mask of the perturbed rows. With
+    ``wants_input_grad`` the returned noisy batch requires grad, and the backward pass of the
+    step leaves its gradient there for the next call.
+    """
+
+    wants_input_grad: bool
+
+    def __call__(
+        self, denoiser: Denoiser, noisy: Tensor, clean: Tensor, sigma: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 ON_NONFINITE = ("raise", "skip")
 
 
@@ -50,8 +74,10 @@ class StepResult:
 
     loss: the batch loss (a scalar; with grad from :func:`ts_loss`).
     loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
-        (NaN when the batch has none of them).
-    n_ood: how many samples got out-of-distribution noise.
+        (NaN when the batch has none of them); adversarial rows count in neither.
+    n_ood: how many samples got out-of-distribution noise (and kept it).
+    loss_adv, n_adv: the loss over, and the number of, the adversarial rows (NaN / 0 without
+        a perturbation).
     deviation: each sample's noise deviation from the nominal entropy rate, (B,).
     skipped: the update was skipped because the loss or a gradient was not finite.
     draw: the :class:`~ts_defense.TSDraw` the step used.
@@ -64,6 +90,8 @@ class StepResult:
     deviation: Tensor
     draw: TSDraw
     skipped: bool = False
+    loss_adv: Tensor = dataclasses.field(default_factory=lambda: torch.tensor(math.nan))
+    n_adv: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """Plain floats for logs: loss, its parts, OOD count and deviation statistics."""
@@ -73,6 +101,8 @@ class StepResult:
             "loss_id": float(self.loss_id),
             "loss_ood": float(self.loss_ood),
             "n_ood": float(self.n_ood),
+            "loss_adv": float(self.loss_adv),
+            "n_adv": float(self.n_adv),
             "deviation_mean": float(dev.mean()),
             "deviation_abs_max": float(dev.abs().max()),
             "skipped": float(self.skipped),
@@ -111,27 +141,54 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
 
 
+def check_perturbation(perturbation: object) -> Perturbation | None:
+    """Require None or an object with the :class:`Perturbation` interface."""
+    if perturbation is not None and not (
+        callable(perturbation)
+        and all(hasattr(perturbation, a) for a in ("wants_input_grad", "state_dict"))
+    ):
+        raise TypeError(
+            f"perturbation must be a ts_defense.Adversarial (or follow the Perturbation "
+            f"protocol) or None, got {type(perturbation).__name__}"
+        )
+    return perturbation  # type: ignore[return-value]
+
+
 def ts_loss(
-    denoiser: Denoiser, sampler: TSSampler, clean: Tensor, loss: str | LossFn = "mse"
+    denoiser: Denoiser,
+    sampler: TSSampler,
+    clean: Tensor,
+    loss: str | LossFn = "mse",
+    perturbation: Perturbation | None = None,
 ) -> StepResult:
     """Draw TS noise for ``clean``, denoise with the nominal sigma and return the loss and parts.
 
+    perturbation: replaces part of the batch after the draw (adversarial training); its rows
+        are left out of ``loss_id``/``loss_ood`` and make up ``loss_adv``.
     The loss is computed in float32 even when the model runs in half precision.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
     check_sampler(sampler)
+    check_perturbation(perturbation)
     loss = resolve_loss(loss)
     draw = sampler.draw(clean)
-    pred = denoiser(draw.noisy, draw.sigma).float()
+    noisy, sigma, ood = draw.noisy, draw.sigma, draw.ood
+    adv = torch.zeros_like(ood)
+    deviation = draw.deviation
+    if perturbation is not None:
+        noisy, clean, sigma, adv = perturbation(denoiser, noisy, clean, sigma)
+        ood = ood & ~adv
+        with torch.no_grad():
+            deviation = typical.deviation((noisy - clean).float(), sigma)
+    pred = denoiser(noisy, sigma).float()
     target = clean.float()
-    ood = draw.ood
+    plain = ~(ood | adv)
     if isinstance(loss, str):
         per_sample = _PER_SAMPLE[loss](pred - target)
         value = per_sample.mean()
         with torch.no_grad():
-            loss_id = _masked_mean(per_sample.detach(), ~ood)
-            loss_ood = _masked_mean(per_sample.detach(), ood)
+            parts = [_masked_mean(per_sample.detach(), m) for m in (plain, ood, adv)]
     else:
         value = loss(pred, target)
         if not isinstance(value, Tensor) or value.numel() != 1:
@@ -140,9 +197,13 @@ def ts_loss(
         value = value.reshape(())
         with torch.no_grad():
             nan = torch.tensor(math.nan)
-            loss_id = loss(pred[~ood], target[~ood]).float() if bool((~ood).any()) else nan
-            loss_ood = loss(pred[ood], target[ood]).float() if bool(ood.any()) else nan
-    return StepResult(value, loss_id, loss_ood, int(ood.sum()), draw.deviation, draw)
+            parts = [
+                loss(pred[m], target[m]).float() if bool(m.any()) else nan
+                for m in (plain, ood, adv)
+            ]
+    result = StepResult(value, parts[0], parts[1], int(ood.sum()), deviation, draw)
+    result.loss_adv, result.n_adv = parts[2], int(adv.sum())
+    return result
 
 
 class TrainStep:
@@ -161,6 +222,9 @@ class TrainStep:
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
         way buffers the forward pass moved (batch-norm running statistics) are restored.
+    perturbation: replaces part of each batch after the draw, e.g. an
+        :class:`~ts_defense.adversarial.Adversarial` (adversarial training); its state is saved
+        with the sampler's under Accelerate.
     """
 
     def __init__(
@@ -175,6 +239,7 @@ class TrainStep:
         accelerator: Any = None,
         max_grad_norm: float | None = None,
         on_nonfinite: str = "raise",
+        perturbation: Perturbation | None = None,
     ) -> None:
         if isinstance(model, Denoiser):
             self.denoiser = model
@@ -186,6 +251,7 @@ class TrainStep:
         check_accelerator(accelerator)
         self.optimizer = optimizer
         self.sampler = sampler
+        self.perturbation = check_perturbation(perturbation)
         self.loss = resolve_loss(loss)
         if max_grad_norm is not None:
             check_positive("max_grad_norm", max_grad_norm)
@@ -196,6 +262,8 @@ class TrainStep:
         self.step_count = 0
         if accelerator is not None:
             accelerator.register_for_checkpointing(RankState(sampler, accelerator))
+            if perturbation is not None:
+                accelerator.register_for_checkpointing(RankState(perturbation, accelerator))
 
     def _nonfinite(self, what: str, result: StepResult) -> StepResult:
         # The forward pass already moved running statistics (batch norm) with the bad batch.
@@ -218,11 +286,11 @@ class TrainStep:
         self._buffers = list(self.denoiser.buffers())
         self._saved = [b.detach().clone() for b in self._buffers]
         if acc is None:
-            result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
+            result = ts_loss(self.denoiser, self.sampler, clean, self.loss, self.perturbation)
             result = self._update(result, sync=True)
         else:
             with acc.accumulate(self.denoiser.model):
-                result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
+                result = ts_loss(self.denoiser, self.sampler, clean, self.loss, self.perturbation)
                 result = self._update(result, sync=acc.sync_gradients)
         self.step_count += 1
         result.loss = result.loss.detach()
@@ -258,14 +326,14 @@ def rank_seed(seed: int, accelerator: Any = None) -> int:
 
 
 class RankState:
-    """The sampler's random state for Accelerate's ``save_state``/``load_state``, per rank.
+    """A random state (the sampler's, a perturbation's) for Accelerate's ``save_state``, per rank.
 
     Accelerate saves a registered object's ``state_dict`` from the main process only, so a
     plain registered sampler would resume every rank with rank 0's noise. This gathers the
     states of all ranks on save and gives each rank its own on load.
     """
 
-    def __init__(self, sampler: TSSampler, accelerator: Any) -> None:
+    def __init__(self, sampler: TSSampler | Perturbation, accelerator: Any) -> None:
         self.sampler = sampler
         self.accelerator = accelerator
 

@@ -137,7 +137,8 @@ class DenoiserAttack(Attack):
         self.clip = clip
         self.random_start = random_start
         # The start's own stream: the same seed's test noise must not share its bits.
-        self._generator = torch.Generator().manual_seed(stream_seed(check_seed("seed", seed), "attack"))
+        start_seed = stream_seed(check_seed("seed", seed), "attack")
+        self._generator = torch.Generator().manual_seed(start_seed)
 
     @property
     def denoisers(self) -> tuple[Denoiser, ...]:
