@@ -1,0 +1,96 @@
+"""What a run of the paper protocol trains and measures: presets and the time budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ts_defense.recipes import RECIPES
+
+SIGMA = 25 / 255
+PUBLIC = {"dncnn-s-25": "DnCNN-S-25.pth", "kair-dncnn-25": "kair_dncnn_25.pth"}
+# the public DnCNN-S-25 on BSD68 at sigma 25 (Zhang et al. 2017 report 29.23 dB)
+REFERENCE_PSNR, TOLERANCE = 29.2, 0.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One run: training recipe set, sizes, and the evaluation.
+
+    mode: ``"finetune"`` (start from the public DnCNN-S-25) or ``"scratch"`` (DnCNN-17).
+    milestones: steps at which the learning rate drops tenfold (DnCNN's decay).
+    test_crop: centre-crop the test images to this size (None: full BSD68 images).
+    budgets: white-box L-inf PGD budgets in 1/255; obsatk: ObsAtk RMS budget in 1/255.
+    chunk: test images per attack batch (memory).
+    min_steps: with a time budget, fewer seeds are run rather than fewer steps than this.
+    """
+
+    mode: str = "finetune"
+    recipes: tuple[str, ...] = ("gaussian", "ts", "hat", "ts-hat", "free-hat")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 2000
+    batch_size: int = 128
+    patch_size: int = 40
+    lr: float = 1e-4
+    milestones: tuple[int, ...] = ()
+    train_images: int = 400
+    test_images: int = 68
+    test_crop: int | None = None
+    budgets: tuple[int, ...] = (2, 4, 8)
+    attack_steps: int = 10
+    obsatk: float = 5.0
+    chunk: int = 8
+    min_steps: int = 500
+    validate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("finetune", "scratch"):
+            raise ValueError(f"mode must be 'finetune' or 'scratch', got {self.mode!r}")
+        unknown = [r for r in self.recipes if r not in RECIPES]
+        if unknown:
+            raise ValueError(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+        if not self.seeds or not self.recipes:
+            raise ValueError("a run needs at least one recipe and one seed")
+
+
+PRESETS = {
+    # CI: seconds on a CPU, every code path (public weights from the shared data)
+    "smoke": Plan(
+        seeds=(0,),
+        steps=2,
+        batch_size=4,
+        train_images=4,
+        test_images=2,
+        test_crop=48,
+        budgets=(8,),
+        attack_steps=2,
+        min_steps=1,
+        validate=False,
+    ),
+    # what two CPU cores fit in about an hour: short fine-tunes, 64x64 test crops
+    "cpu": Plan(steps=300, batch_size=32, test_crop=64, min_steps=100, validate=False),
+    # the reference measurement's protocol: 2000 fine-tuning steps at batch 128, full BSD68
+    "gpu": Plan(),
+    # DnCNN's own recipe from scratch (Adam 1e-3, decay at 80 % of the steps)
+    "gpu-scratch": Plan(mode="scratch", steps=6000, lr=1e-3, milestones=(4800,)),
+}
+
+
+def sized(plan: Plan, seconds: float, step_s: float, eval_s: float) -> Plan:
+    """The plan cut to fit ``seconds``: all recipes, as many seeds as fit at full length, and
+    fewer steps (never under ``min_steps``) only when even one seed does not fit.
+
+    step_s: seconds of one plain training step (recipes with an adversarial share count 1.5x);
+    eval_s: seconds to evaluate one model.
+    """
+    weight = sum(1.5 if RECIPES[r][1] is not None else 1.0 for r in plan.recipes)
+    per_seed = weight * plan.steps * step_s + len(plan.recipes) * eval_s
+    seeds = int(max(0.0, seconds) // per_seed)
+    if seeds >= 1:
+        return dataclasses.replace(plan, seeds=plan.seeds[: min(seeds, len(plan.seeds))])
+    room = seconds - len(plan.recipes) * eval_s
+    steps = int(room // (weight * step_s)) if room > 0 else 0
+    steps = max(plan.min_steps, min(plan.steps, steps))
+    scale = steps / plan.steps
+    milestones = tuple(max(1, int(m * scale)) for m in plan.milestones)
+    return dataclasses.replace(plan, seeds=plan.seeds[:1], steps=steps, milestones=milestones)

@@ -1,0 +1,79 @@
+"""The paper-protocol benchmark (issue 12): its smoke run end to end on the CPU, the time
+budget's sizing and the tables (pure functions over the JSON lines)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.paper import tables
+from benchmarks.paper.plan import PRESETS, Plan, sized
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_smoke_run_writes_every_recipe_and_resumes(tmp_path, shared_data):
+    cmd = [sys.executable, "-m", "benchmarks.paper", "--preset", "smoke", "--device", "cpu"]
+    cmd += ["--out", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
+    models = [r for r in rows if r["part"] == "model"]
+    assert [r["recipe"] for r in models] == [tables.PUBLIC_ROW, *PRESETS["smoke"].recipes]
+    for r in models:
+        for key in ("clean", "pgd8", "pass8", "gain8", "obsatk", "ref3", "from-kair-dncnn-25"):
+            assert math.isfinite(r[key]), (r["recipe"], key)
+        assert r["pgd8"] < r["clean"] and r["ref3"] < r["ref_clean"]
+    report = (tmp_path / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in PRESETS["smoke"].recipes)
+    assert (tmp_path / "budget.png").stat().st_size > 0
+    # a second run finds every model evaluated and trains nothing
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows2 = [json.loads(line) for line in (tmp_path / "results.jsonl").open()]
+    assert [r for r in rows2 if r["part"] == "model"] == models
+
+
+def test_time_budget_keeps_full_length_and_drops_seeds_first():
+    plan = Plan(seeds=(0, 1, 2), steps=1000, min_steps=100)
+    # weight: gaussian 1 + ts 1 + hat 1.5 + ts-hat 1.5 + free-hat 1.5 = 6.5; eval 5 x 10 s
+    per_seed = 6.5 * 1000 * 0.01 + 50
+    assert sized(plan, 2.5 * per_seed, 0.01, 10).seeds == (0, 1)
+    assert sized(plan, 10 * per_seed, 0.01, 10).seeds == (0, 1, 2)
+    short = sized(plan, 0.5 * per_seed, 0.01, 10)
+    assert short.seeds == (0,) and 100 <= short.steps < 1000
+    assert sized(plan, 1.0, 0.01, 10).steps == 100  # never under min_steps
+
+
+def test_plan_refuses_unknown_recipes_and_modes():
+    with pytest.raises(ValueError, match="recipe"):
+        Plan(recipes=("adversarial",))
+    with pytest.raises(ValueError, match="mode"):
+        Plan(mode="distill")
+
+
+def row(recipe, seed, clean, pgd8, pass8, step_ms=10.0):
+    metrics = {"clean": clean, "pgd8": pgd8, "pass8": pass8, "gain8": 0.9, "obsatk": 25.0}
+    return {"part": "model", "recipe": recipe, "seed": seed, "ref3": 28.0, "step_ms": step_ms,
+            **metrics}  # fmt: skip
+
+
+def test_tables_pair_by_seed_and_split_the_drop():
+    rows = [
+        row("gaussian", 0, 29.0, 25.0, 25.5, 10.0),
+        row("gaussian", 1, 29.2, 25.2, 25.6, 10.0),
+        row("hat", 0, 28.9, 25.6, 25.7, 13.0),
+        row("hat", 1, 29.1, 25.4, 25.5, 14.0),
+    ]
+    paired = tables.paired_table(rows)
+    # hat - gaussian at PGD 8/255: +0.6 (seed 0) and +0.2 (seed 1): mean 0.40, sd 0.28
+    assert "| hat | 2 | -0.10 ± 0.00 | 0.40 ± 0.28 |" in paired
+    assert tables.step_ratios(rows) == {"gaussian": 1.0, "hat": 1.35}
+    drops = tables.drop_table(rows)
+    # gaussian: drop 4.00, irreducible (clean - pass) 3.55, reducible 0.45
+    assert "| gaussian | 8/255 | 4.00 | 3.55 | 0.45 | 0.90 |" in drops
+    curves = tables.budget_curves(rows)
+    assert curves["hat"]["psnr"] == pytest.approx([29.0, 25.5])
