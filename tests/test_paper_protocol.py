@@ -39,8 +39,8 @@ def test_smoke_run_writes_every_recipe_and_resumes(tmp_path, shared_data):
 
 def test_time_budget_keeps_full_length_and_drops_seeds_first():
     plan = Plan(seeds=(0, 1, 2), steps=1000, min_steps=100)
-    # weight: gaussian 1 + ts 1 + hat 1.5 + ts-hat 1.5 + free-hat 1.5 = 6.5; eval 5 x 10 s
-    per_seed = 6.5 * 1000 * 0.01 + 50
+    # weight: gaussian, ts, free-hat, ts-free-hat 1 each + hat, ts-hat 1.5 each = 7; eval 6 x 10 s
+    per_seed = 7 * 1000 * 0.01 + 60
     assert sized(plan, 2.5 * per_seed, 0.01, 10).seeds == (0, 1)
     assert sized(plan, 10 * per_seed, 0.01, 10).seeds == (0, 1, 2)
     short = sized(plan, 0.5 * per_seed, 0.01, 10)

@@ -23,7 +23,7 @@ def _sampler_report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, format_families, format_table, run_demo
+    from .demo import DemoConfig, format_families, format_table, recommendation, run_demo
 
     check_positive("--steps", args.steps, integer=True)
     cfg = DemoConfig(
@@ -31,6 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     results = run_demo(args.out, cfg)
     print(format_table(results))
+    print("\n" + recommendation(results))
     print("\nPSNR under each noise family alone (no attack):")
     print(format_families(results))
     print(f"\nreport written to {Path(args.out).resolve()}/report.md")

@@ -26,7 +26,7 @@ class Plan:
     """
 
     mode: str = "finetune"
-    recipes: tuple[str, ...] = ("gaussian", "ts", "hat", "ts-hat", "free-hat")
+    recipes: tuple[str, ...] = ("gaussian", "ts", "hat", "ts-hat", "free-hat", "ts-free-hat")
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 2000
     batch_size: int = 128
@@ -76,14 +76,20 @@ PRESETS = {
 }
 
 
+def crafts(recipe: str) -> bool:
+    """Whether the recipe pays extra attack passes per step (HAT; not the amortised ones)."""
+    adversarial = RECIPES[recipe][1]
+    return adversarial is not None and not adversarial.get("amortised", False)
+
+
 def sized(plan: Plan, seconds: float, step_s: float, eval_s: float) -> Plan:
     """The plan cut to fit ``seconds``: all recipes, as many seeds as fit at full length, and
     fewer steps (never under ``min_steps``) only when even one seed does not fit.
 
-    step_s: seconds of one plain training step (recipes with an adversarial share count 1.5x);
-    eval_s: seconds to evaluate one model.
+    step_s: seconds of one plain training step (recipes that craft their adversarial share
+    count 1.5x); eval_s: seconds to evaluate one model.
     """
-    weight = sum(1.5 if RECIPES[r][1] is not None else 1.0 for r in plan.recipes)
+    weight = sum(1.5 if crafts(r) else 1.0 for r in plan.recipes)
     per_seed = weight * plan.steps * step_s + len(plan.recipes) * eval_s
     seeds = int(max(0.0, seconds) // per_seed)
     if seeds >= 1:
