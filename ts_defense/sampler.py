@@ -171,8 +171,9 @@ class TSDraw:
 class TSSampler:
     """Draws TS training noise for batches of clean images; reproducible from ``seed``.
 
-    One ``torch.Generator`` per device, seeded from ``seed`` (its ``"noise"`` stream); :meth:`state_dict` and
-    :meth:`load_state_dict` save and restore it so a resumed run continues the same stream.
+    One ``torch.Generator`` per device, seeded from ``seed`` (its ``"noise"`` stream);
+    :meth:`state_dict` and :meth:`load_state_dict` save and restore it so a resumed run
+    continues the same stream.
     """
 
     def __init__(self, config: TSConfig | None = None, seed: int = 0, **options: Any) -> None:
