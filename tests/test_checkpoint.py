@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -110,6 +111,12 @@ save_checkpoint({str(path)!r}, DnCNN(depth=3, features=8), step=2)
     leftovers = [p for p in os.listdir(tmp_path) if p != "ckpt.pt"]
     assert leftovers and all(p.startswith(".ckpt.pt.") for p in leftovers)
     assert load_checkpoint(path, small())["step"] == 1
+    # the next save removes the dead writer's full-size debris, not a live writer's file
+    live = tmp_path / f".ckpt.pt.{os.getppid()}.0a1b2c3d.tmp"
+    live.write_bytes(b"being written")
+    (tmp_path / ".other.pt.1.x.tmp").write_bytes(b"another target's")
+    save_checkpoint(path, small(), step=3)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ckpt.pt", live.name, ".other.pt.1.x.tmp"])
 
 
 def test_checkpoint_errors(tmp_path):
@@ -133,3 +140,110 @@ def test_patch_sampler_and_fit_arguments():
         fit(small(), IMAGES, steps=0)
     with pytest.raises(ValueError, match="unknown TS option"):
         fit(small(), IMAGES, config={"sigmaa": 0.1})
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "shared.pt", small())
+        os.umask(0o077)
+        save_checkpoint(tmp_path / "private.pt", small())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
+
+
+class InterruptAt:
+    """MSE; Ctrl-C (SIGINT) arrives during the given (1-based) training step."""
+
+    def __init__(self, at=None):
+        self.at, self.steps = at, 0
+
+    def __call__(self, pred, target):
+        if torch.is_grad_enabled():
+            self.steps += 1
+            if self.steps == self.at:
+                signal.raise_signal(signal.SIGINT)
+        return torch.nn.functional.mse_loss(pred, target)
+
+
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+def test_ctrl_c_in_fit_saves_and_says_how_to_resume(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model = small()
+    with pytest.raises(KeyboardInterrupt) as info:
+        fit(model, IMAGES, progress=False, checkpoint=ckpt, loss=InterruptAt(2), **FIT)
+    msg = str(info.value)
+    assert isinstance(info.value, SystemExit)  # uncaught: this one line, no traceback
+    assert "\n" not in msg and "interrupted after 2 of 6 steps" in msg
+    assert f"checkpoint={str(ckpt)!r} to resume" in msg
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert load_checkpoint(ckpt, small())["step"] == 2
+    full = small()
+    h_full = fit(full, IMAGES, progress=False, loss=InterruptAt(), **FIT)
+    resumed = small()
+    h_res = fit(resumed, IMAGES, progress=False, checkpoint=ckpt, loss=InterruptAt(), **FIT)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
+    assert repr(h_res.records) == repr(h_full.records)
+    with pytest.raises(KeyboardInterrupt):  # without a checkpoint Ctrl-C stops at once
+        fit(small(), IMAGES, progress=False, loss=InterruptAt(2), **FIT)
+
+
+def count_steps():
+    calls = []
+
+    def loss(pred, target):
+        calls.append(1)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    return calls, loss
+
+
+def test_unwritable_checkpoint_paths_fail_before_training(tmp_path):
+    calls, loss = count_steps()
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(OSError, match=r"could not write .*file/run.pt \(.*\); the file already"):
+        fit(small(), IMAGES, loss=loss, checkpoint=tmp_path / "file" / "run.pt", **FIT)
+    with pytest.raises(ValueError, match="checkpoint must be a file path, got ''"):
+        fit(small(), IMAGES, loss=loss, checkpoint="", **FIT)
+    with pytest.raises(ValueError, match="is a directory, not a file path"):
+        fit(small(), IMAGES, loss=loss, checkpoint=tmp_path, **FIT)
+    with pytest.raises(ValueError, match="path must be a file path"):
+        save_checkpoint("", small())
+    assert calls == []
+    fit(small(), IMAGES, progress=False, checkpoint=tmp_path / "new" / "deep" / "run.pt", **FIT)
+    assert load_checkpoint(tmp_path / "new" / "deep" / "run.pt", small())["step"] == 6
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_checkpoint_folder_fails_before_training(tmp_path):
+    calls, loss = count_steps()
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(OSError, match="could not write .*Permission denied"):
+        fit(small(), IMAGES, loss=loss, checkpoint=folder / "run.pt", **FIT)
+    assert calls == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_is_a_clear_oserror_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, small(), step=1)
+    good = path.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f):
+        with open("/dev/full", "wb") as full:
+            real_save(obj, full)
+            full.flush()
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, small(), step=2)
+    assert info.value.errno == 28 and "inline_container" not in str(info.value)
+    assert str(info.value) == (
+        f"could not write {path} (No space left on device); the file already there, if any, "
+        f"is intact"
+    )
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["ckpt.pt"]

@@ -11,8 +11,11 @@ With Accelerate, :class:`~ts_defense.TrainStep` registers the sampler for
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-import tempfile
+import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,19 +29,69 @@ from .sampler import TSSampler
 FORMAT = "ts-defense-checkpoint-1"
 
 
-def atomic_save(obj: object, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync it, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _abandoned(tmp: Path, stem: str) -> bool:
+    """Whether ``tmp`` (``<stem><pid>.<random>.tmp``) was left by a writer that no longer runs."""
+    pid = tmp.name[len(stem) :].split(".")[0]
+    if not pid.isdigit():
+        return True  # an older naming scheme
+    if int(pid) == os.getpid():
+        return False  # another thread of this process may be writing it
+    if os.name != "posix":  # no harmless probe (os.kill ends the process): go by age
+        return time.time() - tmp.stat().st_mtime > 3600
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs under another user
+        return False
+    return False
+
+
+def _write_error(path: Path, err: BaseException) -> OSError:
+    cause = next((e for e in (err, err.__context__) if isinstance(e, OSError)), None)
+    reason = cause.strerror if cause is not None and cause.strerror else str(err).splitlines()[0]
+    out = OSError(f"could not write {path} ({reason}); the file already there, if any, is intact")
+    out.errno = cause.errno if cause is not None else None
+    return out
+
+
+def check_file_path(name: str, path: object) -> Path:
+    """Require a file path: a non-empty ``str`` or ``PathLike`` that is not a directory."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path, got {type(path).__name__}")
+    if not os.fspath(path):
+        raise ValueError(f"{name} must be a file path, got {path!r}")
+    if Path(path).is_dir():
+        raise ValueError(f"{name}={str(path)!r} is a directory, not a file path")
+    return Path(path)
+
+
+def atomic_save(obj: object, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync it, then ``os.replace``.
+
+    The file gets the permissions the umask gives new files. Temporary files of ``path`` left by
+    writers that were killed mid-write are removed first. A failed write (full disk, read-only
+    folder) raises a one-line ``OSError`` naming ``path`` and leaves ``path`` as it was.
+    """
+    path = check_file_path("path", path)
+    stem = f".{path.name}."
+    tmp = path.parent / f"{stem}{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(glob.escape(stem) + "*.tmp"):
+            if _abandoned(old, stem):
+                old.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)):  # torch wraps a full disk in RuntimeError
+            raise _write_error(path, err) from err
         raise
     return path
 

@@ -10,8 +10,10 @@ torch's global generator are all in the checkpoint).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._checks import check_images, check_positive
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
 from .sampler import TSConfig, TSSampler
 from .seeding import stream_seed
 from .training import LossFn, TrainStep, check_accelerator, rank_seed
@@ -115,8 +117,12 @@ def fit(
     optimizer: default ``Adam(model.parameters(), lr)``.
     accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
         each process draws its own noise and patches (seed + process index).
-    checkpoint: a file path; if it exists the run resumes from it, and it is rewritten
-        (atomically) every ``checkpoint_every`` steps (0: at the end only). Single process only.
+    checkpoint: a file path; if it exists the run resumes from it. It is written (atomically)
+        when training starts, so an unwritable path fails at once, then every
+        ``checkpoint_every`` steps (0: none), on Ctrl-C and at the end. Single process only.
+    Ctrl-C with ``checkpoint`` (main thread): the current step finishes, the state is saved and
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt`` that ends a script with one line) says
+    how to resume; a second Ctrl-C stops at once, without saving.
     on_nonfinite: ``"raise"`` stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` (with ``checkpoint``, the last good state is written there first,
         so resuming continues from the step before); ``"skip"`` drops such steps.
@@ -129,8 +135,8 @@ def fit(
     check_positive("batch_size", batch_size, integer=True)
     if check_positive("lr", lr) > torch.finfo(torch.float32).max / 100:
         raise ValueError(f"lr={lr!r} overflows float32 in Adam's bias-corrected step")
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
+    if checkpoint is not None:
+        checkpoint = check_file_path("checkpoint", checkpoint)
     check_accelerator(accelerator)
     check_positive("log_every", log_every, integer=True)
     if checkpoint_every != 0:
@@ -202,25 +208,64 @@ def fit(
 
     model.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
-    for step in range(start, steps):
-        before = random_state() if checkpoint is not None else {}
-        try:
-            result = step_fn(patches(batch_size).to(device, dtype))
-        except FloatingPointError as err:  # raised before the weights changed: they are good
-            bar.close()
-            if checkpoint is None:
-                raise
-            save(step, before)
-            raise FloatingPointError(
-                f"{err}. The last good state (after {step} steps) is in {checkpoint}"
-            ) from err
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            history.records.append({"step": float(step + 1), **result.as_dict()})
-            bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
-        bar.update()
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            save(step + 1, random_state())
-    bar.close()
-    if checkpoint is not None and start < steps:
-        save(steps, random_state())
+    with bar, _ctrl_c_between_steps(checkpoint is not None) as pressed:
+        if checkpoint is not None and start < steps:
+            save(start, random_state())  # an unwritable path fails now, not after training
+        for step in range(start, steps):
+            before = random_state() if checkpoint is not None else {}
+            try:
+                result = step_fn(patches(batch_size).to(device, dtype))
+            except FloatingPointError as err:  # raised before the weights changed: they are good
+                if checkpoint is None:
+                    raise
+                save(step, before)
+                raise FloatingPointError(
+                    f"{err}. The last good state (after {step} steps) is in {checkpoint}"
+                ) from err
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                history.records.append({"step": float(step + 1), **result.as_dict()})
+                bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
+            bar.update()
+            due = checkpoint_every and (step + 1) % checkpoint_every == 0
+            if checkpoint is not None and (due or pressed) and step + 1 < steps:
+                save(step + 1, random_state())
+            if pressed and step + 1 < steps:
+                raise TrainingInterrupted(
+                    f"fit interrupted after {step + 1} of {steps} steps; the state is saved in "
+                    f"{checkpoint}: call fit again with checkpoint={str(checkpoint)!r} to resume"
+                )
+        if checkpoint is not None and start < steps:
+            save(steps, random_state())
     return history
+
+
+class TrainingInterrupted(SystemExit, KeyboardInterrupt):
+    """Ctrl-C in :func:`fit` with a checkpoint: the state is saved; the message says how to resume.
+
+    A ``KeyboardInterrupt`` for ``except`` clauses, and a ``SystemExit`` so that an uncaught one
+    ends a script with that one line (exit status 1) instead of a traceback.
+    """
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_steps(active: bool) -> Iterator[list[bool]]:
+    """While active, Ctrl-C (SIGINT) in the main thread sets the yielded flag instead of raising
+    mid-step; a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    pressed: list[bool] = []
+    if (
+        not active
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield pressed
+        return
+
+    def first(signum: int, frame: object) -> None:
+        pressed.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
