@@ -2,13 +2,16 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ts_defense import (
     PatchSampler,
     TrainStep,
+    TSConfig,
     TSSampler,
     atomic_save,
     fit,
@@ -247,3 +250,119 @@ def test_full_disk_is_a_clear_oserror_and_keeps_the_old_checkpoint(tmp_path, mon
         f"is intact"
     )
     assert path.read_bytes() == good and os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def adam(model):
+    return torch.optim.Adam(model.parameters(), 1e-3)
+
+
+def test_numpy_values_and_paths_are_saved_as_plain_types(tmp_path):
+    """Issue 16.5: what the library writes, it can read back with weights_only=True."""
+    cfg = TSConfig(
+        sigma=np.float64(0.1), p_ood=np.float64(0.3), families={"radial": np.float64(1.0)}
+    )
+    ckpt = tmp_path / "np.pt"
+    fit(
+        small(),
+        IMAGES,
+        progress=False,
+        checkpoint=ckpt,
+        config=cfg,
+        **{**FIT, "lr": np.float64(1e-3)},
+    )
+    m = small()
+    load_checkpoint(ckpt, m, opt := adam(m), TSSampler(cfg, seed=3))
+    assert type(opt.param_groups[0]["lr"]) is float
+    fit(small(), IMAGES, progress=False, checkpoint=ckpt, config=cfg, **{**FIT, "steps": 7})
+    extra = dict(n=np.int64(3), where=Path("a/b"), arr=np.arange(3), flag=np.bool_(True))
+    save_checkpoint(tmp_path / "x.pt", small(), **extra)
+    back = load_checkpoint(tmp_path / "x.pt", small())
+    assert back["n"] == 3 and type(back["n"]) is int and back["where"] == os.path.join("a", "b")
+    assert torch.equal(back["arr"], torch.arange(3)) and back["flag"] is True
+    with pytest.raises(TypeError, match=r"extra\['bad'\]\[0\] is a object: a saved state holds"):
+        save_checkpoint(tmp_path / "bad.pt", small(), bad=[object()])
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_checkpoint_argument_errors_name_the_parameter(tmp_path):
+    path = tmp_path / "c.pt"
+    with pytest.raises(TypeError, match="sampler must be a TSSampler or None, got str"):
+        save_checkpoint(path, small(), None, "x")
+    with pytest.raises(TypeError, match="optimizer must be a torch Optimizer or None, got int"):
+        save_checkpoint(path, small(), 3)
+    save_checkpoint(path, small())
+    with pytest.raises(TypeError, match="model must be an nn.Module, got str"):
+        load_checkpoint(path, "model")
+    with pytest.raises(ValueError, match=r"holds weights of another model: Error\(s\) in") as info:
+        load_checkpoint(path, DnCNN(depth=4, features=8))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        fit(small(), IMAGES, **{**FIT, "seed": None})
+    with pytest.raises(ValueError, match=r"c.pt holds no optimizer state"):
+        fit(small(), IMAGES, checkpoint=path, **FIT)
+    save_checkpoint(path, m := small(), adam(m), TSSampler(seed=3), epoch=1)
+    with pytest.raises(ValueError, match=r"c.pt was not written by fit \(no 'step'\)"):
+        fit(small(), IMAGES, checkpoint=path, **FIT)
+
+
+def forged(path, **extra):
+    model = small()
+    rng = dict(patch_generator=torch.Generator().get_state(), torch_rng=torch.get_rng_state())
+    save_checkpoint(path, model, adam(model), TSSampler(seed=3), **{**rng, **extra})
+
+
+def test_fit_refuses_a_resume_state_it_did_not_write(tmp_path):
+    path = tmp_path / "forged.pt"
+    forged(path, step=-7, history="abc")
+    with pytest.raises(ValueError, match="step must be an int >= 0, got -7"):
+        fit(small(), IMAGES, checkpoint=path, **FIT)
+    forged(path, step=2, history="abc")
+    with pytest.raises(ValueError, match="history must be a list of records, got 'abc'"):
+        fit(small(), IMAGES, checkpoint=path, **FIT)
+    forged(path, step=2, history=[], torch_rng=torch.zeros(7, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="torch_rng is not a CPU generator state"):
+        fit(small(), IMAGES, checkpoint=path, **FIT)
+
+
+def test_sampler_states_are_checked_before_they_are_used(tmp_path):
+    x = torch.rand(2, 1, 8, 8)
+    sampler = TSSampler(seed=1)
+    bad = {"seed": 1, "generators": {"cpu": torch.zeros(7, dtype=torch.uint8)}}
+    with pytest.raises(ValueError, match=r"\['cpu'\] is not a cpu generator state \(7 bytes\)"):
+        sampler.load_state_dict(bad)
+    with pytest.raises(ValueError, match="names no device: 'gpu0'"):
+        sampler.load_state_dict({"seed": 1, "generators": {"gpu0": bad["generators"]["cpu"]}})
+    assert torch.equal(sampler.draw(x).noise, TSSampler(seed=1).draw(x).noise)  # unchanged
+    other = TSSampler(TSConfig(p_ood=0.5), seed=1)
+    other.draw(x)
+    with pytest.raises(ValueError, match=r"another TS configuration \(p_ood=0.5 there, 0.2 here"):
+        sampler.load_state_dict(other.state_dict())
+    sampler.load_state_dict(other.state_dict(), strict=False)  # asked for: the stream goes on
+    assert torch.equal(sampler.draw(x).noise.flatten()[:5], other.draw(x).noise.flatten()[:5])
+    save_checkpoint(tmp_path / "c.pt", small(), sampler=other)
+    with pytest.raises(ValueError, match="strict=False"):
+        load_checkpoint(tmp_path / "c.pt", small(), sampler=TSSampler(seed=1))
+
+
+def test_single_bit_flips_never_load_altered_state(tmp_path):
+    """A digest of the payload is checked on load: a flipped bit is refused or harmless."""
+    import random
+
+    path, model = tmp_path / "c.pt", small()
+    save_checkpoint(path, model, adam(model), TSSampler(seed=2), step=5, history=[{"loss": 0.5}])
+    good = path.read_bytes()
+    rnd, refused = random.Random(0), 0
+    for _ in range(200):
+        bit = rnd.randrange(8 * len(good))
+        flipped = bytearray(good)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(flipped)
+        fresh = small()
+        try:
+            extra = load_checkpoint(path, fresh, adam(fresh), TSSampler(seed=2))
+        except ValueError:
+            refused += 1
+            continue
+        assert extra == {"step": 5, "history": [{"loss": 0.5}]}, bit
+        assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items())
+    assert refused > 100

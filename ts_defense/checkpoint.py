@@ -1,9 +1,10 @@
-"""Checkpoints that resume TS training bit for bit, written atomically.
+"""Checkpoints that resume TS training bit for bit, written atomically, checked on load.
 
 A checkpoint holds the model, the optimizer, the sampler's random state and any extra state
-(step counter, history, data generator). It is written to a temporary file in the same folder
-and moved into place with ``os.replace``, so an interrupted write never replaces a good
-checkpoint. It loads with ``weights_only=True``.
+(step counter, history, data generator), plus a SHA-256 digest of all of it. It is written to a
+temporary file in the same folder and moved into place with ``os.replace``, so an interrupted
+write never replaces a good checkpoint. It loads with ``weights_only=True`` and only if the
+digest matches (a damaged file is refused, not half-loaded).
 
 With Accelerate, :class:`~ts_defense.TrainStep` registers the sampler for
 ``accelerator.save_state`` / ``load_state`` instead.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import secrets
 import time
@@ -21,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ._io import safe_load
+from ._checks import check_type
+from ._io import plain, safe_load
 from .sampler import TSSampler
 
-FORMAT = "ts-defense-checkpoint-1"
+FORMAT = "ts-defense-checkpoint-2"
 
 
 def _abandoned(tmp: Path, stem: str) -> bool:
@@ -96,6 +99,37 @@ def atomic_save(obj: object, path: str | Path) -> Path:
     return path
 
 
+def digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 of everything in ``state`` but its ``"digest"``: structure, values, tensor bytes."""
+    h = hashlib.sha256()
+
+    def feed(obj: object) -> None:
+        if isinstance(obj, Tensor):
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{flat.dtype}{tuple(obj.shape)}".encode())
+            h.update(flat.view(torch.uint8).numpy())
+        elif isinstance(obj, Mapping):
+            h.update(f"D{len(obj)}".encode())
+            for key, value in obj.items():
+                feed(key)
+                feed(value)
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"L{len(obj)}".encode())
+            for value in obj:
+                feed(value)
+        else:
+            h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def _check_parts(model: object, optimizer: object, sampler: object) -> None:
+    check_type("model", model, nn.Module, "an nn.Module")
+    check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch Optimizer", optional=True)
+    check_type("sampler", sampler, TSSampler, "a TSSampler", optional=True)
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -105,18 +139,22 @@ def save_checkpoint(
 ) -> Path:
     """Write model, optimizer and sampler state (plus ``extra`` plain values) atomically.
 
-    Refuses (``ValueError``) a model whose weights or buffers hold NaN or Inf: a checkpoint on
-    disk is always one a run can resume from.
+    numpy numbers and arrays and paths (in ``extra`` or the optimizer's settings) are stored as
+    Python numbers, tensors and strings, so that the file loads with ``weights_only=True``; other
+    objects are a ``TypeError``. Refuses (``ValueError``) a model whose weights or buffers hold
+    NaN or Inf: a checkpoint on disk is always one a run can resume from.
     """
+    _check_parts(model, optimizer, sampler)
     weights = model.state_dict()
     for key, value in weights.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ValueError(f"model state {key!r} holds NaN or Inf: refusing to save {path}")
-    state: dict[str, Any] = {"format": FORMAT, "model": weights, "extra": extra}
+    state: dict[str, Any] = {"format": FORMAT, "model": weights, "extra": plain(extra, "extra")}
     if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
+        state["optimizer"] = plain(optimizer.state_dict(), "optimizer state")
     if sampler is not None:
         state["sampler"] = sampler.state_dict()
+    state["digest"] = digest(state)
     return atomic_save(state, path)
 
 
@@ -125,18 +163,34 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     sampler: TSSampler | None = None,
+    strict: bool = True,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``); return ``extra``."""
+    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``); return ``extra``.
+
+    A file whose digest does not match its contents is refused (``ValueError``). ``strict``:
+    the model's keys must match and the sampler's TS configuration must be the one it was saved
+    with (``strict=False`` loads matching weights and resumes the stream under a new config).
+    """
+    _check_parts(model, optimizer, sampler)
     path = Path(path)
     state = safe_load(path, "checkpoint")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ts-defense checkpoint (format {FORMAT!r})")
+    if state.get("digest") != digest(state):
+        raise ValueError(
+            f"refusing to load {path}: its contents do not match their digest (the file was "
+            f"damaged or altered); nothing was restored"
+        )
     for name, obj in (("optimizer", optimizer), ("sampler", sampler)):
         if obj is not None and name not in state:
             raise ValueError(f"{path} holds no {name} state")
-    model.load_state_dict(state["model"])
+    if sampler is not None:  # first: it checks everything before it changes anything
+        sampler.load_state_dict(state["sampler"], strict=strict)
+    try:
+        model.load_state_dict(state["model"], strict=strict)
+    except RuntimeError as err:  # torch lists missing and unexpected keys over many lines
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{path} holds weights of another model: {reason}") from err
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
-    if sampler is not None:
-        sampler.load_state_dict(state["sampler"])
     return dict(state["extra"])

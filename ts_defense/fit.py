@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_images, check_positive
+from ._checks import check_images, check_positive, check_seed, check_type
 from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
 from .sampler import TSConfig, TSSampler
 from .seeding import stream_seed
@@ -117,9 +117,10 @@ def fit(
     optimizer: default ``Adam(model.parameters(), lr)``.
     accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
         each process draws its own noise and patches (seed + process index).
-    checkpoint: a file path; if it exists the run resumes from it. It is written (atomically)
-        when training starts, so an unwritable path fails at once, then every
-        ``checkpoint_every`` steps (0: none), on Ctrl-C and at the end. Single process only.
+    checkpoint: a file path; if it exists the run resumes from it (refused unless ``fit``
+        wrote it under the same TS config). It is written (atomically) when training starts, so
+        an unwritable path fails at once, then every ``checkpoint_every`` steps (0: none), on
+        Ctrl-C and at the end. Single process only.
     Ctrl-C with ``checkpoint`` (main thread): the current step finishes, the state is saved and
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt`` that ends a script with one line) says
     how to resume; a second Ctrl-C stops at once, without saving.
@@ -129,12 +130,13 @@ def fit(
     The images are cast to the model's dtype.
     Returns the :class:`History` (every ``log_every`` steps).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_type("model", model, nn.Module, "an nn.Module")
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    if check_positive("lr", lr) > torch.finfo(torch.float32).max / 100:
+    lr = float(check_positive("lr", lr))  # a numpy float64 would reach the checkpoint
+    if lr > torch.finfo(torch.float32).max / 100:
         raise ValueError(f"lr={lr!r} overflows float32 in Adam's bias-corrected step")
+    check_seed("seed", seed)
     if checkpoint is not None:
         checkpoint = check_file_path("checkpoint", checkpoint)
     check_accelerator(accelerator)
@@ -176,11 +178,9 @@ def fit(
         on_nonfinite=on_nonfinite,
     )
     history, start = History(), 0
-    if checkpoint is not None and Path(checkpoint).is_file():
+    if checkpoint is not None and checkpoint.is_file():
         extra = load_checkpoint(checkpoint, model, optimizer, sampler)
-        start, history.records = int(extra["step"]), list(extra["history"])
-        patches.generator.set_state(extra["patch_generator"])
-        torch.set_rng_state(extra["torch_rng"])
+        start, history.records = _resume(checkpoint, extra, patches.generator)
 
     def random_state() -> dict[str, Any]:
         return {
@@ -269,3 +269,26 @@ def _ctrl_c_between_steps(active: bool) -> Iterator[list[bool]]:
         yield pressed
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _resume(path: Path, extra: Mapping[str, Any], patches: torch.Generator) -> tuple[int, list]:
+    """Check the step, history and random states ``fit`` wrote; restore the random states."""
+    for key in ("step", "history", "patch_generator", "torch_rng"):
+        if key not in extra:
+            raise ValueError(
+                f"checkpoint {path} was not written by fit (no {key!r}): give fit another path"
+            )
+    step, history = extra["step"], extra["history"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"checkpoint {path}: step must be an int >= 0, got {step!r}")
+    if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
+        raise ValueError(f"checkpoint {path}: history must be a list of records, got {history!r}")
+    for key, restore in (
+        ("patch_generator", patches.set_state),
+        ("torch_rng", torch.set_rng_state),
+    ):
+        try:
+            restore(extra[key])
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(f"checkpoint {path}: {key} is not a CPU generator state") from err
+    return step, list(history)
