@@ -204,3 +204,33 @@ def test_perturbation_that_cannot_attack_the_model_is_refused():
     noisy, sigma = draw(clean)
     with pytest.raises(ValueError, match="not differentiable"):
         adv(Denoiser(NotDifferentiable()), noisy, clean, sigma)
+
+
+def test_fit_with_a_scheduler_resumes_exactly(tmp_path):
+    images = batch(b=3, side=24, seed=5)
+
+    def run(steps, ckpt=None):
+        torch.manual_seed(0)
+        model = small()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2, 3], 0.1)
+        fit(model, images, recipe="free-hat", steps=steps, batch_size=4, patch_size=12,
+            optimizer=opt, scheduler=sched, checkpoint=ckpt, progress=False)  # fmt: skip
+        return model, opt
+
+    whole, opt = run(4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # decayed twice
+    ckpt = tmp_path / "s.pt"
+    run(2, ckpt)
+    part, _ = run(4, ckpt)
+    for a, b in zip(whole.state_dict().values(), part.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_scheduler_must_belong_to_the_optimizer():
+    model = small()
+    other = torch.optim.SGD(small(1).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="scheduler"):
+        fit(model, batch(b=2, side=24), steps=1, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            scheduler=torch.optim.lr_scheduler.StepLR(other, 1))  # fmt: skip

@@ -116,3 +116,18 @@ def test_save_checkpoint_refuses_nan_weights_and_keeps_the_old_file(tmp_path):
     with pytest.raises(ValueError, match=r"model state 'layers.0.weight' holds NaN or Inf"):
         save_checkpoint(path, model, step=2)
     assert path.read_bytes() == good
+
+
+def test_float16_weights_are_refused_with_a_pointer_to_mixed_precision():
+    """Adam's update overflows float16 weights from finite gradients, past the gradient check:
+    plain fp16 training is refused before any step."""
+    model = small().half()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"float16 weights.*mixed_precision='fp16'"):
+        fit(model, IMAGES, steps=3, **FIT)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="float16 weights"):
+        TrainStep(model, torch.optim.SGD(model.parameters(), 0.1), TSSampler())
+    bf16 = small().bfloat16()  # float32's exponent range: trains with finite weights
+    fit(bf16, IMAGES, steps=3, **FIT)
+    assert all(bool(torch.isfinite(p).all()) for p in bf16.parameters())

@@ -199,7 +199,14 @@ def test_fuzz_patch_sampler(imgs, patch_size, batch_size):
                 "seed": st.integers(-2, 2**64),
                 "generators": st.dictionaries(
                     st.sampled_from(["cpu", "cuda:0"]),
-                    st.sampled_from([torch.zeros(3), torch.Generator().get_state(), "x"]),
+                    st.sampled_from(
+                        [
+                            torch.zeros(3),
+                            torch.zeros(7, dtype=torch.uint8),  # a torn state (issue 16.5)
+                            torch.Generator().get_state(),
+                            "x",
+                        ]
+                    ),
                 ),
             }
         ),

@@ -166,3 +166,49 @@ def test_unknown_option_keys_are_rejected_by_name(key):
         sampler_from_options({"sigma": 25, "bnad": [0.05, 0.3]}, key)
     with pytest.raises(ValueError, match=rf"{key}\.sigma=0.1 looks like \[0, 1\] units"):
         sampler_from_options({"sigma": 0.1}, key)
+
+
+def refusal(path, what="checkpoint"):
+    with pytest.raises(ValueError) as info:
+        safe_load(path, what)
+    msg = str(info.value)
+    assert "\n" not in msg and "\x1b" not in msg, msg  # one plain line
+    assert "weights_only=False" not in msg and "weights_only` set to `False" not in msg, msg
+    assert msg.startswith(f"refusing to load {path}: not a plain tensor {what} (")
+    assert msg.endswith("nothing in it was executed"), msg
+    return msg
+
+
+def test_refusals_are_one_line_say_what_the_file_is_and_never_advise_disabling_safety(tmp_path):
+    """Issue 16.2: torch's advice to re-run with weights_only=False must never reach the user."""
+    marker = tmp_path / "ran"
+    assert "would call getattr" in refusal(evil_file(tmp_path / "evil.pt", marker))
+    torch.save({"w": Payload(marker)}, tmp_path / "evil_zip.pt")
+    assert "would call getattr" in refusal(tmp_path / "evil_zip.pt")
+    (tmp_path / "notes.pt").write_text("hello, not a checkpoint\n")
+    assert "(neither a torch file nor a pickle)" in refusal(tmp_path / "notes.pt")
+    save_checkpoint(tmp_path / "torn.pt", DnCNN(depth=3, features=4))
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "torn.pt").read_bytes()[:300])
+    assert "(a truncated, damaged or foreign zip file)" in refusal(tmp_path / "torn.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert "(an empty file)" in refusal(tmp_path / "empty.pt")
+    with open(tmp_path / "short.pt", "wb") as f:
+        pickle.dump({"w": [1, 2, 3]}, f, protocol=2)
+    (tmp_path / "short.pt").write_bytes((tmp_path / "short.pt").read_bytes()[:-3])
+    assert "(a truncated or damaged pickle)" in refusal(tmp_path / "short.pt", "weights file")
+    assert not marker.exists()
+
+
+def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
+    from ts_defense.cli import main
+
+    marker = tmp_path / "ran"
+    (tmp_path / "weights").mkdir()
+    evil_file(tmp_path / "weights" / "DnCNN-S-25.pth", marker)
+    args = ["attack", "--model", "dncnn-s-25", "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert main(args + ["--images", "camera", "--size", "16", "--attacks", "fgsm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights_only=False" not in err and "\x1b" not in err, err
+    assert err.startswith("ts-defense: error: refusing to load ") and "DnCNN-S-25.pth" in err
+    assert "would call getattr" in err and "nothing in it was executed" in err
+    assert not marker.exists()

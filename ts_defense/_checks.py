@@ -81,3 +81,11 @@ def check_seed(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise ValueError(f"{name} must be an int in [0, 2**63), got {value!r}")
     return value
+
+
+def check_type(name: str, value: object, kind: type, what: str, optional: bool = False) -> object:
+    """Require an instance of ``kind`` (described as ``what``), or None when ``optional``."""
+    if (value is None and optional) or isinstance(value, kind):
+        return value
+    what = f"{what} or None" if optional else what
+    raise TypeError(f"{name} must be {what}, got {type(value).__name__}")

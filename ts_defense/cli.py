@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, MemoryError) as err:  # bad input or a bad path
-        print(f"ts-defense: error: {err}", file=sys.stderr)
+        print(f"ts-defense: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
 
 

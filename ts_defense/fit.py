@@ -10,8 +10,10 @@ torch's global generator are all in the checkpoint).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_images, check_positive
+from ._checks import check_images, check_positive, check_seed, check_type
 from .adversarial import AdversarialConfig
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
 from .recipes import Recipe, make_recipe
 from .sampler import TSConfig
 from .seeding import stream_seed
@@ -144,22 +146,28 @@ def fit(
         (e.g. DnCNN's decay: ``MultiStepLR(opt, [30_000], 0.1)``); saved in checkpoints.
     accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
         each process draws its own noise and patches (seed + process index).
-    checkpoint: a file path; if it exists the run resumes from it, and it is rewritten
-        (atomically) every ``checkpoint_every`` steps (0: at the end only). Single process only.
+    checkpoint: a file path; if it exists the run resumes from it (refused unless ``fit``
+        wrote it under the same TS config). It is written (atomically) when training starts, so
+        an unwritable path fails at once, then every ``checkpoint_every`` steps (0: none), on
+        Ctrl-C and at the end. Single process only.
+    Ctrl-C with ``checkpoint`` (main thread): the current step finishes, the state is saved and
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt`` that ends a script with one line) says
+    how to resume; a second Ctrl-C stops at once, without saving.
     on_nonfinite: ``"raise"`` stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` (with ``checkpoint``, the last good state is written there first,
         so resuming continues from the step before); ``"skip"`` drops such steps.
     The images are cast to the model's dtype.
     Returns the :class:`History` (every ``log_every`` steps).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_type("model", model, nn.Module, "an nn.Module")
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    if check_positive("lr", lr) > torch.finfo(torch.float32).max / 100:
+    lr = float(check_positive("lr", lr))  # a numpy float64 would reach the checkpoint
+    if lr > torch.finfo(torch.float32).max / 100:
         raise ValueError(f"lr={lr!r} overflows float32 in Adam's bias-corrected step")
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
+    check_seed("seed", seed)
+    if checkpoint is not None:
+        checkpoint = check_file_path("checkpoint", checkpoint)
     check_accelerator(accelerator)
     check_positive("log_every", log_every, integer=True)
     if checkpoint_every != 0:
@@ -197,15 +205,13 @@ def fit(
         perturbation=perturbation,
     )
     history, start = History(), 0
-    if checkpoint is not None and Path(checkpoint).is_file():
+    if checkpoint is not None and checkpoint.is_file():
         extra = load_checkpoint(checkpoint, model, optimizer, sampler)
-        start, history.records = int(extra["step"]), list(extra["history"])
-        patches.generator.set_state(extra["patch_generator"])
+        start, history.records = _resume(checkpoint, extra, patches.generator)
         if perturbation is not None:
             perturbation.load_state_dict(extra["perturbation"])
         if scheduler is not None:
             scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["torch_rng"])
 
     def random_state() -> dict[str, Any]:
         return {
@@ -236,27 +242,89 @@ def fit(
 
     model.train()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
-    for step in range(start, steps):
-        before = random_state() if checkpoint is not None else {}
-        try:
-            result = step_fn(patches(batch_size).to(device, dtype))
-        except FloatingPointError as err:  # raised before the weights changed: they are good
-            bar.close()
-            if checkpoint is None:
-                raise
-            save(step, before)
-            raise FloatingPointError(
-                f"{err}. The last good state (after {step} steps) is in {checkpoint}"
-            ) from err
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            history.records.append({"step": float(step + 1), **result.as_dict()})
-            bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
-        if scheduler is not None and not result.skipped:
-            scheduler.step()
-        bar.update()
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            save(step + 1, random_state())
-    bar.close()
-    if checkpoint is not None and start < steps:
-        save(steps, random_state())
+    with bar, _ctrl_c_between_steps(checkpoint is not None) as pressed:
+        if checkpoint is not None and start < steps:
+            save(start, random_state())  # an unwritable path fails now, not after training
+        for step in range(start, steps):
+            before = random_state() if checkpoint is not None else {}
+            try:
+                result = step_fn(patches(batch_size).to(device, dtype))
+            except FloatingPointError as err:  # raised before the weights changed: they are good
+                if checkpoint is None:
+                    raise
+                save(step, before)
+                raise FloatingPointError(
+                    f"{err}. The last good state (after {step} steps) is in {checkpoint}"
+                ) from err
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                history.records.append({"step": float(step + 1), **result.as_dict()})
+                bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
+            if scheduler is not None and not result.skipped:
+                scheduler.step()
+            bar.update()
+            due = checkpoint_every and (step + 1) % checkpoint_every == 0
+            if checkpoint is not None and (due or pressed) and step + 1 < steps:
+                save(step + 1, random_state())
+            if pressed and step + 1 < steps:
+                raise TrainingInterrupted(
+                    f"fit interrupted after {step + 1} of {steps} steps; the state is saved in "
+                    f"{checkpoint}: call fit again with checkpoint={str(checkpoint)!r} to resume"
+                )
+        if checkpoint is not None and start < steps:
+            save(steps, random_state())
     return history
+
+
+class TrainingInterrupted(SystemExit, KeyboardInterrupt):
+    """Ctrl-C in :func:`fit` with a checkpoint: the state is saved; the message says how to resume.
+
+    A ``KeyboardInterrupt`` for ``except`` clauses, and a ``SystemExit`` so that an uncaught one
+    ends a script with that one line (exit status 1) instead of a traceback.
+    """
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_steps(active: bool) -> Iterator[list[bool]]:
+    """While active, Ctrl-C (SIGINT) in the main thread sets the yielded flag instead of raising
+    mid-step; a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    pressed: list[bool] = []
+    if (
+        not active
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield pressed
+        return
+
+    def first(signum: int, frame: object) -> None:
+        pressed.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _resume(path: Path, extra: Mapping[str, Any], patches: torch.Generator) -> tuple[int, list]:
+    """Check the step, history and random states ``fit`` wrote; restore the random states."""
+    for key in ("step", "history", "patch_generator", "torch_rng"):
+        if key not in extra:
+            raise ValueError(
+                f"checkpoint {path} was not written by fit (no {key!r}): give fit another path"
+            )
+    step, history = extra["step"], extra["history"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"checkpoint {path}: step must be an int >= 0, got {step!r}")
+    if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
+        raise ValueError(f"checkpoint {path}: history must be a list of records, got {history!r}")
+    for key, restore in (
+        ("patch_generator", patches.set_state),
+        ("torch_rng", torch.set_rng_state),
+    ):
+        try:
+            restore(extra[key])
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(f"checkpoint {path}: {key} is not a CPU generator state") from err
+    return step, list(history)

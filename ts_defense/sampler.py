@@ -29,6 +29,7 @@ from ._checks import (
     check_probability,
     check_seed,
 )
+from ._io import plain
 from .families import FAMILIES, gaussian
 from .seeding import stream_seed
 
@@ -254,13 +255,21 @@ class TSSampler:
         return TSDraw(noisy.to(clean.dtype), noise, sig, family, cfg.family_names)
 
     def state_dict(self) -> dict[str, Any]:
-        """Seed and generator states (per device), for checkpoints."""
+        """Seed, generator states (per device) and configuration, in plain types."""
         states = {k: g.get_state() for k, g in self._generators.items()}
         states.update({k: v for k, v in self._pending.items() if k not in states})
-        return {"seed": self.seed, "generators": states, "config": self.config.to_dict()}
+        return {
+            "seed": self.seed,
+            "generators": states,
+            "config": plain(self.config.to_dict(), "config"),
+        }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the random state saved by :meth:`state_dict`."""
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore the random state saved by :meth:`state_dict`; everything is checked first.
+
+        strict: refuse (``ValueError``) a state saved under another :class:`TSConfig`;
+        ``strict=False`` continues the saved stream under this sampler's configuration.
+        """
         if not isinstance(state, Mapping) or "generators" not in state or "seed" not in state:
             raise ValueError("state must come from TSSampler.state_dict() (keys seed, generators)")
         gens = state["generators"]
@@ -269,6 +278,48 @@ class TSSampler:
             for k, v in gens.items()
         ):
             raise ValueError("state['generators'] must map device names to uint8 generator states")
-        self.seed = check_seed("state['seed']", state["seed"])
+        for key, value in gens.items():
+            _check_generator_state(key, value)
+        seed = check_seed("state['seed']", state["seed"])
+        if strict and state.get("config") is not None:
+            self._check_same_config(state["config"])
+        self.seed = seed
         self._generators.clear()
         self._pending = {k: v.cpu() for k, v in gens.items()}
+
+    def _check_same_config(self, saved: object) -> None:
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"state['config'] must be a mapping of TS options, got {saved!r}")
+        try:
+            other = TSConfig.from_dict(saved)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"state['config']: {err}") from err
+        changed = [
+            f"{f.name}={getattr(other, f.name)!r} there, {getattr(self.config, f.name)!r} here"
+            for f in dataclasses.fields(TSConfig)
+            if getattr(other, f.name) != getattr(self.config, f.name)
+        ]
+        if changed:
+            raise ValueError(
+                f"state was saved under another TS configuration ({'; '.join(changed)}); "
+                f"pass strict=False to continue its stream under this one"
+            )
+
+
+def _check_generator_state(device: str, value: Tensor) -> None:
+    """Refuse a generator state that ``device``'s generator would not take (where it exists)."""
+    try:
+        where = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"state['generators'] names no device: {device!r}") from err
+    try:
+        gen = torch.Generator(device=where)
+    except RuntimeError:
+        return  # a device this machine lacks (a GPU checkpoint resumed on the CPU): unused here
+    try:
+        gen.set_state(value.cpu())
+    except RuntimeError as err:
+        raise ValueError(
+            f"state['generators'][{device!r}] is not a {device} generator state "
+            f"({value.numel()} bytes)"
+        ) from err

@@ -225,6 +225,8 @@ class TrainStep:
     perturbation: replaces part of each batch after the draw, e.g. an
         :class:`~ts_defense.adversarial.Adversarial` (adversarial training); its state is saved
         with the sampler's under Accelerate.
+    float16 weights are refused (``ValueError``): their optimizer updates overflow unchecked;
+    use Accelerate's ``mixed_precision="fp16"`` (float32 weights) or bfloat16 weights.
     """
 
     def __init__(
@@ -259,6 +261,12 @@ class TrainStep:
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
         self.accelerator = accelerator
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        if any(p.dtype == torch.float16 for p in self.params):
+            raise ValueError(
+                "model has float16 weights: plain float16 training overflows (Adam's update turns "
+                "finite gradients into NaN weights); keep float32 weights and train with "
+                "accelerate.Accelerator(mixed_precision='fp16'), or use bfloat16 weights"
+            )
         self.step_count = 0
         if accelerator is not None:
             accelerator.register_for_checkpointing(RankState(sampler, accelerator))
