@@ -2,7 +2,7 @@
 Accelerator, then save_state, an uninterrupted second epoch, load_state and the second epoch
 again. Each rank writes what it saw to ``OUT/rank{i}.pt``.
 
-    python tests/accelerate_worker.py OUT [--mixed-precision bf16] [--accumulate 2]
+    python tests/accelerate_worker.py OUT [--mixed-precision bf16] [--accumulate 2] [--recipe R]
 """
 
 import argparse
@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ts_defense import TrainStep, TSSampler, rank_seed
 from ts_defense.models import DnCNN
+from ts_defense.recipes import make_recipe
 
 
 def main():
@@ -21,6 +22,7 @@ def main():
     ap.add_argument("out", type=Path)
     ap.add_argument("--mixed-precision", default="no")
     ap.add_argument("--accumulate", type=int, default=1)
+    ap.add_argument("--recipe", help="a ts_defense recipe (default: TS at p_ood 0.5)")
     args = ap.parse_args()
     acc = Accelerator(
         cpu=True, mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.accumulate
@@ -34,19 +36,29 @@ def main():
     dtypes = []
     inner = acc.unwrap_model(model).layers[0]  # the outer output is cast back to float32
     inner.register_forward_hook(lambda m, i, o: dtypes.append(str(o.dtype)))
-    sampler = TSSampler(sigma=25 / 255, p_ood=0.5, seed=rank_seed(0, acc))
-    step = TrainStep(model, opt, sampler, predicts="noise", loss="sum_mse", accelerator=acc)
+    seed = rank_seed(0, acc)
+    perturbation = None
+    if args.recipe:
+        recipe = make_recipe(args.recipe, config={"sigma": 25 / 255, "p_ood": 0.5})
+        sampler, perturbation = recipe.sampler(seed), recipe.perturbation(seed)
+    else:
+        sampler = TSSampler(sigma=25 / 255, p_ood=0.5, seed=seed)
+    step = TrainStep(
+        model, opt, sampler, predicts="noise", loss="sum_mse", accelerator=acc,
+        perturbation=perturbation,
+    )  # fmt: skip
 
     def epoch():
-        noise, changed, losses = [], [], []
+        noise, changed, losses, adversarial = [], [], [], []
         for clean in loader:
             before = [p.detach().clone() for p in model.parameters()]
             res = step(clean)
             noise.append(res.draw.noise)
+            adversarial.append(res.n_adv)
             losses.append(float(res.loss))
             params = model.parameters()
             changed.append(any(not torch.equal(a, p) for a, p in zip(before, params, strict=True)))
-        return noise, changed, losses
+        return noise, changed, losses, adversarial
 
     first = epoch()
     ckpt = args.out / "state"
@@ -66,6 +78,7 @@ def main():
             "params": params,
             "replay_params": [p.detach().clone() for p in model.parameters()],
             "model_dtype": dtypes[0],
+            "n_adv": first[3] + second[3],
             "num_processes": acc.num_processes,
             "distributed_type": acc.distributed_type.value,
             "backend": str(acc.state.backend),

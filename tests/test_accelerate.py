@@ -32,21 +32,14 @@ def check_resume(rank):
 
 
 @pytest.mark.slow
-def test_one_process_bf16_with_gradient_accumulation(tmp_path):
-    (rank,) = run(
-        [
-            sys.executable,
-            str(WORKER),
-            str(tmp_path),
-            "--mixed-precision",
-            "bf16",
-            "--accumulate",
-            "2",
-        ],
-        tmp_path,
-    )
+@pytest.mark.parametrize("recipe", [[], ["--recipe", "ts-hat"], ["--recipe", "ts-free-hat"]])
+def test_one_process_bf16_with_gradient_accumulation(tmp_path, recipe):
+    cmd = [sys.executable, str(WORKER), str(tmp_path), "--mixed-precision", "bf16"]
+    (rank,) = run([*cmd, "--accumulate", "2", *recipe], tmp_path)
     assert rank["model_dtype"] == "torch.bfloat16"  # the model ran under bf16 autocast
     assert rank["changed"] == [False, True] * 4  # weights move once every two batches
+    if recipe:  # half of each batch of 2 is adversarial (free-hat: from its second step on)
+        assert rank["n_adv"][1:] == [1] * 15
     check_resume(rank)
 
 
@@ -57,7 +50,8 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_draw_different_noise_and_keep_identical_weights(tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["--recipe", "ts-free-hat"], ["--recipe", "hat"]])
+def test_two_processes_draw_different_noise_and_keep_identical_weights(tmp_path, recipe):
     # `accelerate launch --cpu --num_processes 2` starts ONE process (without mpirun, accelerate
     # 1.x runs --cpu through its single-process launcher); --multi_gpu starts two through
     # torchrun, and the worker's Accelerator(cpu=True) makes them a gloo MULTI_CPU group.
@@ -65,7 +59,7 @@ def test_two_processes_draw_different_noise_and_keep_identical_weights(tmp_path)
     launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     launch += ["--dynamo_backend", "no"]
     launch += ["--main_process_port", str(free_port())]
-    ranks = run([*launch, str(WORKER), str(tmp_path)], tmp_path)
+    ranks = run([*launch, str(WORKER), str(tmp_path), *recipe], tmp_path)
     assert len(ranks) == 2 and ranks[0]["num_processes"] == 2
     assert ranks[0]["distributed_type"] == "MULTI_CPU" and ranks[0]["backend"] == "gloo"
     r0, r1 = ranks

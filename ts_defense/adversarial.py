@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._checks import check_choice, check_positive, check_probability, check_seed
 from .attacks import DenoiserAttack, make_attack
@@ -133,6 +133,7 @@ class Adversarial:
         self.seed = check_seed("seed", seed)
         self.generator = torch.Generator().manual_seed(stream_seed(seed, "adversarial"))
         self._attack: DenoiserAttack | None = None
+        self._for: Denoiser | None = None  # the denoiser the attack was built for
         self._pending: dict[str, Tensor] | None = None  # amortised: last step's fresh rows
         self._attack_state: Tensor | None = None
 
@@ -142,12 +143,20 @@ class Adversarial:
         return self.config.amortised
 
     def attack(self, denoiser: Denoiser) -> DenoiserAttack:
-        """The attack (built once per denoiser) whose step and projection craft the share."""
-        if self._attack is None or self._attack.denoisers[0] is not denoiser:
+        """The attack (built once per denoiser) whose step and projection craft the share.
+
+        A model wrapped for distributed training (DDP) is attacked through the module it
+        wraps: crafting needs no gradient synchronisation between processes.
+        """
+        if self._attack is None or self._for is not denoiser:
             cfg = self.config
+            target = denoiser
+            if isinstance(denoiser.model, nn.parallel.DistributedDataParallel):
+                target = Denoiser(denoiser.model.module, denoiser.predicts, denoiser.noise_level)
+            self._for = denoiser
             self._attack = make_attack(
                 THREATS[cfg.threat],
-                denoiser,
+                target,
                 1.0,
                 eps=max(cfg.eps_max, 1e-12),
                 steps=cfg.steps,
