@@ -43,7 +43,7 @@ class History:
 class PatchSampler:
     """Random ``patch_size`` crops of ``images`` with random flips and 90-degree rotations.
 
-    images: a (N, C, H, W) tensor or a list of (C, H, W) / (1, C, H, W) tensors (sizes may
+    images: a (N, C, H, W) tensor or a list of (C, H, W) / (N, C, H, W) tensors (sizes may
     differ; each must be at least ``patch_size`` on both sides). Seeded by ``generator``.
     """
 
@@ -56,19 +56,21 @@ class PatchSampler:
         if not isinstance(images, Sequence) or isinstance(images, str) or not images:
             raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
         self.images = []
-        for i, img in enumerate(images):
-            if isinstance(img, Tensor) and img.dim() == 3:
-                img = img[None]
-            img = check_images(img, f"images[{i}]")[0]
-            if min(img.shape[-2:]) < patch_size:
-                raise ValueError(
-                    f"images[{i}] is {tuple(img.shape[-2:])}, smaller than patch_size={patch_size}"
-                )
-            if self.images and img.shape[0] != self.images[0].shape[0]:
-                raise ValueError(
-                    f"images[{i}] has {img.shape[0]} channels, images[0] {self.images[0].shape[0]}"
-                )
-            self.images.append(img)
+        for i, item in enumerate(images):
+            if isinstance(item, Tensor) and item.dim() == 3:
+                item = item[None]
+            for img in check_images(item, f"images[{i}]"):  # a (N, C, H, W) entry gives N
+                if min(img.shape[-2:]) < patch_size:
+                    raise ValueError(
+                        f"images[{i}] is {tuple(img.shape[-2:])}, smaller than "
+                        f"patch_size={patch_size}"
+                    )
+                if self.images and img.shape[0] != self.images[0].shape[0]:
+                    raise ValueError(
+                        f"images[{i}] has {img.shape[0]} channels, images[0] "
+                        f"{self.images[0].shape[0]}"
+                    )
+                self.images.append(img)
         self.patch_size = patch_size
         self.generator = generator
 
