@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ts_defense.adapters._options import sampler_from_options
 
 from ts_defense import TSSampler, load_checkpoint, save_checkpoint
 from ts_defense._io import safe_load
-from ts_defense.adapters._options import sampler_from_options
 from ts_defense.models import DnCNN, load_dncnn
 
 ROOT = Path(__file__).resolve().parents[1]
