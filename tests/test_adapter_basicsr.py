@@ -193,3 +193,23 @@ def test_torchvision_shim_only_when_the_old_module_is_missing(monkeypatch):
         assert _compat.patch_torchvision() is False and sys.modules[_compat.OLD] is fixed
     finally:
         sys.modules[_compat.OLD] = old
+
+
+def test_launcher_resumes_on_cpu_with_overrides(image_dirs, tmp_path):
+    """BasicSR 1.4.2's own resume maps the state to CUDA; the launcher's loads it on the CPU."""
+    opt = _options(image_dirs, "resume_cpu")
+    opt["train"]["total_iter"] = 20
+    opt_file = tmp_path / "opt.yml"
+    opt_file.write_text(yaml.safe_dump(opt))
+    cmd = [sys.executable, "-m", "ts_defense.adapters.basicsr", "-opt", str(opt_file)]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    more = ["--auto_resume", "--force_yml", "train:total_iter=24", "val:val_freq=!!float 1e3"]
+    run = subprocess.run(cmd + more, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    exp = tmp_path / "experiments" / "resume_cpu"
+    log = sorted(exp.glob("train_resume_cpu_*.log"))[-1].read_text()
+    assert "Resuming training from epoch: " in log and "iter: 20." in log
+    assert "no TS sampler state" not in log
+    assert len(re.findall(r"l_pix: ", log)) == 4  # iterations 21..24
+    assert "total_iter: 24" in (exp / "opt.yml").read_text()  # the copy holds the override

@@ -175,3 +175,30 @@ def test_launcher_against_a_real_kair_checkout(workdir):
     cmd = [sys.executable, "-c", DATASET_CHECK, str(kair), str(workdir)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "datasets ok" in run.stdout, run.stderr[-3000:]
+
+
+def test_kair_plain_model_with_ts_dataset_trains_stops_and_resumes_on_cpu(workdir):
+    """KAIR's own "plain" model (CUDA whenever gpu_ids is set) with the ts_dncnn dataset: it
+    runs on the CPU, --max-steps stops it, and a resume reloads KAIR's optimizer state."""
+    options = tiny_options(workdir, "plain", model="plain", gpu_ids=[0])
+    opt = read_options(options)
+    opt.pop("ts")
+    opt["train"]["G_optimizer_reuse"] = True
+    for d in opt["datasets"].values():
+        d.update(dataset_type="ts_dncnn", ts={"p_ood": 0.5})
+    options.write_text(json.dumps(opt))
+    models = workdir / "out" / "plain" / "models"
+    out = launch(STANDIN, options, 10, workdir)
+    assert len(logged(out, "G_loss")) == 10 and "stopped after 10 steps" in out
+    assert (models / "10_G.pth").is_file() and (models / "10_optimizerG.pth").is_file()
+    resumed = launch(STANDIN, options, 12, workdir)
+    assert "Loading optimizerG" in resumed and len(logged(resumed, "G_loss")) == 2
+
+
+def test_launcher_flags_are_checked_in_one_line(workdir):
+    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
+    for extra, message in ((["--max-steps", "9" * 400], "--max-steps must be an int below"),
+                           (["--max-step", "3"], "")):  # fmt: skip
+        run = subprocess.run(cmd + extra, capture_output=True, text=True, cwd=workdir, timeout=120)
+        assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr

@@ -1,5 +1,8 @@
 import json
 
+import numpy as np
+import pytest
+
 from ts_defense.cli import main
 
 SMALL = ["--images", "camera", "coins", "--size", "32", "--steps", "2"]
@@ -40,3 +43,60 @@ def test_attack_command_bad_input(tmp_path, capsys, shared_data):
     assert "unknown model" in capsys.readouterr().err
     assert main(base + ["--attacks", "cw"]) == 2
     assert "unknown attack" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err  # progress bars may come first
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("ts-defense: error:")
+    return err.strip().splitlines()[-1]
+
+
+def test_sixteen_bit_images_are_scaled_by_their_bit_depth(tmp_path, capsys, shared_data):
+    from PIL import Image
+
+    from ts_defense.data import bundled_images, load_image
+
+    grey = bundled_images(("camera",), size=32)[0, 0].numpy()
+    path = tmp_path / "gray16.png"
+    Image.fromarray((grey * 65535).round().astype(np.uint16)).save(path)
+    assert np.asarray(Image.open(path)).dtype == np.uint16
+    np.testing.assert_allclose(load_image(path)[0, 0].numpy(), grey, atol=1e-4)
+    out = tmp_path / "out"
+    argv = ["attack", "--images", str(path), "--attacks", "fgsm", "--size", "16"]
+    assert main([*argv, "--out", str(out), "--data", str(shared_data)]) == 0
+    psnr = json.loads((out / "attack.json").read_text())["attacks"]["fgsm"]["psnr_clean"]
+    assert 20 < psnr[0] < 45, psnr  # was -91.6: 16-bit values read as 8-bit ones
+
+
+def test_hostile_files_and_numbers_are_one_line_errors(tmp_path, capsys, shared_data, monkeypatch):
+    from PIL import Image
+
+    base = ["--out", str(tmp_path / "o")]
+    small = ["--attacks", "fgsm", "--size", "12", "--data", str(shared_data)]
+    huge = "9" * 400
+    for argv, name in (
+        (["sampler-report", "--window", huge], "window"),
+        (["attack", "--steps", huge, *small[2:], "--images", "camera"], "steps"),
+        (["demo", "--steps", huge], "steps"),
+    ):
+        assert main(argv + base) == 2, argv
+        assert name in _one_error_line(capsys)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    assert main(["attack", "--images", str(junk), *small, *base]) == 2
+    assert "cannot read image file" in _one_error_line(capsys)
+    frames = tmp_path / "anim.gif"
+    Image.new("L", (8, 8)).save(frames, save_all=True, append_images=[Image.new("L", (8, 8), 9)])
+    assert main(["attack", "--images", str(frames), *small, *base]) == 2
+    assert "expected one grey or colour image" in _one_error_line(capsys)
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit
+    assert main(["attack", "--images", str(bomb), *small, *base]) == 2
+    assert "DecompressionBombError" in _one_error_line(capsys)
+
+
+def test_flag_prefixes_are_not_accepted(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main(["sampler-report", "--win", "4", "--out", str(tmp_path)])
+    assert stop.value.code == 2

@@ -3,6 +3,7 @@ whose payload would run code is refused with a clear error at every loading entr
 option files load with a safe YAML loader; unknown option keys are rejected by name."""
 
 import ast
+import importlib
 import pickle
 import sys
 import types
@@ -18,6 +19,12 @@ from ts_defense._io import safe_load
 from ts_defense.models import DnCNN, load_dncnn
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def basicsr_module(name: str) -> types.ModuleType:
+    """``name`` imported after the adapter (which makes BasicSR importable and safe)."""
+    importlib.import_module("ts_defense.adapters.basicsr")
+    return importlib.import_module(name)
 
 
 class Payload:
@@ -134,8 +141,7 @@ def test_kair_load_refuses_a_sampler_state_with_payload(tmp_path, monkeypatch):
 
 
 def test_basicsr_option_files_load_with_a_safe_yaml_loader(tmp_path, monkeypatch):
-    import ts_defense.adapters.basicsr  # noqa: F401  (installs the safe loader)
-    from basicsr.utils.options import parse_options
+    parse_options = basicsr_module("basicsr.utils.options").parse_options
 
     marker = tmp_path / "pwned"
     opt = tmp_path / "evil.yml"
@@ -145,19 +151,67 @@ def test_basicsr_option_files_load_with_a_safe_yaml_loader(tmp_path, monkeypatch
         parse_options(str(tmp_path), is_train=True)
     assert not marker.exists()
     example = (ROOT / "examples" / "basicsr_ts_denoising.yml").read_text()
-    from basicsr.utils.options import ordered_yaml
-
-    loaded = yaml.load(example, Loader=ordered_yaml()[0])
+    loaded = yaml.load(example, Loader=basicsr_module("basicsr.utils.options").ordered_yaml()[0])
     assert loaded == yaml.safe_load(example)  # plain option files are read as before
 
 
-def test_basicsr_force_yml_keys_cannot_inject_code():
-    from ts_defense.adapters.basicsr.__main__ import check_force_yml
+HOSTILE_OVERRIDES = [
+    ['--force_yml=name"];__import__("os").system("touch M");opt["name=x'],  # = form
+    ["--force_y", 'name"]=0;__import__("os").system("touch M");#=1'],  # a prefix
+    ["--force_yml", "name=[__import__('os').system('touch M')]"],  # a value BasicSR evals
+    ["--force_yml", 'a"]=0;import os;os.mkdir("M");#=1'],
+    ["--force_yml", "train:ema_decay"],  # no value
+    ["--force_yml", "a b=1"],
+    ["--force_yml", "nosection:key=1"],
+]
 
-    check_force_yml(["-opt", "o.yml", "--force_yml", "train:ema_decay=0.999", "name=x"])
-    for bad in ['a"]=0;import os;os.mkdir("x");#=1', "train:ema_decay", "a b=1"]:
-        with pytest.raises(SystemExit, match="force_yml"):
-            check_force_yml(["--force_yml", bad, "--debug"])
+
+def _launch(tmp_path, monkeypatch, argv, text="name: x\ntrain: {ema_decay: 0.9}\n"):
+    """Run the BasicSR launcher up to BasicSR's pipeline; returns the option file it got."""
+    train = basicsr_module("basicsr.train")
+    main = basicsr_module("ts_defense.adapters.basicsr.__main__").main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "o.yml").write_text(text)
+    handed = []
+
+    def pipeline(root):
+        handed.append((list(sys.argv), Path(sys.argv[2]).read_text()))
+
+    monkeypatch.setattr(train, "train_pipeline", pipeline)
+    main(["-opt", "o.yml", *argv])
+    return handed[0]
+
+
+@pytest.mark.parametrize("argv", HOSTILE_OVERRIDES)
+def test_basicsr_launcher_runs_no_code_from_overrides(tmp_path, monkeypatch, argv):
+    with pytest.raises(SystemExit) as stop:
+        _launch(tmp_path, monkeypatch, argv)
+    assert stop.value.code == 2
+    assert not (tmp_path / "M").exists()
+
+
+def test_basicsr_launcher_applies_checked_overrides_itself(tmp_path, monkeypatch):
+    overrides = ["train:ema_decay=!!float 5e-1", "name=y", "train:steps=[1, 2.5, -3]", "x=~"]
+    argv, text = _launch(tmp_path, monkeypatch, ["--force_yml", *overrides, "--debug"])
+    assert "--force_yml" not in argv and "--debug" in argv
+    opt = yaml.safe_load(text)
+    assert opt == {"name": "y", "train": {"ema_decay": 0.5, "steps": [1, 2.5, -3]}, "x": None}
+
+
+def test_basicsr_option_aliases_are_refused(tmp_path, monkeypatch):
+    """Nested aliases (a 1.5 kB file) would expand to 9**9 strings for BasicSR's dict2str."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = "name: x\n" + "\n".join(lines) + "\n"
+    assert len(bomb) < 1600
+    ordered_yaml = basicsr_module("basicsr.utils.options").ordered_yaml
+
+    with pytest.raises(yaml.composer.ComposerError, match=r"alias \*a0 refused"):
+        yaml.load(bomb, Loader=ordered_yaml()[0])
+    with pytest.raises(SystemExit) as stop:
+        _launch(tmp_path, monkeypatch, [], text=bomb)
+    assert stop.value.code == 2
 
 
 @pytest.mark.parametrize("key", ["ts", "datasets.train.ts"])

@@ -8,6 +8,25 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+F32_MAX = float(torch.finfo(torch.float32).max)  # about 3.4e38
+F32_TINY = float(torch.finfo(torch.float32).tiny)  # about 1.2e-38: smaller normal numbers vanish
+MAX_INT = 2**63  # what torch's int64 holds
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut short: error messages stay one short line whatever the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_finite_number(value: object) -> bool:
+    """A real number (no bool) that converts to a finite float; huge ints do not overflow here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1023
+
 
 def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor:
     """Require a non-empty floating 4-D tensor (B, C, H, W), finite unless ``finite=False``."""
@@ -35,51 +54,78 @@ def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor
     return x
 
 
-def check_positive(name: str, value: object, integer: bool = False) -> float:
-    """Require a finite number > 0 (an int > 0 when ``integer``)."""
+def check_positive(
+    name: str, value: object, integer: bool = False, maximum: float | None = None
+) -> float:
+    """Require a finite number > 0 (an int in ``[1, 2**63)`` when ``integer``), at most
+    ``maximum`` when given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
+        raise TypeError(f"{name} must be {kind}, got {shown(value)}")
     if integer and not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        raise TypeError(f"{name} must be an int, got {shown(value)}")
+    if integer and value >= MAX_INT:
+        raise ValueError(f"{name} must be an int below 2**63, got {shown(value)}")
+    if not is_finite_number(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {shown(value)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:g}, got {shown(value)}")
     return value
+
+
+def check_float32(name: str, value: float, low: float = F32_TINY, high: float = F32_MAX) -> float:
+    """Require ``low <= value <= high`` (by default: a positive number float32 holds without
+    rounding it to 0 or Inf)."""
+    if not low <= value <= high:
+        raise ValueError(f"{name}={shown(value)} must lie in [{low:.3g}, {high:.3g}]")
+    return value
+
+
+def check_finite(name: str, value: object) -> float:
+    """Require a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a finite number, got {shown(value)}")
+    if not is_finite_number(value) or abs(value) > F32_MAX:
+        raise ValueError(f"{name} must be a finite number (float32), got {shown(value)}")
+    return float(value)
 
 
 def check_probability(name: str, value: object) -> float:
     """Require a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+        raise TypeError(f"{name} must be a number in [0, 1], got {shown(value)}")
     if not (0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+        raise ValueError(f"{name} must lie in [0, 1], got {shown(value)}")
     return float(value)
 
 
 def check_interval(name: str, value: object, low: float = 0.0) -> tuple[float, float]:
     """Require a pair ``(a, b)`` of finite numbers with ``low < a < b``."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (low, high), got {value!r}")
+        raise TypeError(f"{name} must be a pair (low, high), got {shown(value)}")
     a, b = value
     for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{name} must hold two finite numbers, got {value!r}")
+        if not is_finite_number(v):
+            raise ValueError(f"{name} must hold two finite numbers, got {shown(value)}")
     if not (low < a < b):
-        raise ValueError(f"{name}=({a}, {b}) must satisfy {low} < low < high (in order)")
+        raise ValueError(
+            f"{name}=({shown(a)}, {shown(b)}) must satisfy {low} < low < high (in order)"
+        )
     return float(a), float(b)
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """Require one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+        known = ", ".join(map(repr, choices))
+        raise ValueError(f"unknown {name} {shown(value)}; choose one of {known}")
     return value  # type: ignore[return-value]
 
 
 def check_seed(name: str, value: object) -> int:
     """Require an int seed in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` takes)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise ValueError(f"{name} must be an int in [0, 2**63), got {value!r}")
+        raise ValueError(f"{name} must be an int in [0, 2**63), got {shown(value)}")
     return value
 
 
@@ -89,3 +135,16 @@ def check_type(name: str, value: object, kind: type, what: str, optional: bool =
         return value
     what = f"{what} or None" if optional else what
     raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+
+
+MAX_LAYERS = 10_000
+MAX_PARAMS = 2**31  # 8 GiB of float32 weights
+
+
+def check_network_size(what: str, layers: int, params: int) -> None:
+    """Refuse, before anything is allocated, a network too large to build."""
+    if layers > MAX_LAYERS or params > MAX_PARAMS:
+        raise ValueError(
+            f"{what} is too large: {float(layers):.3g} layers, {float(params):.3g} weights "
+            f"(limits: {MAX_LAYERS} layers, 2**31 weights)"
+        )

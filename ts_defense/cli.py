@@ -110,9 +110,12 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__)
+    # allow_abbrev=False: a prefix such as --step must not silently stand for --steps
+    parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="the main job: baseline vs TS, attacked, on bundled images")
+    p = sub.add_parser(
+        "demo", help="the main job: baseline vs TS, attacked, on bundled images", allow_abbrev=False
+    )
     p.add_argument("--out", default="reports/demo", help="report folder")
     p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
     p.add_argument("--steps", type=int, default=300, help="training steps per model")
@@ -120,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
     p = sub.add_parser(
-        "sampler-report", help="draw every TS family, compare its statistics with the theory"
+        "sampler-report",
+        help="draw every TS family, compare its statistics with the theory",
+        allow_abbrev=False,
     )
     p.add_argument("--out", default="reports/sampler", help="report folder")
     p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
@@ -129,13 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8, help="window size of local statistics")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_sampler_report)
-    p = sub.add_parser("attack", help="attack one named model, report PSNR/SSIM and typicality")
+    p = sub.add_parser(
+        "attack", help="attack one named model, report PSNR/SSIM and typicality", allow_abbrev=False
+    )
     p.add_argument("--model", default="dncnn-s-25", help="named model (ts_defense.attacks.zoo)")
     p.add_argument("--attacks", nargs="+", default=["pgd", "fgsm", "mifgsm", "pgd-l2", "obsatk"])
     p.add_argument("--out", default="reports/attack", help="report folder")
     _attack_args(p)
     p.set_defaults(func=_attack)
-    p = sub.add_parser("transfer", help="transfer matrix of one attack between named models")
+    p = sub.add_parser(
+        "transfer", help="transfer matrix of one attack between named models", allow_abbrev=False
+    )
     p.add_argument("--models", nargs="+", default=["dncnn-s-25", "kair-dncnn-25", "bm3d"])
     p.add_argument("--attack", default="pgd")
     p.add_argument("--out", default="reports/transfer", help="report folder")

@@ -29,12 +29,28 @@ def shared_data_dir(must_exist: bool = True) -> Path:
     return path
 
 
-def _to_gray(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 3:
+def _to_gray(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Grey float64 in [0, 1] from grey, grey + alpha, RGB or RGBA pixels, scaled by the bit
+    depth of their type (8-bit by 255, 16-bit by 65535); floats are kept as they are."""
+    if np.issubdtype(img.dtype, np.signedinteger) or not (
+        np.issubdtype(img.dtype, np.number) or img.dtype == bool
+    ):
+        raise ValueError(f"{name}: unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
         from skimage.color import rgb2gray
 
-        return rgb2gray(img[..., :3])
-    return img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+        return rgb2gray(img[..., :3])  # scales integer types by their range
+    if img.ndim == 3 and img.shape[-1] in (1, 2):  # grey, grey + alpha
+        img = img[..., 0]
+    if img.ndim != 2:
+        raise ValueError(
+            f"{name}: expected one grey or colour image, got pixels of shape {img.shape}"
+        )
+    if img.dtype == np.uint8:
+        return img.astype(np.float64) / 255.0
+    from skimage.util import img_as_float64
+
+    return img_as_float64(img)
 
 
 def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> Tensor:
@@ -76,8 +92,12 @@ def load_image(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    img = _to_gray(imread(path))
-    return torch.from_numpy(img).float()[None, None]
+    try:
+        pixels = imread(path)
+    except Exception as err:  # corrupt, foreign or decompression-bomb files: never a traceback
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {reason}") from err
+    return torch.from_numpy(_to_gray(pixels, f"image file {path}")).float()[None, None]
 
 
 def image_folder(folder: str | Path, count: int | None = None) -> list[Tensor]:

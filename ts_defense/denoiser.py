@@ -8,6 +8,8 @@ noise-level map as an extra input channel (FFDNet, DRUNet) or sigma as an argume
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -27,6 +29,19 @@ def per_sample_sigma(sigma: Tensor | float, noisy: Tensor) -> Tensor:
     if sig.numel() not in (1, b):
         raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
     return sig.expand(b) if sig.numel() == 1 else sig
+
+
+def _takes_two_arguments(model: object) -> bool:
+    """Whether ``model(noisy, sigma)`` binds (True when the signature cannot be read)."""
+    try:
+        signature = inspect.signature(model.forward if isinstance(model, nn.Module) else model)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return False
+    return True
 
 
 class Denoiser(nn.Module):
@@ -50,6 +65,11 @@ class Denoiser(nn.Module):
         self.model = model
         self.predicts = check_choice("predicts", predicts, PREDICTS)
         self.noise_level = check_choice("noise_level", noise_level, NOISE_LEVEL)
+        if self.noise_level == "argument" and not _takes_two_arguments(model):
+            raise TypeError(
+                f"noise_level='argument' calls model(noisy, sigma), but {type(model).__name__} "
+                f"takes no sigma argument: use noise_level='map' or 'none'"
+            )
 
     def forward(self, noisy: Tensor, sigma: Tensor | float | None = None) -> Tensor:
         check_images(noisy, "noisy", finite=False)  # cheap: no reduction in the hot loop
@@ -65,7 +85,7 @@ class Denoiser(nn.Module):
                 out = self._run(noisy, noisy, sig)
         else:
             out = self._run(noisy, noisy)
-        if isinstance(out, (list, tuple)):
+        if isinstance(out, (list, tuple)) and out:
             out = out[-1]
         if not isinstance(out, Tensor) or out.shape != noisy.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

@@ -8,14 +8,13 @@ residual leaves the typical set — most visibly in some windows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from . import typical
-from ._checks import check_choice, check_images, check_probability
+from ._checks import check_choice, check_finite, check_images, check_probability
 from .denoiser import Denoiser
 
 
@@ -86,9 +85,8 @@ class TypicalityDetector:
     def __post_init__(self) -> None:
         check_choice("score", self.score, ("global", "window"))
         if self.threshold is not None:
-            t = self.threshold
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-                raise ValueError(f"threshold must be a finite number or None, got {t!r}")
+            check_finite("threshold", self.threshold)
+        check_finite("centre", self.centre)  # a NaN centre would flag nothing
 
     def calibrate(self, clean_noisy: Tensor, false_alarm: float = 0.05) -> float:
         """Centre the score on clean-noisy inputs and set the threshold at the

@@ -47,7 +47,7 @@ class History:
 class PatchSampler:
     """Random ``patch_size`` crops of ``images`` with random flips and 90-degree rotations.
 
-    images: a (N, C, H, W) tensor or a list of (C, H, W) / (1, C, H, W) tensors (sizes may
+    images: a (N, C, H, W) tensor or a list of (C, H, W) / (N, C, H, W) tensors (sizes may
     differ; each must be at least ``patch_size`` on both sides). Seeded by ``generator``.
     device: where the images are kept and patches are cut (default: the images' device).
     One gather per batch cuts every patch (the flips and rotations are index maps), so a batch
@@ -67,19 +67,20 @@ class PatchSampler:
         if not isinstance(images, Sequence) or isinstance(images, str) or not images:
             raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
         checked = []
-        for i, img in enumerate(images):
-            if isinstance(img, Tensor) and img.dim() == 3:
-                img = img[None]
-            img = check_images(img, f"images[{i}]")[0]
-            if min(img.shape[-2:]) < patch_size:
-                raise ValueError(
-                    f"images[{i}] is {tuple(img.shape[-2:])}, smaller than patch_size={patch_size}"
-                )
-            if checked and img.shape[0] != checked[0].shape[0]:
-                raise ValueError(
-                    f"images[{i}] has {img.shape[0]} channels, images[0] {checked[0].shape[0]}"
-                )
-            checked.append(img)
+        for i, item in enumerate(images):
+            if isinstance(item, Tensor) and item.dim() == 3:
+                item = item[None]
+            for img in check_images(item, f"images[{i}]"):  # a (N, C, H, W) entry gives N
+                if min(img.shape[-2:]) < patch_size:
+                    raise ValueError(
+                        f"images[{i}] is {tuple(img.shape[-2:])}, smaller than "
+                        f"patch_size={patch_size}"
+                    )
+                if checked and img.shape[0] != checked[0].shape[0]:
+                    raise ValueError(
+                        f"images[{i}] has {img.shape[0]} channels, images[0] {checked[0].shape[0]}"
+                    )
+                checked.append(img)
         device = torch.device(device) if device is not None else checked[0].device
         h = max(img.shape[-2] for img in checked)
         w = max(img.shape[-1] for img in checked)

@@ -23,17 +23,24 @@ from torch import Tensor
 from . import typical
 from ._checks import (
     check_choice,
+    check_float32,
     check_images,
     check_interval,
     check_positive,
     check_probability,
     check_seed,
+    is_finite_number,
+    shown,
 )
 from ._io import plain
 from .families import FAMILIES, gaussian
 from .seeding import stream_seed
 
 SIDES = ("both", "above", "below")
+# A deviation d scales the noise power by 1 + 2 d: beyond 1e6 it is no longer "near" the typical
+# set, and |n|^2 of any image stays far inside float32.
+MAX_DEVIATION = 1e6
+MAX_WINDOW = 4096  # window and corr_scale, in pixels
 
 
 @dataclass(frozen=True)
@@ -67,13 +74,13 @@ class TSConfig:
     data_range: float = 1.0
 
     def __post_init__(self) -> None:
-        check_positive("data_range", self.data_range)
+        check_float32("data_range", check_positive("data_range", self.data_range))
         if isinstance(self.sigma, (int, float)) and not isinstance(self.sigma, bool):
-            check_positive("sigma", self.sigma)
-            top = self.sigma
+            low = top = check_positive("sigma", self.sigma)
         else:
             object.__setattr__(self, "sigma", check_interval("sigma", self.sigma))
-            top = self.sigma[1]
+            low, top = self.sigma
+        check_float32("sigma", low)  # smaller sigmas round to 0 in float32
         if top > self.data_range:
             raise ValueError(
                 f"sigma={top} exceeds data_range={self.data_range}: give sigma in image units "
@@ -87,25 +94,25 @@ class TSConfig:
             if name not in FAMILIES:
                 known = ", ".join(sorted(FAMILIES))
                 raise ValueError(f"unknown noise family {name!r} in families; known: {known}")
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, (int, float))
-                or not 0 <= weight < math.inf
-            ):
-                raise ValueError(f"families[{name!r}] must be a finite weight >= 0, got {weight!r}")
+            if not is_finite_number(weight) or weight < 0:
+                raise ValueError(
+                    f"families[{name!r}] must be a finite weight >= 0, got {shown(weight)}"
+                )
+        check_float32("sum(families.values())", sum(fams.values()), low=0.0)
         if self.p_ood > 0 and not any(w > 0 for w in fams.values()):
             raise ValueError(f"p_ood={self.p_ood} > 0 needs a family with weight > 0: {fams!r}")
         object.__setattr__(self, "families", fams)
         object.__setattr__(self, "band", check_interval("band", self.band))
+        check_float32("band[1]", self.band[1], high=MAX_DEVIATION)
         check_choice("sides", self.sides, SIDES)
         if self.sides != "above" and self.band[1] >= 0.5:
             raise ValueError(
                 f"band={self.band}: deviations below the typical set need eps_out < 0.5 "
                 f"(|n|^2 >= 0 bounds d >= -1/2); use sides='above' for wider bands"
             )
-        check_positive("window", self.window, integer=True)
+        check_positive("window", self.window, integer=True, maximum=MAX_WINDOW)
         check_probability("local_fraction", self.local_fraction)
-        check_positive("corr_scale", self.corr_scale, integer=True)
+        check_positive("corr_scale", self.corr_scale, integer=True, maximum=MAX_WINDOW)
         mix = check_interval("corr_mix", self.corr_mix, low=-1e-12)
         if mix[1] > 1:
             raise ValueError(f"corr_mix={self.corr_mix} must lie in [0, 1]")
@@ -113,7 +120,9 @@ class TSConfig:
         if not isinstance(self.zero_mean, bool):
             raise TypeError(f"zero_mean must be a bool, got {self.zero_mean!r}")
         if self.clip is not None:
-            object.__setattr__(self, "clip", check_interval("clip", self.clip, low=-math.inf))
+            clip = check_interval("clip", self.clip, low=-math.inf)
+            check_float32("clip", max(map(abs, clip)), low=0.0)
+            object.__setattr__(self, "clip", clip)
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> TSConfig:
@@ -180,6 +189,10 @@ class TSSampler:
     def __init__(self, config: TSConfig | None = None, seed: int = 0, **options: Any) -> None:
         if config is not None and options:
             raise TypeError("pass either a TSConfig or keyword options, not both")
+        if config is not None and not isinstance(config, TSConfig):
+            raise TypeError(
+                f"config must be a TSConfig, got {type(config).__name__} (options go by keyword)"
+            )
         self.config = config if config is not None else TSConfig.from_dict(options)
         self.seed = check_seed("seed", seed)
         self._generators: dict[str, torch.Generator] = {}
@@ -210,6 +223,17 @@ class TSSampler:
             return lo + (hi - lo) * torch.rand(batch, generator=gen, device=gen.device)
         return torch.full((batch,), float(sigma), device=gen.device)
 
+    def _sigma_override(self, sigma: Tensor | float, clean: Tensor) -> Tensor:
+        """The ``sigma`` given to :meth:`draw` as float32, checked to lie in
+        ``(0, data_range]`` as the configured sigma does (so the noise stays finite)."""
+        top = self.config.data_range
+        if not isinstance(sigma, Tensor):
+            check_float32("sigma", check_positive("sigma", sigma), high=top)
+        sig = typical.sigma_tensor(sigma, clean)  # finite and > 0 in float32
+        if isinstance(sigma, Tensor) and not bool((sig <= top).all()):
+            raise ValueError(f"sigma exceeds data_range={top:g}: give sigma in image units")
+        return sig
+
     def draw(self, clean: Tensor, sigma: Tensor | float | None = None) -> TSDraw:
         """Draw noise for ``clean`` (B, C, H, W) and return the noisy batch with its record.
 
@@ -223,7 +247,7 @@ class TSSampler:
         if sigma is None:
             sig = self.draw_sigma(b, gen)
         else:
-            sig = typical.sigma_tensor(sigma, clean)
+            sig = self._sigma_override(sigma, clean)
             if sig.numel() not in (1, b):
                 raise ValueError(
                     f"sigma must be a number or a ({b},) vector, got {tuple(sig.shape)}"

@@ -8,7 +8,9 @@ missing, so a fixed BasicSR or an older torchvision sees no change. Site-package
 
 BasicSR parses option files with PyYAML's full ``Loader``, which builds arbitrary Python objects
 (``!!python/object/apply:os.system``): an option file could run code. :func:`patch_yaml` makes
-its parser use a safe loader (plain YAML: mappings, lists, numbers, strings).
+its parser use a safe loader (plain YAML: mappings, lists, numbers, strings) that also refuses
+aliases (``*a``): a 1.5 kB file of nested aliases expands to billions of nodes, on which
+BasicSR's ``dict2str`` never returns.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ def safe_ordered_yaml() -> tuple[type, type]:
     import yaml
 
     class SafeOrderedLoader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: object, index: object) -> object:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{event.anchor} refused in option files", event.start_mark
+                )
+            return super().compose_node(parent, index)
 
     def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> OrderedDict:
         return OrderedDict(loader.construct_pairs(node))

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .dataset import dataset_classes
-from .model import TrainingFinished, model_classes
+from .model import TrainingFinished, model_classes, patch_model_base, stop_after
 
 REQUIRED = ("main_train_psnr.py", "models/select_model.py", "data/select_dataset.py")
 MODELS = {"ts_plain": "ModelPlain", "ts_plain2": "ModelPlain2"}
@@ -40,10 +40,11 @@ def kair_root(path: str | Path) -> Path:
 
 def install(path: str | Path, max_steps: int | None = None) -> None:
     """Put KAIR at ``path`` first on ``sys.path`` and teach ``define_Model`` /
-    ``define_Dataset`` the TS names (other names go to KAIR's own factories unchanged).
+    ``define_Dataset`` the TS names (other names go to KAIR's own factories unchanged); let
+    every KAIR model run without CUDA (:func:`~.model.patch_model_base`).
 
-    ``max_steps`` stops training after that many steps (KAIR's loop has no stop condition):
-    the next training step raises :class:`TrainingFinished`.
+    ``max_steps`` stops training after that many steps, whatever the model (KAIR's loop has no
+    stop condition): the next training step raises :class:`TrainingFinished`.
     """
     root = str(kair_root(path))
     if root not in sys.path:
@@ -51,17 +52,21 @@ def install(path: str | Path, max_steps: int | None = None) -> None:
     import data.select_dataset as select_dataset
     import models.select_model as select_model
 
+    patch_model_base()
+
     define_model = getattr(select_model.define_Model, "kair_factory", select_model.define_Model)
     define_dataset = getattr(
         select_dataset.define_Dataset, "kair_factory", select_dataset.define_Dataset
     )
 
     def define_Model(opt: dict):  # noqa: N802, ANN202 (KAIR's name)
-        if opt["model"] not in MODELS:
-            return define_model(opt)
-        model = model_classes()[opt["model"]](opt)
-        model.ts_max_steps = max_steps
-        print(f"Training model [{type(model).__name__}] is created.")
+        if opt["model"] in MODELS:
+            model = model_classes()[opt["model"]](opt)
+            print(f"Training model [{type(model).__name__}] is created.")
+        else:
+            model = define_model(opt)
+        if max_steps is not None:
+            stop_after(model, max_steps)
         return model
 
     def define_Dataset(dataset_opt: dict):  # noqa: N802, ANN202

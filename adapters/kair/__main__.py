@@ -10,17 +10,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ts_defense._checks import check_positive
+
 from . import TrainingFinished, install
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ts_defense.adapters.kair")
+    # allow_abbrev=False: KAIR's own flags pass through, never taken for a prefix of ours
+    parser = argparse.ArgumentParser(prog="python -m ts_defense.adapters.kair", allow_abbrev=False)
     parser.add_argument("--kair-root", required=True, help="folder of a KAIR checkout")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
     args, rest = parser.parse_known_args(argv)
-    if args.max_steps is not None and args.max_steps < 1:
-        parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
-    install(args.kair_root, max_steps=args.max_steps)
+    try:
+        if args.max_steps is not None:
+            check_positive("--max-steps", args.max_steps, integer=True)
+        install(args.kair_root, max_steps=args.max_steps)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     import main_train_psnr
 
     sys.argv = ["main_train_psnr.py", *rest]

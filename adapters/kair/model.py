@@ -20,13 +20,51 @@ from .._options import draw_noisy, sampler_from_options
 
 
 class TrainingFinished(Exception):
-    """Raised at the step after ``ts_max_steps``; the launcher ends the run cleanly."""
+    """Raised at the step after ``max_steps``; the launcher ends the run cleanly."""
+
+
+def stop_after(model: Any, max_steps: int) -> None:
+    """Make ``model.optimize_parameters`` raise :class:`TrainingFinished` past ``max_steps``
+    (any KAIR model: KAIR's loop has no stop condition)."""
+    step = model.optimize_parameters
+
+    def optimize_parameters(current_step: int, *args: Any, **kwargs: Any) -> Any:
+        if current_step > max_steps:
+            raise TrainingFinished(f"stopped after {max_steps} steps")
+        return step(current_step, *args, **kwargs)
+
+    model.optimize_parameters = optimize_parameters
+
+
+def patch_model_base() -> None:
+    """Let every KAIR model (a ``ModelBase``) train and resume without CUDA.
+
+    KAIR moves networks to CUDA whenever ``gpu_ids`` is set and maps optimizer states to the
+    current CUDA device. Here a network falls back to the CPU where there is no CUDA, and
+    optimizer states load with ``weights_only=True`` (onto the CPU; ``load_state_dict`` moves
+    them to the parameters' device).
+    """
+    from models.model_base import ModelBase
+
+    if getattr(ModelBase, "ts_patched", False):
+        return
+    to_device = ModelBase.model_to_device
+
+    def model_to_device(self: Any, network: torch.nn.Module) -> torch.nn.Module:
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            self.device = torch.device("cpu")
+        return to_device(self, network)
+
+    def load_optimizer(self: Any, load_path: str, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.load_state_dict(safe_load(load_path, "optimizer state"))
+
+    ModelBase.model_to_device = model_to_device
+    ModelBase.load_optimizer = load_optimizer
+    ModelBase.ts_patched = True
 
 
 class TSKairMixin:
     """TS training for a KAIR model (``H``, ``L``, optional ``C``, ``netG``, ``opt``)."""
-
-    ts_max_steps: int | None = None
 
     def __init__(self, opt: dict) -> None:
         seed = int((opt.get("train") or {}).get("manual_seed") or 0)
@@ -35,15 +73,7 @@ class TSKairMixin:
         self.ts_ood = 0
         super().__init__(opt)
 
-    def model_to_device(self, network: torch.nn.Module) -> torch.nn.Module:
-        # KAIR picks CUDA whenever gpu_ids is set; fall back to the CPU where there is none.
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            self.device = torch.device("cpu")
-        return super().model_to_device(network)
-
     def optimize_parameters(self, current_step: int) -> None:
-        if self.ts_max_steps is not None and current_step > self.ts_max_steps:
-            raise TrainingFinished(f"stopped after {self.ts_max_steps} steps")
         noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.H)
         b, c = self.H.shape[:2]
         if hasattr(self, "C"):  # FFDNet: netG(L, C), C of shape (B, 1, 1, 1)

@@ -10,7 +10,11 @@ from utils import utils_option as option
 def main(json_path="options/train.json"):
     parser = argparse.ArgumentParser()
     parser.add_argument("--opt", type=str, default=json_path)
-    opt = option.dict_to_nonedict(option.parse(parser.parse_args().opt))
+    opt = option.parse(parser.parse_args().opt)
+    models = opt["path"]["models"]
+    step_g, opt["path"]["pretrained_netG"] = option.find_last_checkpoint(models, "G")
+    step_o, opt["path"]["pretrained_optimizerG"] = option.find_last_checkpoint(models, "optimizerG")
+    opt = option.dict_to_nonedict(opt)
     torch.manual_seed(opt["train"]["manual_seed"] or 0)
     loaders = {}
     for phase, dataset_opt in opt["datasets"].items():
@@ -19,7 +23,7 @@ def main(json_path="options/train.json"):
         loaders[phase] = DataLoader(ds, batch_size=bs, shuffle=phase == "train", drop_last=True)
     model = define_Model(opt)
     model.init_train()
-    step = option.find_last_checkpoint(opt["path"]["models"])[0]
+    step = max(step_g, step_o)
     for _epoch in range(1000000):
         for train_data in loaders["train"]:
             step += 1

@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_images, check_interval, check_positive, check_seed
+from .._checks import (
+    F32_MAX,
+    check_choice,
+    check_float32,
+    check_images,
+    check_interval,
+    check_positive,
+    check_seed,
+)
 from ..denoiser import Denoiser
 from ..seeding import stream_seed
 
@@ -119,14 +127,14 @@ class DenoiserAttack(Attack):
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         if eps == float("inf"):
             raise ValueError("eps must be finite")
-        if eps > torch.finfo(torch.float32).max / 100:  # the ball and its steps overflow float32
+        if eps > F32_MAX / 100:  # the ball and its steps overflow float32
             raise ValueError(f"eps={eps!r} is too large: budgets are in image units (about 1)")
         self.eps = float(eps)
         check_positive("steps", steps, integer=True)
         self.steps = steps
         self.alpha = 2.5 * self.eps / steps if alpha is None else alpha
-        if alpha is not None:
-            check_positive("alpha", alpha)
+        if alpha is not None:  # steps as large as float32 allows overflow to Inf, then NaN
+            check_float32("alpha", check_positive("alpha", alpha), high=F32_MAX / 100)
         self.objective = check_choice("objective", objective, OBJECTIVES)
         if callable(loss):
             self._loss_fn, self.loss = loss, getattr(loss, "__name__", type(loss).__name__)
@@ -191,6 +199,15 @@ class DenoiserAttack(Attack):
             self._loss_fn(den(adv, self.sigma), r)
             for den, r in zip(self._denoisers, refs, strict=True)
         ]
+        for value in losses:  # shape and autograd flag only: no device sync
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"loss {self.loss!r} must return a scalar tensor, got {got}")
+            if not value.requires_grad:
+                raise ValueError(
+                    "model: its output carries no gradient (no_grad or detach inside?): "
+                    "attack a differentiable model, or use it as a transfer target only"
+                )
         total = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         return -total if self.objective == "noisy" else total
 
@@ -206,17 +223,19 @@ class DenoiserAttack(Attack):
         else:
             delta = torch.zeros_like(noisy)
         state: dict = {}
-        for i in range(self.steps):
+        finite = torch.ones((), dtype=torch.bool, device=noisy.device)
+        for _ in range(self.steps):
             delta.requires_grad_(True)
             value = self.objective_value(noisy + delta, refs)
             (grad,) = torch.autograd.grad(value, delta)
-            if i == 0 and not bool(torch.isfinite(value + grad.sum())):  # one check, one sync
-                raise ValueError(
-                    f"{self.attack}: the model's loss or gradient is not finite at the first step "
-                    f"(eps={self.eps:g}, sigma={self.sigma}): is the budget in image units?"
-                )
+            finite &= torch.isfinite(value.detach() + grad.sum())  # sign(NaN) is 0: track it
             delta = self.project(self.step(delta.detach(), grad, state), noisy)
         adv = noisy + delta
+        if not bool(finite & torch.isfinite(adv).all()):  # one check at the end, one sync
+            raise ValueError(
+                f"{self.attack}: the model's loss or gradient is not finite during the attack "
+                f"(eps={self.eps:g}, sigma={self.sigma}): is the budget in image units?"
+            )
         if self.clip is not None:
             adv = adv.clamp(*self.clip)
         return adv.detach()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import check_positive
+from .._checks import check_network_size, check_positive
 from .._io import safe_load
 
 
@@ -28,6 +28,10 @@ class DnCNN(nn.Module):
             check_positive(name, value, integer=True)
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
+        check_network_size(
+            f"DnCNN(channels={channels}, depth={depth}, features={features})",
+            *self.size(channels, depth, features),
+        )
         bias = not batch_norm
         layers: list[nn.Module] = [
             nn.Conv2d(channels, features, 3, padding=1, bias=True if batch_norm else bias),
@@ -42,6 +46,11 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         layers.append(nn.Conv2d(features, channels, 3, padding=1, bias=bias))
         self.layers = nn.Sequential(*layers)
+
+    @staticmethod
+    def size(channels: int, depth: int, features: int) -> tuple[int, int]:
+        """``(layers, weights)`` of a DnCNN: its convolutions and their weights (about)."""
+        return depth, 9 * features * (2 * channels + (depth - 2) * features)
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
         """The estimated noise (residual); the clean estimate is ``noisy - forward(noisy)``."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive
+from .._checks import check_network_size, check_positive
 from .dncnn import DnCNN
 
 
@@ -27,6 +27,14 @@ class ProxGradUnfolded(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("steps", steps, integer=True)
+        for name, value in (("channels", channels), ("depth", depth), ("features", features)):
+            check_positive(name, value, integer=True)
+        layers, weights = DnCNN.size(channels, depth, features)
+        check_network_size(
+            f"ProxGradUnfolded(steps={steps}, depth={depth}, features={features})",
+            steps * layers,
+            steps * weights,
+        )
         self.prox = nn.ModuleList(
             DnCNN(channels, depth, features, batch_norm=False) for _ in range(steps)
         )

@@ -2,7 +2,8 @@ import os
 
 import torch
 from torch import nn
-from torch.nn import DataParallel
+
+from models.model_base import ModelBase
 
 
 class Net(nn.Module):
@@ -20,17 +21,12 @@ class Net(nn.Module):
         return x[:, : self.body[-1].out_channels] - self.body(x)
 
 
-class ModelPlain:
+class ModelPlain(ModelBase):
     def __init__(self, opt):
-        self.opt = opt
+        super().__init__(opt)
         self.opt_train = opt["train"]
-        self.save_dir = opt["path"]["models"]
-        self.device = torch.device("cuda" if opt["gpu_ids"] is not None else "cpu")
         g = opt["netG"]
         self.netG = self.model_to_device(Net(g["in_nc"], g["out_nc"], g["nc"]))
-
-    def model_to_device(self, network):
-        return DataParallel(network.to(self.device))
 
     def init_train(self):
         self.load()
@@ -39,6 +35,10 @@ class ModelPlain:
         self.G_optimizer = torch.optim.Adam(
             self.netG.parameters(), lr=self.opt_train["G_optimizer_lr"]
         )
+        path = self.opt["path"]["pretrained_optimizerG"]
+        if path is not None and self.opt_train["G_optimizer_reuse"]:
+            print(f"Loading optimizerG [{path}] ...")
+            self.load_optimizer(path, self.G_optimizer)
         self.log_dict = {}
 
     def load(self):
@@ -49,6 +49,8 @@ class ModelPlain:
     def save(self, iter_label):
         path = os.path.join(self.save_dir, f"{iter_label}_G.pth")
         torch.save(self.netG.module.state_dict(), path)
+        if self.opt_train["G_optimizer_reuse"]:
+            self.save_optimizer(self.save_dir, self.G_optimizer, "optimizerG", iter_label)
 
     def feed_data(self, data, need_H=True):
         self.L = data["L"].to(self.device)

@@ -14,7 +14,6 @@ def parse(opt_path, is_train=True):
     task = os.path.join(opt["path"]["root"], opt["task"])
     opt["path"]["models"] = os.path.join(task, "models")
     os.makedirs(opt["path"]["models"], exist_ok=True)
-    opt["path"]["pretrained_netG"] = find_last_checkpoint(opt["path"]["models"])[1]
     opt["dist"] = False
     return opt
 
