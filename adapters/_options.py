@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from ts_defense._checks import check_choice, check_seed
+from ts_defense.adversarial import Adversarial
+from ts_defense.recipes import make_recipe
 from ts_defense.sampler import TSConfig, TSSampler
 
 GREY = 255.0
@@ -105,6 +107,12 @@ def sampler_from_options(
     for reserved in ("data_range",):
         if reserved in opts:
             raise ValueError(f"{key}.{reserved} is fixed by the framework (images in [0, 1])")
+    for model_only in ("recipe", "adversarial"):
+        if model_only in opts:
+            raise ValueError(
+                f"{key}.{model_only} belongs to the model's ts block (BasicSR model_type TSModel, "
+                f"KAIR model ts_plain): a dataset cannot attack the model it feeds"
+            )
     if sigma is None:
         if "sigma" not in opts:
             raise ValueError(f"{key}.sigma is required: the nominal sigma in grey levels, e.g. 25")
@@ -117,6 +125,43 @@ def sampler_from_options(
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
     return TSSampler(config, seed=seed), sigma
+
+
+def training_from_options(
+    block: object, key: str = "ts", seed: int = 0
+) -> tuple[TSSampler, GreySigma, Adversarial | None]:
+    """A model's ``ts`` block -> sampler, sigma and adversarial share (None without one).
+
+    Besides the sampler's options the block takes ``recipe`` (a name of
+    ``ts_defense.recipes.RECIPES``, default ``"ts"``) and ``adversarial`` (the share's options,
+    with ``eps`` in grey levels: ``8`` or ``[0, 8]``).
+    """
+    if block is None:
+        block = {}
+    if not isinstance(block, Mapping):
+        raise TypeError(f"{key} must be a mapping of TS options, got {type(block).__name__}")
+    opts = dict(block)
+    recipe = opts.pop("recipe", "ts")
+    adversarial = opts.pop("adversarial", None)
+    if isinstance(adversarial, Mapping) and "eps" in adversarial:
+        eps = grey_budget(f"{key}.adversarial.eps", adversarial["eps"])
+        adversarial = {**adversarial, "eps": eps}
+    seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
+    sampler, sigma = sampler_from_options(opts, key, seed=seed)
+    try:
+        plan = make_recipe(recipe, sampler.config, adversarial)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{key}: {err}") from err
+    return TSSampler(plan.config, seed=seed), sigma, plan.perturbation(seed)
+
+
+def grey_budget(key: str, value: object) -> float | tuple[float, float]:
+    """An attack budget in grey levels (a number or ``[low, high]``) -> image units."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ValueError(f"{key} must be a number or [low, high] in grey levels, got {value!r}")
+        return tuple(grey_level(f"{key}[{i}]", v) / GREY for i, v in enumerate(value))
+    return grey_level(key, value) / GREY
 
 
 def draw_noisy(

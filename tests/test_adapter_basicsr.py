@@ -107,6 +107,39 @@ def test_sampler_state_is_saved_and_resumed_with_the_training_state(image_dirs, 
     assert second.ts_drawn == 4 and first.ts_drawn == 6
 
 
+@pytest.mark.parametrize("recipe", ["ts-hat", "free-hat"])
+def test_adversarial_recipe_attacks_half_of_each_batch_and_resumes(image_dirs, tmp_path, recipe):
+    opt = _model_options(image_dirs, tmp_path)
+    opt["ts"].update(recipe=recipe, adversarial={"eps": 4})
+    gt = torch.rand(4, 3, 16, 16)
+    first = TSModel(copy.deepcopy(opt))
+    first.gt = gt
+    first.optimize_parameters(1)
+    first.optimize_parameters(2)
+    assert first.ts_adversarial.config.eps == 4 / 255
+    first.save_training_state(0, 2)
+    weights = copy.deepcopy(first.get_bare_model(first.net_g).state_dict())  # BasicSR's .pth
+    expected = []
+    for it in (3, 4):
+        first.gt = gt
+        first.optimize_parameters(it)
+        expected.append(first.lq.detach().clone())
+    state_file = Path(opt["path"]["training_states"]) / "2.state"
+    opt["path"]["resume_state"] = str(state_file)
+    second = TSModel(copy.deepcopy(opt))
+    second.get_bare_model(second.net_g).load_state_dict(weights)
+    second.resume_training(torch.load(state_file, weights_only=False))
+    for it, want in zip((3, 4), expected, strict=True):
+        second.gt = gt
+        second.optimize_parameters(it)
+        torch.testing.assert_close(second.lq.detach(), want)
+
+
+def test_adversarial_options_belong_to_the_model(image_dirs):
+    with pytest.raises(ValueError, match="belongs to the model"):
+        TSGaussianDenoisingDataset(_dataset_opt(image_dirs, ts={"recipe": "hat"}))
+
+
 def test_list_outputs_are_reduced_to_the_last(image_dirs, tmp_path):
     model = TSModel(_model_options(image_dirs, tmp_path))
     net = model.get_bare_model(model.net_g)
@@ -169,6 +202,9 @@ def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, mes
         ({"sigma": 25 / 255}, r"ts\.sigma=0\.098\d* looks like \[0, 1\] units"),
         ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
         ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        ({"sigma": 25, "recipe": "pgd"}, r"ts: unknown recipe 'pgd'"),
+        ({"sigma": 25, "recipe": "hat", "adversarial": {"eps": 0.03}}, r"adversarial\.eps"),
+        ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial share"),
     ],
 )
 def test_model_options_are_validated_naming_the_key(image_dirs, tmp_path, ts, message):

@@ -89,6 +89,31 @@ def test_launcher_trains_dncnn_with_ts_model_on_the_standin(workdir):
     assert "Loading TS sampler state" in resumed and len(logged(resumed, "G_loss")) == 2
 
 
+@pytest.mark.parametrize("recipe", ["hat", "ts-free-hat"])
+def test_launcher_trains_adversarial_recipes(workdir, recipe):
+    options = tiny_options(workdir, f"dncnn-{recipe}", gpu_ids=[0])
+    opt = read_options(options)
+    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]})
+    options.write_text(json.dumps(opt))
+    out = launch(STANDIN, options, 6, workdir)
+    models = workdir / "out" / f"dncnn-{recipe}" / "models"
+    state = torch.load(models / "5_tsadversarial.pth", weights_only=True)
+    assert state["config"]["eps"] == [0.0, 8 / 255] or state["config"]["eps"] == (0.0, 8 / 255)
+    assert state["config"]["amortised"] == (recipe == "ts-free-hat")
+    assert "TS training finished: stopped after 6 steps" in out
+
+
+def test_adversarial_recipe_needs_a_plain_model(workdir):
+    options = tiny_options(workdir, "ffdnet-hat", model="ts_plain2")
+    opt = read_options(options)
+    opt["ts"].update(recipe="hat")
+    options.write_text(json.dumps(opt))
+    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
+    run = subprocess.run([*cmd, "--opt", str(options), "--max-steps", "2"], cwd=workdir,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode != 0 and "ts_plain2" in run.stdout + run.stderr
+
+
 def test_launcher_trains_ffdnet_with_nominal_sigma_in_c(workdir):
     options = tiny_options(workdir, "ffdnet", model="ts_plain2")
     opt = read_options(options)

@@ -4,6 +4,7 @@ In the YAML (sigma in grey levels; every other key is a :class:`~ts_defense.TSCo
 
     model_type: TSModel
     ts: {sigma: 25, p_ood: 0.5, band: [0.05, 0.35], families: {radial: 1, local: 1}}
+    ts: {sigma: 25, recipe: free-hat, adversarial: {share: 0.5, eps: [0, 8]}}  # eps: grey levels
 
 The noisy input is drawn in ``optimize_parameters``, the one hook that only training steps
 reach: batches fed by ``feed_data`` and by Restormer's ``feed_train_data`` (after its mixing
@@ -20,13 +21,19 @@ from typing import Any
 import torch
 
 from ts_defense._io import safe_load
+from ts_defense.denoiser import Denoiser
 
-from .._options import draw_noisy, sampler_from_options
+from .._options import draw_noisy, training_from_options
 
 
 def _last_output(module: torch.nn.Module, args: Any, output: Any) -> Any:
     """Forward hook: networks returning a list of outputs (coarse to fine) give the last."""
     return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+def adversarial_path(sampler_path: str) -> str:
+    """Where the adversarial share's state lives, beside the sampler's."""
+    return sampler_path.replace("ts_sampler", "ts_adversarial")
 
 
 def sampler_state_path(states_dir: str, current_iter: int) -> str:
@@ -47,13 +54,20 @@ class TSModelMixin:
 
         rank, _ = get_dist_info()
         seed = int(opt.get("manual_seed") or 0) + rank
-        self.ts_sampler, self.ts_sigma = sampler_from_options(opt.get("ts"), "ts", seed=seed)
+        self.ts_sampler, self.ts_sigma, self.ts_adversarial = training_from_options(
+            opt.get("ts"), "ts", seed=seed
+        )
+        self.ts_denoiser: Denoiser | None = None
         self.ts_drawn = 0
         self.ts_ood = 0
         super().__init__(opt)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        noisy, _, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.gt)
+        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.gt)
+        if self.ts_adversarial is not None:  # BasicSR networks map lq to the clean estimate
+            if self.ts_denoiser is None:
+                self.ts_denoiser = Denoiser(self.get_bare_model(self.net_g), predicts="clean")
+            noisy, self.gt, _, _ = self.ts_adversarial(self.ts_denoiser, noisy, self.gt, sigma)
         self.lq = noisy
         self.ts_drawn += ood.numel()
         self.ts_ood += int(ood.sum())
@@ -65,6 +79,8 @@ class TSModelMixin:
         if current_iter != -1 and self.opt.get("rank", 0) == 0:
             path = sampler_state_path(self.opt["path"]["training_states"], current_iter)
             torch.save(self.ts_sampler.state_dict(), path)
+            if self.ts_adversarial is not None:
+                torch.save(self.ts_adversarial.state_dict(), adversarial_path(path))
 
     def resume_training(self, resume_state: dict) -> None:
         super().resume_training(resume_state)
@@ -77,6 +93,9 @@ class TSModelMixin:
             self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
         else:
             get_root_logger().warning(f"no TS sampler state at {path}: the noise stream restarts")
+        if self.ts_adversarial is not None and os.path.isfile(adversarial_path(path)):
+            state = safe_load(adversarial_path(path), "adversarial state")
+            self.ts_adversarial.load_state_dict(state)
 
 
 def ts_model(base: type, name: str | None = None) -> type:

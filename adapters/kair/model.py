@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from ts_defense._io import safe_load
+from ts_defense.denoiser import Denoiser
 
-from .._options import draw_noisy, sampler_from_options
+from .._options import draw_noisy, training_from_options
 
 
 class TrainingFinished(Exception):
@@ -66,9 +67,19 @@ def patch_model_base() -> None:
 class TSKairMixin:
     """TS training for a KAIR model (``H``, ``L``, optional ``C``, ``netG``, ``opt``)."""
 
+    ts_takes_c = False  # netG(L, C) (FFDNet, ModelPlain2)
+
     def __init__(self, opt: dict) -> None:
         seed = int((opt.get("train") or {}).get("manual_seed") or 0)
-        self.ts_sampler, self.ts_sigma = sampler_from_options(opt.get("ts"), "ts", seed=seed)
+        self.ts_sampler, self.ts_sigma, self.ts_adversarial = training_from_options(
+            opt.get("ts"), "ts", seed=seed
+        )
+        if self.ts_adversarial is not None and self.ts_takes_c:
+            raise ValueError(
+                "ts.recipe: adversarial recipes train models called as netG(L) (model ts_plain, "
+                "with or without a noise-level map channel), not netG(L, C) (ts_plain2)"
+            )
+        self.ts_denoiser: Denoiser | None = None
         self.ts_drawn = 0
         self.ts_ood = 0
         super().__init__(opt)
@@ -76,6 +87,8 @@ class TSKairMixin:
     def optimize_parameters(self, current_step: int) -> None:
         noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.H)
         b, c = self.H.shape[:2]
+        if self.ts_adversarial is not None:
+            noisy = self._adversarial(noisy, sigma, c)
         if hasattr(self, "C"):  # FFDNet: netG(L, C), C of shape (B, 1, 1, 1)
             self.L, self.C = noisy, sigma.view(b, 1, 1, 1).to(self.C.dtype)
         elif self.L.shape[1] == c + 1:  # FDnCNN: the noise-level map is L's last channel
@@ -87,10 +100,22 @@ class TSKairMixin:
         super().optimize_parameters(current_step)
         self.log_dict["ts_ood"] = float(ood.float().mean())
 
+    def _adversarial(self, noisy: torch.Tensor, sigma: torch.Tensor, c: int) -> torch.Tensor:
+        """Replace the adversarial share of ``noisy`` (and of ``H``), crafted on ``netG``."""
+        if self.ts_denoiser is None:
+            level = "map" if self.L.shape[1] == c + 1 else "none"
+            net = self.get_bare_model(self.netG)
+            self.ts_denoiser = Denoiser(net, predicts="clean", noise_level=level)
+        noisy, self.H, _, _ = self.ts_adversarial(self.ts_denoiser, noisy, self.H, sigma)
+        return noisy
+
     def save(self, iter_label: int) -> None:
         super().save(iter_label)
         path = os.path.join(self.save_dir, f"{iter_label}_tssampler.pth")
         torch.save(self.ts_sampler.state_dict(), path)
+        if self.ts_adversarial is not None:
+            state = self.ts_adversarial.state_dict()
+            torch.save(state, os.path.join(self.save_dir, f"{iter_label}_tsadversarial.pth"))
 
     def load(self) -> None:
         super().load()
@@ -100,6 +125,9 @@ class TSKairMixin:
         if path is not None:
             print(f"Loading TS sampler state [{path}] ...")
             self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
+        _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tsadversarial")
+        if path is not None and self.ts_adversarial is not None:
+            self.ts_adversarial.load_state_dict(safe_load(path, "adversarial state"))
 
 
 @cache
@@ -110,5 +138,5 @@ def model_classes() -> dict[str, Any]:
 
     return {
         "ts_plain": type("TSModelPlain", (TSKairMixin, ModelPlain), {}),
-        "ts_plain2": type("TSModelPlain2", (TSKairMixin, ModelPlain2), {}),
+        "ts_plain2": type("TSModelPlain2", (TSKairMixin, ModelPlain2), {"ts_takes_c": True}),
     }

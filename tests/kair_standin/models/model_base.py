@@ -16,6 +16,9 @@ class ModelBase:
     def model_to_device(self, network):
         return DataParallel(network.to(self.device))
 
+    def get_bare_model(self, network):
+        return network.module if isinstance(network, DataParallel) else network
+
     def save_optimizer(self, save_dir, optimizer, optimizer_label, iter_label):
         torch.save(
             optimizer.state_dict(), os.path.join(save_dir, f"{iter_label}_{optimizer_label}.pth")
