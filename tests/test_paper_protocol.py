@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.paper import tables
-from benchmarks.paper.plan import PRESETS, Plan, sized
+from benchmarks.paper.plan import PRESETS, Plan, job_seconds, sized
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,14 +37,15 @@ def test_smoke_run_writes_every_recipe_and_resumes(tmp_path, shared_data):
     assert [r for r in rows2 if r["part"] == "model"] == models
 
 
-def test_time_budget_keeps_full_length_and_drops_seeds_first():
+def test_time_budget_keeps_full_length_when_one_seed_fits_else_cuts_steps():
     plan = Plan(seeds=(0, 1, 2), steps=1000, min_steps=100)
     # weight: gaussian, ts, free-hat, ts-free-hat 1 each + hat, ts-hat 1.5 each = 7; eval 6 x 10 s
-    per_seed = 7 * 1000 * 0.01 + 60
-    assert sized(plan, 2.5 * per_seed, 0.01, 10).seeds == (0, 1)
-    assert sized(plan, 10 * per_seed, 0.01, 10).seeds == (0, 1, 2)
-    short = sized(plan, 0.5 * per_seed, 0.01, 10)
-    assert short.seeds == (0,) and 100 <= short.steps < 1000
+    one_seed = 7 * 1000 * 0.01 + 60
+    assert sum(job_seconds(plan, r, 0.01, 10) for r in plan.recipes) == pytest.approx(one_seed)
+    assert job_seconds(plan, "hat", 0.01, 10) == pytest.approx(25)
+    assert sized(plan, 1.5 * one_seed, 0.01, 10) == plan
+    short = sized(plan, 0.5 * one_seed, 0.01, 10)
+    assert short.seeds == plan.seeds and 100 <= short.steps < 1000
     assert sized(plan, 1.0, 0.01, 10).steps == 100  # never under min_steps
 
 

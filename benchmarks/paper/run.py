@@ -25,7 +25,7 @@ from ts_defense.robustness import plot_budget_curves
 
 from . import tables
 from .evaluation import evaluate, test_batches, transfer_inputs
-from .plan import PRESETS, PUBLIC, REFERENCE_PSNR, SIGMA, TOLERANCE, Plan, sized
+from .plan import PRESETS, PUBLIC, REFERENCE_PSNR, SIGMA, TOLERANCE, Plan, job_seconds, sized
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -169,25 +169,35 @@ def main(argv: list[str] | None = None) -> None:
             cache.update(transfer_inputs(public, clean, noisy, plan))
         return cache
 
-    t0 = time.perf_counter()
     if log.find(part="model", recipe=tables.PUBLIC_ROW) is None:
-        row = evaluate(public["dncnn-s-25"], clean, noisy, transfer(), plan)
-        log.add({"part": "model", "recipe": tables.PUBLIC_ROW, "seed": None, **row})
-    eval_s = time.perf_counter() - t0
-    if args.minutes is not None:
+        sources = transfer()
         t0 = time.perf_counter()
+        row = evaluate(public["dncnn-s-25"], clean, noisy, sources, plan)
+        log.add({"part": "model", "recipe": tables.PUBLIC_ROW, "seed": None, **row})
+        eval_s = time.perf_counter() - t0
+    else:
+        eval_s = 60.0  # resumed: no fresh measurement (only used with --minutes)
+    if args.minutes is not None:
         probe = dataclasses.replace(plan, steps=max(1, min(20, plan.steps)))
-        train(probe, "gaussian", 0, train_images, args.out / "probe", args, device)
-        step_s = (time.perf_counter() - t0) / probe.steps
+        warm = dataclasses.replace(probe, steps=max(1, min(5, plan.steps)))
+        train(warm, "gaussian", 0, train_images, args.out / "probe", args, device)  # warm-up
+        _, ms = train(probe, "gaussian", 0, train_images, args.out / "probe", args, device)
+        step_s = ms / 1000
         left = args.minutes * 60 - (time.perf_counter() - start)
         plan = sized(plan, 0.9 * left, step_s, eval_s)
         log.add({"part": "sized", "seconds_left": left, "step_s": step_s, "eval_s": eval_s,
-                 "seeds": list(plan.seeds), "steps": plan.steps})  # fmt: skip
+                 "steps": plan.steps})  # fmt: skip
+        deadline = start + args.minutes * 60
     jobs = [(seed, recipe) for seed in plan.seeds for recipe in plan.recipes]
     for seed, recipe in tqdm(jobs, desc="recipes x seeds"):
         keys = {"part": "model", "recipe": recipe, "seed": seed, "steps": plan.steps}
         if log.find(**keys, mode=plan.mode) is not None:
             continue
+        if args.minutes is not None:
+            need = job_seconds(plan, recipe, step_s, eval_s)
+            if time.perf_counter() + need > deadline:
+                log.add({"part": "budget", "stopped_before": [seed, recipe], "needs_s": need})
+                break
         den, step_ms = train(plan, recipe, seed, train_images, args.out, args, device)
         row = evaluate(den, clean, noisy, transfer(), plan)
         log.add({**keys, "mode": plan.mode, "step_ms": step_ms, **row})
