@@ -29,10 +29,10 @@ class AuditImage:
 
 
 def resolve_images(spec: str | None, data_dir: Path | None = None) -> list[tuple[str, Tensor]]:
-    """``(name, (1, C, H, W))`` pairs: None or ``bundled`` (the bundled pictures, 128 x 128),
+    """``(name, (1, C, H, W))`` pairs: None or ``bundled`` (the bundled pictures, 64 x 64),
     ``set12``/``bsd68`` (from ``data_dir`` or the shared data folder), or a folder."""
     if spec in (None, "bundled"):
-        return [(n, x[None]) for n, x in zip(BUNDLED, bundled_images(), strict=True)]
+        return [(n, x[None]) for n, x in zip(BUNDLED, bundled_images(size=64), strict=True)]
     if spec in NAMED_SETS:
         folder = (data_dir if data_dir is not None else shared_data_dir(must_exist=False)) / spec
         if not folder.is_dir():

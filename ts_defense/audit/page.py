@@ -146,7 +146,7 @@ def plot_page(result: AuditResult, path: Path) -> Path:
     c = data["config"]
     unit = 255.0 if c["units"] == "grey levels" else 1.0
     n = len(result.examples)
-    fig = plt.figure(figsize=(15, 4.6 + 3.1 * n))
+    fig = plt.figure(figsize=(15, 4.6 + 2.7 * n))
     grid = fig.add_gridspec(1 + n, 5, height_ratios=[1.5] + [1] * n)
     curves = {
         name: {

@@ -154,7 +154,7 @@ def _transfer(
         targets, batches, config.sigma, factory, sources=list(PUBLIC), seed=config.seed
     )
     result.meta["description"] = (
-        f"PGD eps {config.show(eps)} ({config.units}), {config.steps} steps, crafted on the "
+        f"PGD eps {config.show(eps)} ({config.units}), {config.steps} steps,\ncrafted on the "
         f"public DnCNN-25s; sigma {config.show(config.sigma)}"
     )
     bar.update(len(PUBLIC))
