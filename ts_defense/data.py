@@ -126,3 +126,43 @@ def bsd400(root: str | Path | None = None) -> list[Tensor]:
 def bsd68(root: str | Path | None = None) -> list[Tensor]:
     """The 68 BSD test images of the field's benchmark (481 x 321 or 321 x 481)."""
     return image_folder(Path(root) if root is not None else shared_data_dir() / "bsd68", 68)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (alpha
+    dropped); integer pixels are scaled by the range of their type (8 or 16 bits)."""
+    from skimage.io import imread
+    from skimage.util import img_as_float64
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        pixels = np.asarray(imread(path))
+    except Exception as err:  # corrupt or foreign files: one line, never a traceback
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {reason}") from err
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey or colour with alpha
+        pixels = pixels[..., :-1]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
+        raise ValueError(
+            f"image file {path}: expected one grey or colour image, got {pixels.shape}"
+        )
+    img = torch.from_numpy(img_as_float64(pixels)).float().clamp(0, 1)
+    return img[None, None] if img.dim() == 2 else img.permute(2, 0, 1)[None]
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The PNG, JPEG and TIFF files of ``folder`` in name order (at least one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no PNG, JPEG or TIFF images in {folder}")
+    return files

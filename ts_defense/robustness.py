@@ -14,12 +14,37 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .attacks import make_attack
-from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr
+from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr, ssim
 from .denoiser import Denoiser
 from .sampler import TSConfig, TSSampler
+
+
+def attacked_metrics(
+    denoiser: Denoiser,
+    clean: Tensor,
+    noisy: Tensor,
+    attacked: Tensor,
+    sigma: float | Tensor,
+    with_ssim: bool = False,
+) -> dict[str, list[float]]:
+    """Per image of one batch: ``psnr`` of ``f(attacked)``, ``pass_through`` (the PSNR of
+    ``f(noisy) + delta``), ``gain`` (``|f(attacked) - f(noisy)| / |delta|``, 1 where delta
+    is 0) and, with ``with_ssim``, ``ssim`` of ``f(attacked)``."""
+    out, out_adv = denoise(denoiser, noisy, sigma), denoise(denoiser, attacked, sigma)
+    delta = (attacked - noisy).flatten(1).norm(dim=1)
+    moved = (out_adv - out).flatten(1).norm(dim=1)
+    metrics = {
+        "psnr": psnr(clean, out_adv),
+        "pass_through": psnr(clean, out + (attacked - noisy)),
+        "gain": torch.where(delta > 0, moved / delta.clamp_min(1e-30), 1.0).tolist(),
+    }
+    if with_ssim:
+        metrics["ssim"] = ssim(clean, out_adv)
+    return metrics
 
 
 def budget_curve(
@@ -57,25 +82,40 @@ def budget_curve(
                     if eps
                     else None
                 )
-                scores, passed, gains = [], [], []
+                scores: dict[str, list[float]] = {"psnr": [], "pass_through": [], "gain": []}
                 for x, y in zip(xs, ys, strict=True):
-                    out = denoise(den, y, sigma)
                     adv = atk(y, x) if atk is not None else y
-                    out_adv = denoise(den, adv, sigma)
-                    delta = (adv - y).flatten(1)
-                    scores += psnr(x, out_adv)
-                    passed += psnr(x, out + (adv - y))
-                    moved = (out_adv - out).flatten(1).norm(dim=1)
-                    gains += torch.where(
-                        delta.norm(dim=1) > 0, moved / delta.norm(dim=1), 1.0
-                    ).tolist()
+                    for key, values in attacked_metrics(den, x, y, adv, sigma).items():
+                        scores[key] += values
                 curve["budget"].append(float(eps))
-                curve["psnr"].append(float(np.mean(scores)))
-                curve["pass_through"].append(float(np.mean(passed)))
-                curve["gain"].append(float(np.mean(gains)))
+                for key, values in scores.items():
+                    curve[key].append(float(np.mean(values)))
                 bar.update()
             curves[name] = curve
     return curves
+
+
+def draw_budget_curves(
+    ax: object,
+    curves: Mapping[str, Mapping[str, list[float]]],
+    unit: float = 255.0,
+    pass_through: bool = True,
+    title: str = "White-box denoising-PGD (10 steps, clean target)",
+) -> None:
+    """Draw PSNR against attack budget per model (solid), with each pass-through reference
+    (dotted; ``pass_through=False`` leaves them out) on a matplotlib Axes."""
+    for k, (name, c) in enumerate(curves.items()):
+        colour = f"C{k}"
+        budgets = [b * unit for b in c["budget"]]
+        label = f"{name}: attacked" if pass_through else name
+        ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
+        if pass_through:
+            ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
+    ax.set_xlabel("L-inf budget eps (x 1/255)" if unit == 255.0 else "L-inf budget eps")
+    ax.set_ylabel("PSNR of the denoised image (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plot_budget_curves(
@@ -84,26 +124,14 @@ def plot_budget_curves(
     unit: float = 255.0,
     pass_through: bool = True,
 ) -> None:
-    """PSNR against attack budget per model (solid), with each pass-through reference (dotted;
-    ``pass_through=False`` leaves them out when many models share the plot)."""
+    """PNG of :func:`draw_budget_curves` at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for k, (name, c) in enumerate(curves.items()):
-        colour = f"C{k}"
-        budgets = [b * unit for b in c["budget"]]
-        label = f"{name}: attacked" if pass_through else name
-        ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
-        if pass_through:
-            ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
-    ax.set_xlabel("L-inf budget eps (x 1/255)")
-    ax.set_ylabel("PSNR of the denoised image (dB)")
-    ax.set_title("White-box denoising-PGD (10 steps, clean target)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    draw_budget_curves(ax, curves, unit, pass_through)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

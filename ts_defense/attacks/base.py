@@ -50,6 +50,21 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def check_image_units(name: str, value: object, what: str) -> None:
+    """Refuse a number (or a tensor's largest value) above 1: the Python API takes image units
+    ([0, 1] images), so ``8`` is almost surely meant as ``8/255`` (the command line's grey
+    levels). Other bad values are left to the caller's own checks."""
+    if isinstance(value, Tensor):
+        value = float(value.detach().max()) if value.numel() else 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
+        return
+    shown = f"{value:g}" if value <= 255 else "8"
+    raise ValueError(
+        f"{name}={value!r} is too large for image units: {what} are in image units "
+        f"({shown}/255, not {shown})"
+    )
+
+
 def is_differentiable(denoiser: Denoiser) -> bool:
     """False for wrapped models that declare ``differentiable = False`` (BM3D)."""
     return bool(getattr(denoiser.model, "differentiable", True))
@@ -98,6 +113,8 @@ class DenoiserAttack(Attack):
         is zero at the unperturbed input.)
     """
 
+    budget = "eps"  # the name of the budget argument; "eps" is in image units
+
     def __init__(
         self,
         name: str,
@@ -123,6 +140,9 @@ class DenoiserAttack(Attack):
         else:
             check_positive("sigma", sigma)
         self.sigma = sigma
+        check_image_units("sigma", sigma, "noise levels")
+        if self.budget == "eps":  # L2DenoisingPGD's rho is a fraction of the noise norm
+            check_image_units("eps", eps, "budgets")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         if eps == float("inf"):

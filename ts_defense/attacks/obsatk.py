@@ -27,6 +27,8 @@ class ObsAtk(L2DenoisingPGD):
     >>> adv = ObsAtk(Denoiser(dncnn, predicts="noise"), sigma=25 / 255, eps=5 / 255)(noisy, clean)
     """
 
+    budget = "eps"
+
     def __init__(
         self,
         model: Denoiser | Sequence[Denoiser],

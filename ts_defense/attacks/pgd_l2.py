@@ -26,6 +26,8 @@ class L2DenoisingPGD(DenoiserAttack):
     >>> adv = L2DenoisingPGD(Denoiser(dncnn, predicts="noise"), sigma=25 / 255)(noisy, clean)
     """
 
+    budget = "rho"
+
     def __init__(
         self,
         model: Denoiser | Sequence[Denoiser],

@@ -69,9 +69,15 @@ def attack_options(
 
 
 def format_options(options: dict) -> str:
-    """``k=v`` pairs, floats to four significant digits."""
+    """``k=v`` pairs, floats to four significant digits; ``eps`` (image units inside) as the
+    grey levels the command line takes, e.g. ``eps=8/255``."""
     return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in options.items()
+        f"{k}={v * 255:.4g}/255"
+        if k == "eps"
+        else f"{k}={v:.4g}"
+        if isinstance(v, float)
+        else f"{k}={v}"
+        for k, v in options.items()
     )
 
 

@@ -132,6 +132,28 @@ def transfer_matrix(
     )
 
 
+def draw_transfer(ax: object, result: TransferResult, from_zero: bool = True) -> object:
+    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, on a
+    matplotlib Axes; returns the image for a colour bar. ``from_zero=False`` spans the colours
+    over the drops' own range, so that close values still differ in colour."""
+    drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
+    low = 0.0 if from_zero else float(drop.min())
+    high = max(float(drop.max()), low + 1e-6)
+    im = ax.imshow(drop, cmap="magma_r", vmin=low, vmax=high)
+    ax.set_xticks(range(len(result.targets)), result.targets, rotation=30, ha="right")
+    ax.set_yticks(range(len(result.sources)), result.sources)
+    ax.set_xlabel("target (evaluated)")
+    ax.set_ylabel("source (crafted on)")
+    for i in range(drop.shape[0]):
+        for j in range(drop.shape[1]):
+            tone = "white" if drop[i, j] > low + 0.6 * (high - low) else "black"
+            ax.text(j, i, f"{drop[i, j]:.2f}", ha="center", va="center", color=tone)
+    ax.set_title(
+        result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
+    )
+    return im
+
+
 def plot_transfer(result: TransferResult, path: str | Path) -> Path:
     """Heatmap PNG of the PSNR drop (rows: source, columns: target), values annotated."""
     import matplotlib
@@ -139,23 +161,10 @@ def plot_transfer(result: TransferResult, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
     fig, ax = plt.subplots(
         figsize=(1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
     )
-    im = ax.imshow(drop, cmap="magma_r", vmin=0, vmax=max(float(drop.max()), 1e-6))
-    ax.set_xticks(range(len(result.targets)), result.targets, rotation=30, ha="right")
-    ax.set_yticks(range(len(result.sources)), result.sources)
-    ax.set_xlabel("target (evaluated)")
-    ax.set_ylabel("source (crafted on)")
-    for i in range(drop.shape[0]):
-        for j in range(drop.shape[1]):
-            tone = "white" if drop[i, j] > 0.6 * drop.max() else "black"
-            ax.text(j, i, f"{drop[i, j]:.2f}", ha="center", va="center", color=tone)
-    fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
-    ax.set_title(
-        result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
-    )
+    fig.colorbar(draw_transfer(ax, result), ax=ax, label="PSNR drop (dB)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,127 @@
+"""The model to audit, from what a user types: a named zoo model, ``module:function`` or a
+weights file whose architecture spandrel detects (DnCNN, DRUNet, SwinIR, SCUNet...).
+
+Files are read with :func:`ts_defense._io.safe_load` (``weights_only=True``) and the state dict
+is handed to spandrel: spandrel's own file loader unpickles with a restricted unpickler, not
+torch's weights-only one. State dicts of DnCNN-PyTorch (unknown to spandrel) load through
+:func:`ts_defense.models.load_dncnn`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._io import safe_load
+from ..attacks.zoo import MODELS, load_model, model_source
+from ..denoiser import Denoiser
+from ..models import load_dncnn
+
+# spandrel architecture id -> how its network takes sigma (the rest predict the clean image)
+NOISE_MAP_ARCHS = ("DRUNet",)
+
+
+@dataclass
+class AuditModel:
+    """A denoiser to audit: its name, the wrapped model, its image channels and its origin."""
+
+    name: str
+    denoiser: Denoiser
+    channels: int
+    source: str
+
+
+class Padded(nn.Module):
+    """Run ``model`` on its input padded (reflect) to a multiple of ``multiple``, cropped back."""
+
+    def __init__(self, model: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.model, self.multiple = model, multiple
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        out = self.model(F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x)
+        return out[..., :h, :w]
+
+
+def _first_conv_channels(module: nn.Module) -> int | None:
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else conv.in_channels
+
+
+def _channels(den: Denoiser) -> int:
+    """Image channels a model takes: its first convolution's inputs, less a noise-level map."""
+    found = _first_conv_channels(den.model) if isinstance(den.model, nn.Module) else None
+    if found is None:
+        return 1
+    found -= 1 if den.noise_level == "map" else 0
+    return found if found in (1, 3) else 1
+
+
+def _from_function(spec: str) -> AuditModel:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory: Callable = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"model {spec!r}: cannot import {attr} from {module_name}: {err}") from err
+    if not callable(factory):
+        raise TypeError(f"model {spec!r}: {attr} is a {type(factory).__name__}, not a function")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    den = model if isinstance(model, Denoiser) else Denoiser(model, predicts="clean")
+    return AuditModel(attr, den.eval(), _channels(den), f"Python function {spec}")
+
+
+def _from_file(path: Path) -> AuditModel:
+    from spandrel import ModelLoader, UnsupportedModelError
+
+    state = safe_load(path, "weights file")
+    if isinstance(state, dict) and isinstance(state.get("params"), dict):
+        state = state["params"]  # KAIR/BasicSR checkpoints nest the weights
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    try:
+        desc = ModelLoader().load_from_state_dict(state)
+    except UnsupportedModelError:
+        try:
+            den = Denoiser(load_dncnn(path), predicts="noise")
+        except ValueError as err:
+            raise ValueError(
+                f"{path}: spandrel does not recognise this architecture and it is not a DnCNN "
+                f"state dict; load it with a Python function instead (module:function)"
+            ) from err
+        return AuditModel(path.stem, den.eval(), _channels(den), f"DnCNN weights {path}")
+    net = desc.model
+    multiple = max(desc.size_requirements.multiple_of, 1)
+    if multiple > 1:
+        net = Padded(net, multiple)
+    arch = desc.architecture.id
+    tags = ", ".join(desc.tags)
+    noise_level = "map" if arch in NOISE_MAP_ARCHS or "FDnCNN" in desc.tags else "none"
+    den = Denoiser(net, predicts="clean", noise_level=noise_level)
+    return AuditModel(path.stem, den.eval(), desc.input_channels, f"{arch} ({tags}) from {path}")
+
+
+def resolve_model(spec: str, data_dir: Path | None = None) -> AuditModel:
+    """A zoo name, ``module:function`` (returning an nn.Module or a Denoiser; a plain module is
+    taken to predict the clean image) or a weights file (.pth, .pt, .ckpt)."""
+    if spec in MODELS:
+        den = load_model(spec, data_dir)
+        return AuditModel(spec, den, 1, f"zoo model {spec}: {model_source(spec)}")
+    if ":" in spec and not Path(spec).exists():
+        return _from_function(spec)
+    path = Path(spec)
+    if path.is_file():
+        return _from_file(path)
+    raise FileNotFoundError(
+        f"model {spec!r} is neither a weights file, a named model ({', '.join(MODELS)}) "
+        f"nor module:function"
+    )
