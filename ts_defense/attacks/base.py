@@ -137,7 +137,9 @@ class DenoiserAttack(Attack):
         self.clip = clip
         self.random_start = random_start
         # The start's own stream: the same seed's test noise must not share its bits.
-        self._generator = torch.Generator().manual_seed(stream_seed(check_seed("seed", seed), "attack"))
+        self._generator = torch.Generator().manual_seed(
+            stream_seed(check_seed("seed", seed), "attack")
+        )
 
     @property
     def denoisers(self) -> tuple[Denoiser, ...]:
