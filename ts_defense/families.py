@@ -84,8 +84,7 @@ def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | f
 
 def _linear_gain(scale: int) -> float:
     """Mean variance of linear interpolation of unit iid nodes over one period."""
-    t = torch.arange(scale, dtype=torch.float64) / scale
-    return float(((1 - t) ** 2 + t**2).mean())
+    return sum((1 - i / scale) ** 2 + (i / scale) ** 2 for i in range(scale)) / scale
 
 
 def _interpolation(size: int, scale: int, device: torch.device) -> Tensor:

@@ -11,6 +11,7 @@ drawn with the ``families`` weights. The model is always told the *nominal* sigm
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -220,10 +221,12 @@ class TSSampler:
         if len(self._names) == 1:
             return torch.zeros(batch, dtype=torch.long, device=gen.device)
         key = str(gen.device)
-        if key not in self._edges:  # cumulative family weights times p_ood, once per device
-            w = torch.tensor(list(self.config.families.values()), dtype=torch.float64)
-            edges = self.config.p_ood * w.cumsum(0) / w.sum()
-            self._edges[key] = edges.float().to(gen.device)
+        if key not in self._edges:  # cumulative weights times p_ood; filled, not copied
+            weights = list(self.config.families.values())
+            edges = torch.empty(len(weights), device=gen.device)
+            for i, cum in enumerate(itertools.accumulate(weights)):
+                edges[i] = self.config.p_ood * cum / sum(weights)
+            self._edges[key] = edges
         u = torch.rand(batch, generator=gen, device=gen.device)
         pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
         return pos.add_(1).remainder_(len(self._names))

@@ -6,6 +6,9 @@ sigma. :func:`ts_loss` only computes the loss (you call ``backward``); :class:`T
 does the update, with an optional ``accelerate.Accelerator`` for devices, mixed precision and
 gradient accumulation, and refuses to apply a non-finite update.
 
+Nothing here waits for the device except the non-finite check of :class:`TrainStep` (once or
+twice per step; ``check_every`` defers it) and reading numbers from a :class:`StepResult`.
+
 >>> step = TrainStep(model, optimizer, TSSampler(sigma=25 / 255, seed=0), predicts="noise")
 >>> for clean in loader:
 ...     result = step(clean)            # result.loss, result.loss_id, result.loss_ood, ...
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_positive
+from ._checks import check_choice, check_images, check_positive
 from .denoiser import Denoiser
 from .sampler import TSDraw, TSSampler
 
@@ -46,27 +51,47 @@ LOSSES = tuple(_PER_SAMPLE)
 
 @dataclass
 class StepResult:
-    """What one TS step computed. Tensors are detached except ``loss``.
+    """What one TS step computed, as tensors on the model's device: nothing here waits for the
+    device until you read a number (``float(...)``, :meth:`as_dict`).
 
     loss: the batch loss (a scalar; with grad from :func:`ts_loss`).
-    loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
-        (NaN when the batch has none of them).
-    n_ood: how many samples got out-of-distribution noise.
-    deviation: each sample's noise deviation from the nominal entropy rate, (B,).
-    skipped: the update was skipped because the loss or a gradient was not finite.
     draw: the :class:`~ts_defense.TSDraw` the step used.
+    skipped: the update was skipped because the loss or a gradient was not finite.
+    loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
+        (NaN when the batch has none of them); computed when first read.
+    n_ood: how many samples got out-of-distribution noise (a 0-dim int64 tensor).
+    deviation: each sample's noise deviation from the nominal entropy rate, (B,).
     """
 
     loss: Tensor
-    loss_id: Tensor
-    loss_ood: Tensor
-    n_ood: int
-    deviation: Tensor
     draw: TSDraw
+    _parts: Callable[[], tuple[Tensor, Tensor]] = field(repr=False)
     skipped: bool = False
 
+    @cached_property
+    def _loss_parts(self) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self._parts()
+
+    @property
+    def loss_id(self) -> Tensor:
+        return self._loss_parts[0]
+
+    @property
+    def loss_ood(self) -> Tensor:
+        return self._loss_parts[1]
+
+    @property
+    def n_ood(self) -> Tensor:
+        return self.draw.ood.sum()
+
+    @property
+    def deviation(self) -> Tensor:
+        return self.draw.deviation
+
     def as_dict(self) -> dict[str, float]:
-        """Plain floats for logs: loss, its parts, OOD count and deviation statistics."""
+        """Plain floats for logs (this reads from the device): loss, its parts, OOD count and
+        deviation statistics."""
         dev = self.deviation
         return {
             "loss": float(self.loss.detach()),
@@ -112,37 +137,51 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def ts_loss(
-    denoiser: Denoiser, sampler: TSSampler, clean: Tensor, loss: str | LossFn = "mse"
+    denoiser: Denoiser,
+    sampler: TSSampler,
+    clean: Tensor,
+    loss: str | LossFn = "mse",
+    check_finite: bool = True,
 ) -> StepResult:
     """Draw TS noise for ``clean``, denoise with the nominal sigma and return the loss and parts.
 
     The loss is computed in float32 even when the model runs in half precision.
+    ``check_finite=False`` skips the NaN/Inf check of ``clean`` (a host sync): the call then
+    never waits for the device; a NaN in ``clean`` shows up as a NaN loss.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
     check_sampler(sampler)
     loss = resolve_loss(loss)
-    draw = sampler.draw(clean)
+    draw = sampler.draw(clean, check_finite=check_finite)
     pred = denoiser(draw.noisy, draw.sigma).float()
     target = clean.float()
     ood = draw.ood
     if isinstance(loss, str):
         per_sample = _PER_SAMPLE[loss](pred - target)
         value = per_sample.mean()
-        with torch.no_grad():
-            loss_id = _masked_mean(per_sample.detach(), ~ood)
-            loss_ood = _masked_mean(per_sample.detach(), ood)
+        done = per_sample.detach()
+
+        def parts() -> tuple[Tensor, Tensor]:
+            return _masked_mean(done, ~ood), _masked_mean(done, ood)
+
     else:
         value = loss(pred, target)
         if not isinstance(value, Tensor) or value.numel() != 1:
             got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"loss must return a scalar tensor, got {got}")
         value = value.reshape(())
-        with torch.no_grad():
-            nan = torch.tensor(math.nan)
-            loss_id = loss(pred[~ood], target[~ood]).float() if bool((~ood).any()) else nan
-            loss_ood = loss(pred[ood], target[ood]).float() if bool(ood.any()) else nan
-    return StepResult(value, loss_id, loss_ood, int(ood.sum()), draw.deviation, draw)
+        pred = pred.detach()
+
+        def parts() -> tuple[Tensor, Tensor]:  # a callable loss needs the subsets themselves
+            def part(mask: Tensor) -> Tensor:
+                if not bool(mask.any()):
+                    return torch.tensor(math.nan, device=pred.device)
+                return loss(pred[mask], target[mask]).float()
+
+            return part(~ood), part(ood)
+
+    return StepResult(value, draw, parts)
 
 
 class TrainStep:
@@ -160,7 +199,13 @@ class TrainStep:
     The model's train/eval mode is left as you set it.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
-        way buffers the forward pass moved (batch-norm running statistics) are restored.
+        way buffers the forward pass moved (batch-norm running statistics) are restored. A NaN
+        or Inf in ``clean`` raises ``ValueError`` (found through the loss, not checked apart).
+    check_every: read the non-finite check every this many steps. 1 (default) checks each
+        step before its update, which waits for the device once or twice per step. N > 1 keeps
+        the check on the device and reads it every N steps (and in :meth:`check`): no wait in
+        between, but a bad step's update is applied and reported up to N - 1 steps late
+        (``on_nonfinite="raise"`` only).
     """
 
     def __init__(
@@ -175,6 +220,7 @@ class TrainStep:
         accelerator: Any = None,
         max_grad_norm: float | None = None,
         on_nonfinite: str = "raise",
+        check_every: int = 1,
     ) -> None:
         if isinstance(model, Denoiser):
             self.denoiser = model
@@ -191,17 +237,35 @@ class TrainStep:
             check_positive("max_grad_norm", max_grad_norm)
         self.max_grad_norm = max_grad_norm
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        self.check_every = int(check_positive("check_every", check_every, integer=True))
+        if self.check_every > 1 and self.on_nonfinite != "raise":
+            raise ValueError(
+                f"check_every={check_every} needs on_nonfinite='raise': a step can only be "
+                f"skipped when it is checked before its update"
+            )
         self.accelerator = accelerator
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.step_count = 0
+        self._bad: Tensor | None = None  # deferred check: a non-finite step since the last read
+        self._buffers: list[Tensor] = []
+        self._saved: list[Tensor] = []
         if accelerator is not None:
             accelerator.register_for_checkpointing(RankState(sampler, accelerator))
 
-    def _nonfinite(self, what: str, result: StepResult) -> StepResult:
+    def _save_buffers(self) -> None:
+        """Copy the buffers (batch-norm statistics) before the forward pass moves them."""
+        buffers = [b for b in self.denoiser.buffers()]
+        if [id(b) for b in buffers] != [id(b) for b in self._buffers]:
+            self._buffers, self._saved = buffers, [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self._saved, buffers)  # one launch, not one per buffer
+
+    def _nonfinite(self, what: str, result: StepResult, clean: Tensor) -> StepResult:
         # The forward pass already moved running statistics (batch norm) with the bad batch.
-        with torch.no_grad():
-            for buf, saved in zip(self._buffers, self._saved, strict=True):
-                buf.copy_(saved)
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._saved)
+        check_images(clean, "clean")  # a NaN/Inf input: say so (ValueError)
         if self.on_nonfinite == "raise":
             loss = float(result.loss.detach())
             raise FloatingPointError(
@@ -215,23 +279,40 @@ class TrainStep:
 
     def __call__(self, clean: Tensor) -> StepResult:
         acc = self.accelerator
-        self._buffers = list(self.denoiser.buffers())
-        self._saved = [b.detach().clone() for b in self._buffers]
-        if acc is None:
-            result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
-            result = self._update(result, sync=True)
-        else:
-            with acc.accumulate(self.denoiser.model):
-                result = ts_loss(self.denoiser, self.sampler, clean, self.loss)
-                result = self._update(result, sync=acc.sync_gradients)
+        if self.check_every == 1:
+            self._save_buffers()
+        with nullcontext() if acc is None else acc.accumulate(self.denoiser.model):
+            result = ts_loss(self.denoiser, self.sampler, clean, self.loss, check_finite=False)
+            result = self._update(result, clean, sync=acc is None or acc.sync_gradients)
         self.step_count += 1
+        if self.check_every > 1 and self.step_count % self.check_every == 0:
+            self.check()
         result.loss = result.loss.detach()
         return result
 
-    def _update(self, result: StepResult, sync: bool) -> StepResult:
+    def check(self) -> None:
+        """Read the deferred non-finite check (``check_every`` > 1) now; raise if it tripped."""
+        bad, self._bad = self._bad, None
+        if bad is not None and bool(bad):
+            first = (self.step_count - 1) // self.check_every * self.check_every
+            raise FloatingPointError(
+                f"non-finite loss or gradient (or NaN/Inf in a clean batch) at a step in "
+                f"{first}..{self.step_count - 1}; with check_every={self.check_every} its update "
+                f"was applied: the weights may hold NaN, reload the last good checkpoint"
+            )
+
+    def _flag(self, value: Tensor) -> bool:
+        """Is ``value`` finite? Read now when checking every step, else recorded on the device."""
+        if self.check_every == 1:
+            return bool(torch.isfinite(value))
+        bad = ~torch.isfinite(value)
+        self._bad = bad if self._bad is None else self._bad | bad
+        return True
+
+    def _update(self, result: StepResult, clean: Tensor, sync: bool) -> StepResult:
         acc = self.accelerator
-        if not bool(torch.isfinite(result.loss)):
-            return self._nonfinite("loss", result)
+        if not self._flag(result.loss):
+            return self._nonfinite("loss", result, clean)
         if acc is None:
             result.loss.backward()
         else:
@@ -245,8 +326,8 @@ class TrainStep:
                 grads = [p.grad for p in self.params if p.grad is not None]
                 norm = nn.utils.get_total_norm(grads) if grads and not scaled else None
             # fp16 loss scaling: the GradScaler itself skips steps with inf gradients.
-            if norm is not None and not scaled and not bool(torch.isfinite(norm)):
-                return self._nonfinite("gradient", result)
+            if norm is not None and not scaled and not self._flag(norm):
+                return self._nonfinite("gradient", result, clean)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result
