@@ -129,10 +129,12 @@ class _Base:
     @cached_property
     def energy(self) -> Tensor:
         """``|g|^2`` per cell, (B, gh, gw)."""
-        if self.grid == (1, 1):  # no temporary the size of g
-            norm = torch.linalg.vector_norm(self.g.flatten(1), dim=1)
-            return norm.square_().view(-1, 1, 1)
-        return self.cell_sum(self.bands.square())
+        b, c, hp, wp = self.g.shape  # norms first: no temporary the size of g
+        if self.grid == (1, 1):
+            return torch.linalg.vector_norm(self.g.flatten(1), dim=1).square_().view(b, 1, 1)
+        runs = self.g.view(b, c, hp, self.grid[1], self.cell[1])
+        runs = torch.linalg.vector_norm(runs, dim=4).square_()  # (B, C, Hp, gw)
+        return runs.view(b, c, self.grid[0], self.cell[0], self.grid[1]).sum((1, 3))
 
     @cached_property
     def sums(self) -> Tensor:
