@@ -95,8 +95,8 @@ def _interpolation(size: int, scale: int, device: torch.device) -> Tensor:
     return full[0, :, :size].T
 
 
-# A family's parts: gain and offset per sample or per cell, and (coef, smooth field) or None.
-Parts = tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]
+# A family's parts: gain and offset per sample or per cell, and a smooth field to add or None.
+Parts = tuple[Tensor, Tensor | None, Tensor | None]
 TINY = torch.finfo(torch.float32).tiny
 
 
@@ -210,7 +210,7 @@ def _structured(base: _Base, gen: torch.Generator, cfg: TSConfig) -> Parts:
     coarse *= (a.sqrt() / _linear_gain(s)).view(b, 1, 1)  # unit power times the smooth share
     smooth = up_h @ coarse @ up_w.T  # (B, Hp, Wp), bilinear; g is zero beyond (h, w)
     zero = torch.zeros(b, device=base.g.device) if cfg.zero_mean else None
-    return (1 - a).sqrt_(), zero, (torch.ones(b, device=base.g.device), smooth)
+    return (1 - a).sqrt_(), zero, smooth
 
 
 _FUSED = {"gaussian": _gaussian, "radial": _radial, "local": _local, "structured": _structured}
@@ -261,10 +261,9 @@ def draw_batch(
     for k, (_, _, smooth) in parts.items():
         if smooth is not None:  # ``structured``: add its smooth field where picked
             picked = family == k
-            coef = torch.where(picked, smooth[0] * sig, 0.0).view(b, 1, 1, 1)
-            noise = _to_nominal_power(
-                noise.addcmul_(smooth[1][:, None, :h, :w], coef), picked, sig, cfg.zero_mean
-            )
+            coef = torch.where(picked, sig, 0.0).view(b, 1, 1, 1)
+            noise.addcmul_(smooth[:, None, :h, :w], coef)
+            noise = _to_nominal_power(noise, picked, sig, cfg.zero_mean)
     for k, name in enumerate(names):  # registered families: whole batch, then torch.where
         if name is not None and name not in _FUSED:
             drawn = FAMILIES[name](shape, gen, cfg).float() * sig.view(b, 1, 1, 1)
