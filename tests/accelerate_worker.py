@@ -54,7 +54,7 @@ def main():
             before = [p.detach().clone() for p in model.parameters()]
             res = step(clean)
             noise.append(res.draw.noise)
-            adversarial.append(res.n_adv)
+            adversarial.append(int(res.n_adv))
             losses.append(float(res.loss))
             params = model.parameters()
             changed.append(any(not torch.equal(a, p) for a, p in zip(before, params, strict=True)))

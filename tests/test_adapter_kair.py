@@ -73,7 +73,8 @@ def logged(out: str, key: str) -> list[float]:
 def check_training(out: str, models: Path, steps: int) -> None:
     losses, ood = logged(out, "G_loss"), logged(out, "ts_ood")
     assert len(losses) == len(ood) == steps, out[-2000:]
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    third = steps // 3  # blind sigma makes single batch losses noisy: compare thirds
+    assert np.mean(losses[-third:]) < np.mean(losses[:third]), losses
     assert 0 < np.mean(ood) < 1  # p_ood = 0.5: both kinds of draws happened
     assert f"TS training finished: stopped after {steps} steps" in out
     assert (models / f"{steps}_G.pth").is_file()
@@ -122,8 +123,8 @@ def test_launcher_trains_ffdnet_with_nominal_sigma_in_c(workdir):
     for d in opt["datasets"].values():
         d.update(dataset_type="ffdnet", sigma=[0, 75])
     options.write_text(json.dumps(opt))
-    out = launch(STANDIN, options, 10, workdir)
-    check_training(out, workdir / "out" / "ffdnet" / "models", 10)
+    out = launch(STANDIN, options, 40, workdir)  # blind sigma: a noisy loss, more steps
+    check_training(out, workdir / "out" / "ffdnet" / "models", 40)
 
 
 DATASET_CHECK = """

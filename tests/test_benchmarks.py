@@ -1,6 +1,7 @@
 """Smoke-sized runs of the benchmark scripts: they must keep working (figures live in
 BENCHMARKS.md; no timing is asserted here)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,22 @@ def test_benchmark_smoke(script):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "|" in out.stdout
+
+
+def test_gpu_benchmark_runs_on_the_cpu_and_writes_json_lines(tmp_path):
+    out = tmp_path / "gpu.jsonl"
+    script = ROOT / "benchmarks" / "bench_gpu.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["part"] for r in records} == {"draw", "step"}
+    assert {r["case"] for r in records if r["part"] == "draw"} >= {
+        "plain",
+        "default mix (p_ood 0.2)",
+    }
+    assert all(r["ratio"] > 0 for r in records) and "| TrainStep |" in run.stdout

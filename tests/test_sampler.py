@@ -303,3 +303,19 @@ def test_gaussian_zero_mean_keeps_unit_power():
     assert draw.deviation.mean().item() == pytest.approx(
         0.0, abs=5 * typical.deviation_std(16) / math.sqrt(512)
     )
+
+
+def test_registered_family_is_drawn_for_its_samples_only():
+    from ts_defense import register_family
+    from ts_defense.families import FAMILIES
+
+    register_family("test-ones")(lambda shape, gen, cfg: torch.ones(shape))
+    try:
+        cfg = TSConfig(sigma=0.1, p_ood=1.0, families={"test-ones": 1.0, "radial": 1.0})
+        draw = TSSampler(cfg, seed=0).draw(torch.zeros(64, 1, 4, 4))
+        mine = draw.family == 1
+        assert 0 < int(mine.sum()) < 64
+        torch.testing.assert_close(draw.noise[mine], torch.full_like(draw.noise[mine], 0.1))
+        chk.in_band(draw.noise[~mine], 0.1, (0.05, 0.35), "both")
+    finally:
+        FAMILIES.pop("test-ones")

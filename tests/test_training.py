@@ -221,3 +221,33 @@ def test_readme_train_step_snippet_runs():
     env = {"model": model, "loader": loader, "torch": torch}
     exec(compile(block.group(1), "README TrainStep", "exec"), env)
     assert isinstance(env["result"], StepResult) and env["step"].step_count == 2
+
+
+def test_deferred_check_reports_a_bad_step_at_the_next_read():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def nan_at_2(p, t):
+        if torch.is_grad_enabled():
+            calls.append(1)
+        return F.mse_loss(p, t) * (math.nan if len(calls) == 2 else 1.0)
+
+    step = TrainStep(model, opt, TSSampler(seed=0), loss=nan_at_2, check_every=3)
+    step(batch())
+    step(batch())  # the NaN step: applied, not yet read
+    with pytest.raises(FloatingPointError, match=r"at a step in 0\.\.2; with check_every=3"):
+        step(batch())
+    step.check()  # read and cleared
+    with pytest.raises(ValueError, match="check_every=2 needs on_nonfinite='raise'"):
+        TrainStep(model, opt, TSSampler(), on_nonfinite="skip", check_every=2)
+    with pytest.raises(ValueError, match="check_every"):
+        TrainStep(model, opt, TSSampler(), check_every=0)
+
+
+def test_step_result_holds_tensors_and_reads_them_in_as_dict():
+    model = tiny()
+    res = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TSSampler(seed=0))(batch())
+    assert isinstance(res.n_ood, torch.Tensor) and res.n_ood.dim() == 0
+    assert int(res.n_ood) == int(res.draw.ood.sum())
+    assert res.as_dict()["n_ood"] == float(res.n_ood)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,9 @@ class Adversarial:
             raise TypeError(f"config must be an AdversarialConfig, got {type(config).__name__}")
         self.config = config if config is not None else AdversarialConfig.from_dict(options)
         self.seed = check_seed("seed", seed)
-        self.generator = torch.Generator().manual_seed(stream_seed(seed, "adversarial"))
+        # the budget is one number per step: a host generator, so drawing it never waits for
+        # the device or runs a tensor op
+        self.generator = random.Random(stream_seed(seed, "adversarial"))
         self._attack: DenoiserAttack | None = None
         self._for: Denoiser | None = None  # the denoiser the attack was built for
         self._pending: dict[str, Tensor] | None = None  # amortised: last step's fresh rows
@@ -172,8 +175,7 @@ class Adversarial:
         """Draw this step's budget and size the attack's step to it."""
         eps = self.config.eps
         if isinstance(eps, tuple):
-            u = float(torch.rand((), generator=self.generator))
-            eps = eps[0] + (eps[1] - eps[0]) * u
+            eps = self.generator.uniform(*eps)
         attack.eps = eps
         steps = self.config.steps
         if self.config.threat == "linf":
@@ -240,7 +242,7 @@ class Adversarial:
         state: dict[str, Any] = {
             "config": self.config.to_dict(),
             "seed": self.seed,
-            "generator": self.generator.get_state(),
+            "generator": _plain_state(self.generator.getstate()),
         }
         if self._attack is not None:
             state["attack_generator"] = self._attack._generator.get_state()
@@ -265,7 +267,10 @@ class Adversarial:
                 f"adversarial state was saved with {saved.to_dict()}, this run uses "
                 f"{self.config.to_dict()}"
             )
-        self.generator.set_state(state["generator"])
+        try:
+            self.generator.setstate(_tuple_state(state["generator"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"state['generator'] is not a budget generator state: {err}") from err
         self._attack_state = state.get("attack_generator")
         self._pending = None
         pending = state.get("pending")
@@ -279,3 +284,14 @@ class Adversarial:
                 "noisy": pending["noisy"],
                 "sigma": pending["sigma"],
             }
+
+
+def _plain_state(state: tuple) -> list:
+    """``random.Random.getstate()`` as nested lists (plain data for checkpoints)."""
+    return [list(x) if isinstance(x, tuple) else x for x in state]
+
+
+def _tuple_state(state: object) -> tuple:
+    if not isinstance(state, (list, tuple)):
+        raise TypeError(f"got {type(state).__name__}")
+    return tuple(tuple(x) if isinstance(x, list) else x for x in state)

@@ -11,6 +11,7 @@ drawn with the ``families`` weights. The model is always told the *nominal* sigm
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ._checks import (
     shown,
 )
 from ._io import plain
-from .families import FAMILIES, gaussian
+from .families import FAMILIES, draw_batch
 from .seeding import stream_seed
 
 SIDES = ("both", "above", "below")
@@ -174,8 +175,10 @@ class TSDraw:
 
     @cached_property
     def deviation(self) -> Tensor:
-        """Deviation of each sample's noise from the nominal-sigma entropy rate, (B,)."""
-        return typical.deviation(self.noise, self.sigma)
+        """Deviation of each sample's noise from the nominal-sigma entropy rate, (B,).
+
+        Same as ``typical.deviation(noise, sigma)`` without its checks (no host sync)."""
+        return typical.sample_deviation(self.noise, self.sigma)
 
 
 class TSSampler:
@@ -183,7 +186,8 @@ class TSSampler:
 
     One ``torch.Generator`` per device, seeded from ``seed`` (its ``"noise"`` stream);
     :meth:`state_dict` and :meth:`load_state_dict` save and restore it so a resumed run
-    continues the same stream.
+    continues the same stream. A draw never waits for the device (no host synchronisation)
+    unless it checks ``clean`` for NaN/Inf (``check_finite``, on by default).
     """
 
     def __init__(self, config: TSConfig | None = None, seed: int = 0, **options: Any) -> None:
@@ -197,9 +201,11 @@ class TSSampler:
         self.seed = check_seed("seed", seed)
         self._generators: dict[str, torch.Generator] = {}
         self._pending: dict[str, Tensor] = {}
-        names = self.config.families
-        self._weights = torch.tensor([names[k] for k in names], dtype=torch.float32)
-        self._fns = [FAMILIES[k] for k in names]
+        self._edges: dict[str, Tensor] = {}
+        cfg = self.config
+        # Families drawn: only Gaussian when p_ood is 0; never a family of weight 0.
+        fams = cfg.families if cfg.p_ood > 0 else {}
+        self._names = ("gaussian", *(k if w > 0 else None for k, w in fams.items()))
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator used for draws on ``device`` (created and seeded on first use)."""
@@ -234,12 +240,31 @@ class TSSampler:
             raise ValueError(f"sigma exceeds data_range={top:g}: give sigma in image units")
         return sig
 
-    def draw(self, clean: Tensor, sigma: Tensor | float | None = None) -> TSDraw:
+    def draw_family(self, batch: int, gen: torch.Generator) -> Tensor:
+        """Family index per sample: one uniform ``u``; ``u < p_ood`` splits by the weights."""
+        if len(self._names) == 1:
+            return torch.zeros(batch, dtype=torch.long, device=gen.device)
+        key = str(gen.device)
+        if key not in self._edges:  # cumulative weights times p_ood; filled, not copied
+            weights = list(self.config.families.values())
+            edges = torch.empty(len(weights), device=gen.device)
+            for i, cum in enumerate(itertools.accumulate(weights)):
+                edges[i] = self.config.p_ood * cum / sum(weights)
+            self._edges[key] = edges
+        u = torch.rand(batch, generator=gen, device=gen.device)
+        pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
+        return pos.add_(1).remainder_(len(self._names))
+
+    def draw(
+        self, clean: Tensor, sigma: Tensor | float | None = None, check_finite: bool = True
+    ) -> TSDraw:
         """Draw noise for ``clean`` (B, C, H, W) and return the noisy batch with its record.
 
         ``sigma`` overrides the configured nominal sigma (a number or a (B,) vector).
+        ``check_finite=False`` skips the NaN/Inf check of ``clean``, the one step that waits for
+        the device: the draw then never synchronises (with the configured sigma).
         """
-        check_images(clean, "clean")
+        check_images(clean, "clean", finite=check_finite)
         cfg = self.config
         shape = tuple(clean.shape)
         gen = self.generator(clean.device)
@@ -253,26 +278,8 @@ class TSSampler:
                     f"sigma must be a number or a ({b},) vector, got {tuple(sig.shape)}"
                 )
             sig = sig.reshape(-1).expand(b).contiguous()
-        if cfg.p_ood > 0:
-            coin = torch.rand(b, generator=gen, device=gen.device) < cfg.p_ood
-            pick = torch.multinomial(
-                self._weights.to(gen.device), b, replacement=True, generator=gen
-            )
-            family = torch.where(coin, pick + 1, torch.zeros_like(pick))
-            counts = torch.bincount(family, minlength=len(self._fns) + 1).tolist()
-        else:
-            family = torch.zeros(b, dtype=torch.long, device=gen.device)
-            counts = [b]
-        fns = (gaussian, *self._fns)
-        if max(counts) == b:  # one family for the whole batch: no scatter
-            noise = fns[counts.index(b)](shape, gen, cfg)
-        else:
-            noise = torch.empty(shape, device=gen.device, dtype=torch.float32)
-            for k, count in enumerate(counts):
-                if count:
-                    idx = (family == k).nonzero().squeeze(1)
-                    noise[idx] = fns[k]((count, *shape[1:]), gen, cfg)
-        noise.mul_(sig.view(b, 1, 1, 1))
+        family = self.draw_family(b, gen)
+        noise = draw_batch(shape, gen, cfg, family, self._names, sig)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)

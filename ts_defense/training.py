@@ -6,6 +6,9 @@ sigma. :func:`ts_loss` only computes the loss (you call ``backward``); :class:`T
 does the update, with an optional ``accelerate.Accelerator`` for devices, mixed precision and
 gradient accumulation, and refuses to apply a non-finite update.
 
+Nothing here waits for the device except the non-finite check of :class:`TrainStep` (once or
+twice per step; ``check_every`` defers it) and reading numbers from a :class:`StepResult`.
+
 >>> step = TrainStep(model, optimizer, TSSampler(sigma=25 / 255, seed=0), predicts="noise")
 >>> for clean in loader:
 ...     result = step(clean)            # result.loss, result.loss_id, result.loss_ood, ...
@@ -13,21 +16,23 @@ gradient accumulation, and refuses to apply a non-finite update.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from . import typical
-from ._checks import check_choice, check_positive
+from ._checks import check_choice, check_images, check_positive
 from .denoiser import Denoiser
 from .sampler import TSDraw, TSSampler
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+ON_NONFINITE = ("raise", "skip")
 
 
 class Perturbation(Protocol):
@@ -50,9 +55,6 @@ class Perturbation(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-ON_NONFINITE = ("raise", "skip")
-
-
 def _charbonnier(diff: Tensor, eps: float = 1e-3) -> Tensor:
     return (diff.square() + eps * eps).sqrt()
 
@@ -70,31 +72,64 @@ LOSSES = tuple(_PER_SAMPLE)
 
 @dataclass
 class StepResult:
-    """What one TS step computed. Tensors are detached except ``loss``.
+    """What one TS step computed, as tensors on the model's device: nothing here waits for the
+    device until you read a number (``float(...)``, :meth:`as_dict`).
 
     loss: the batch loss (a scalar; with grad from :func:`ts_loss`).
-    loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
-        (NaN when the batch has none of them); adversarial rows count in neither.
-    n_ood: how many samples got out-of-distribution noise (and kept it).
-    loss_adv, n_adv: the loss over, and the number of, the adversarial rows (NaN / 0 without
-        a perturbation).
-    deviation: each sample's noise deviation from the nominal entropy rate, (B,).
-    skipped: the update was skipped because the loss or a gradient was not finite.
     draw: the :class:`~ts_defense.TSDraw` the step used.
+    skipped: the update was skipped because the loss or a gradient was not finite.
+    loss_id, loss_ood: the loss over the in-distribution / out-of-distribution samples
+        (NaN when the batch has none of them); computed when first read. Adversarial rows
+        count in neither.
+    loss_adv, n_adv: the loss over, and the number of, the rows a perturbation replaced (NaN
+        and 0 without one).
+    n_ood: how many samples got out-of-distribution noise and kept it (a 0-dim int64 tensor).
+    deviation: each sample's noise deviation from the nominal entropy rate, (B,).
+    adversarial: the (B,) mask of rows a perturbation replaced, or None.
     """
 
     loss: Tensor
-    loss_id: Tensor
-    loss_ood: Tensor
-    n_ood: int
-    deviation: Tensor
     draw: TSDraw
+    _parts: Callable[[], tuple[Tensor, Tensor, Tensor]] = field(repr=False)
     skipped: bool = False
-    loss_adv: Tensor = dataclasses.field(default_factory=lambda: torch.tensor(math.nan))
-    n_adv: int = 0
+    adversarial: Tensor | None = None
+    noise_deviation: Tensor | None = field(default=None, repr=False)
+
+    @cached_property
+    def _loss_parts(self) -> tuple[Tensor, Tensor, Tensor]:
+        with torch.no_grad():
+            return self._parts()
+
+    @property
+    def loss_id(self) -> Tensor:
+        return self._loss_parts[0]
+
+    @property
+    def loss_ood(self) -> Tensor:
+        return self._loss_parts[1]
+
+    @property
+    def loss_adv(self) -> Tensor:
+        return self._loss_parts[2]
+
+    @property
+    def n_ood(self) -> Tensor:
+        ood = self.draw.ood
+        return (ood if self.adversarial is None else ood & ~self.adversarial).sum()
+
+    @property
+    def n_adv(self) -> Tensor:
+        if self.adversarial is None:
+            return torch.zeros((), dtype=torch.long)
+        return self.adversarial.sum()
+
+    @property
+    def deviation(self) -> Tensor:
+        return self.draw.deviation if self.noise_deviation is None else self.noise_deviation
 
     def as_dict(self) -> dict[str, float]:
-        """Plain floats for logs: loss, its parts, OOD count and deviation statistics."""
+        """Plain floats for logs (this reads from the device): loss, its parts, OOD count and
+        deviation statistics."""
         dev = self.deviation
         return {
             "loss": float(self.loss.detach()),
@@ -136,11 +171,6 @@ def check_accelerator(accelerator: object) -> None:
         )
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    count = mask.sum()
-    return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
-
-
 def check_perturbation(perturbation: object) -> Perturbation | None:
     """Require None or an object with the :class:`Perturbation` interface."""
     if perturbation is not None and not (
@@ -154,56 +184,69 @@ def check_perturbation(perturbation: object) -> Perturbation | None:
     return perturbation  # type: ignore[return-value]
 
 
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    count = mask.sum()
+    return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
+
+
 def ts_loss(
     denoiser: Denoiser,
     sampler: TSSampler,
     clean: Tensor,
     loss: str | LossFn = "mse",
     perturbation: Perturbation | None = None,
+    check_finite: bool = True,
 ) -> StepResult:
     """Draw TS noise for ``clean``, denoise with the nominal sigma and return the loss and parts.
 
     perturbation: replaces part of the batch after the draw (adversarial training); its rows
         are left out of ``loss_id``/``loss_ood`` and make up ``loss_adv``.
     The loss is computed in float32 even when the model runs in half precision.
+    ``check_finite=False`` skips the NaN/Inf check of ``clean`` (a host sync): the call then
+    never waits for the device; a NaN in ``clean`` shows up as a NaN loss.
     """
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
     check_sampler(sampler)
     check_perturbation(perturbation)
     loss = resolve_loss(loss)
-    draw = sampler.draw(clean)
+    draw = sampler.draw(clean, check_finite=check_finite)
     noisy, sigma, ood = draw.noisy, draw.sigma, draw.ood
-    adv = torch.zeros_like(ood)
-    deviation = draw.deviation
+    adv, deviation = None, None
     if perturbation is not None:
         noisy, clean, sigma, adv = perturbation(denoiser, noisy, clean, sigma)
         ood = ood & ~adv
         with torch.no_grad():
-            deviation = typical.deviation((noisy - clean).float(), sigma)
+            deviation = typical.sample_deviation(noisy - clean, sigma)
     pred = denoiser(noisy, sigma).float()
     target = clean.float()
-    plain = ~(ood | adv)
+    plain = ~ood if adv is None else ~(ood | adv)
+    masks = (plain, ood, torch.zeros_like(ood) if adv is None else adv)
     if isinstance(loss, str):
         per_sample = _PER_SAMPLE[loss](pred - target)
         value = per_sample.mean()
-        with torch.no_grad():
-            parts = [_masked_mean(per_sample.detach(), m) for m in (plain, ood, adv)]
+        done = per_sample.detach()
+
+        def parts() -> tuple[Tensor, Tensor, Tensor]:
+            return tuple(_masked_mean(done, m) for m in masks)  # type: ignore[return-value]
+
     else:
         value = loss(pred, target)
         if not isinstance(value, Tensor) or value.numel() != 1:
             got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"loss must return a scalar tensor, got {got}")
         value = value.reshape(())
-        with torch.no_grad():
-            nan = torch.tensor(math.nan)
-            parts = [
-                loss(pred[m], target[m]).float() if bool(m.any()) else nan
-                for m in (plain, ood, adv)
-            ]
-    result = StepResult(value, parts[0], parts[1], int(ood.sum()), deviation, draw)
-    result.loss_adv, result.n_adv = parts[2], int(adv.sum())
-    return result
+        pred = pred.detach()
+
+        def parts() -> tuple[Tensor, Tensor, Tensor]:  # a callable loss needs the subsets
+            def part(mask: Tensor) -> Tensor:
+                if not bool(mask.any()):
+                    return torch.tensor(math.nan, device=pred.device)
+                return loss(pred[mask], target[mask]).float()
+
+            return tuple(part(m) for m in masks)  # type: ignore[return-value]
+
+    return StepResult(value, draw, parts, adversarial=adv, noise_deviation=deviation)
 
 
 class TrainStep:
@@ -221,7 +264,13 @@ class TrainStep:
     The model's train/eval mode is left as you set it.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
-        way buffers the forward pass moved (batch-norm running statistics) are restored.
+        way buffers the forward pass moved (batch-norm running statistics) are restored. A NaN
+        or Inf in ``clean`` raises ``ValueError`` (found through the loss, not checked apart).
+    check_every: read the non-finite check every this many steps. 1 (default) checks each
+        step before its update, which waits for the device once or twice per step. N > 1 keeps
+        the check on the device and reads it every N steps (and in :meth:`check`): no wait in
+        between, but a bad step's update is applied and reported up to N - 1 steps late
+        (``on_nonfinite="raise"`` only).
     perturbation: replaces part of each batch after the draw, e.g. an
         :class:`~ts_defense.adversarial.Adversarial` (adversarial training); its state is saved
         with the sampler's under Accelerate.
@@ -241,6 +290,7 @@ class TrainStep:
         accelerator: Any = None,
         max_grad_norm: float | None = None,
         on_nonfinite: str = "raise",
+        check_every: int = 1,
         perturbation: Perturbation | None = None,
     ) -> None:
         if isinstance(model, Denoiser):
@@ -259,6 +309,12 @@ class TrainStep:
             check_positive("max_grad_norm", max_grad_norm)
         self.max_grad_norm = max_grad_norm
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        self.check_every = int(check_positive("check_every", check_every, integer=True))
+        if self.check_every > 1 and self.on_nonfinite != "raise":
+            raise ValueError(
+                f"check_every={check_every} needs on_nonfinite='raise': a step can only be "
+                f"skipped when it is checked before its update"
+            )
         self.accelerator = accelerator
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         if any(p.dtype == torch.float16 for p in self.params):
@@ -268,16 +324,28 @@ class TrainStep:
                 "accelerate.Accelerator(mixed_precision='fp16'), or use bfloat16 weights"
             )
         self.step_count = 0
+        self._bad: Tensor | None = None  # deferred check: a non-finite step since the last read
+        self._buffers: list[Tensor] = []
+        self._saved: list[Tensor] = []
         if accelerator is not None:
             accelerator.register_for_checkpointing(RankState(sampler, accelerator))
             if perturbation is not None:
                 accelerator.register_for_checkpointing(RankState(perturbation, accelerator))
 
-    def _nonfinite(self, what: str, result: StepResult) -> StepResult:
+    def _save_buffers(self) -> None:
+        """Copy the buffers (batch-norm statistics) before the forward pass moves them."""
+        buffers = [b for b in self.denoiser.buffers()]
+        if [id(b) for b in buffers] != [id(b) for b in self._buffers]:
+            self._buffers, self._saved = buffers, [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self._saved, buffers)  # one launch, not one per buffer
+
+    def _nonfinite(self, what: str, result: StepResult, clean: Tensor) -> StepResult:
         # The forward pass already moved running statistics (batch norm) with the bad batch.
-        with torch.no_grad():
-            for buf, saved in zip(self._buffers, self._saved, strict=True):
-                buf.copy_(saved)
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._saved)
+        check_images(clean, "clean")  # a NaN/Inf input: say so (ValueError)
         if self.on_nonfinite == "raise":
             loss = float(result.loss.detach())
             raise FloatingPointError(
@@ -291,23 +359,42 @@ class TrainStep:
 
     def __call__(self, clean: Tensor) -> StepResult:
         acc = self.accelerator
-        self._buffers = list(self.denoiser.buffers())
-        self._saved = [b.detach().clone() for b in self._buffers]
-        if acc is None:
-            result = ts_loss(self.denoiser, self.sampler, clean, self.loss, self.perturbation)
-            result = self._update(result, sync=True)
-        else:
-            with acc.accumulate(self.denoiser.model):
-                result = ts_loss(self.denoiser, self.sampler, clean, self.loss, self.perturbation)
-                result = self._update(result, sync=acc.sync_gradients)
+        if self.check_every == 1:
+            self._save_buffers()
+        with nullcontext() if acc is None else acc.accumulate(self.denoiser.model):
+            result = ts_loss(
+                self.denoiser, self.sampler, clean, self.loss, self.perturbation, check_finite=False
+            )
+            result = self._update(result, clean, sync=acc is None or acc.sync_gradients)
         self.step_count += 1
+        if self.check_every > 1 and self.step_count % self.check_every == 0:
+            self.check()
         result.loss = result.loss.detach()
         return result
 
-    def _update(self, result: StepResult, sync: bool) -> StepResult:
+    def check(self) -> None:
+        """Read the deferred non-finite check (``check_every`` > 1) now; raise if it tripped."""
+        bad, self._bad = self._bad, None
+        if bad is not None and bool(bad):
+            first = (self.step_count - 1) // self.check_every * self.check_every
+            raise FloatingPointError(
+                f"non-finite loss or gradient (or NaN/Inf in a clean batch) at a step in "
+                f"{first}..{self.step_count - 1}; with check_every={self.check_every} its update "
+                f"was applied: the weights may hold NaN, reload the last good checkpoint"
+            )
+
+    def _flag(self, value: Tensor) -> bool:
+        """Is ``value`` finite? Read now when checking every step, else recorded on the device."""
+        if self.check_every == 1:
+            return bool(torch.isfinite(value))
+        bad = ~torch.isfinite(value)
+        self._bad = bad if self._bad is None else self._bad | bad
+        return True
+
+    def _update(self, result: StepResult, clean: Tensor, sync: bool) -> StepResult:
         acc = self.accelerator
-        if not bool(torch.isfinite(result.loss)):
-            return self._nonfinite("loss", result)
+        if not self._flag(result.loss):
+            return self._nonfinite("loss", result, clean)
         if acc is None:
             result.loss.backward()
         else:
@@ -321,8 +408,8 @@ class TrainStep:
                 grads = [p.grad for p in self.params if p.grad is not None]
                 norm = nn.utils.get_total_norm(grads) if grads and not scaled else None
             # fp16 loss scaling: the GradScaler itself skips steps with inf gradients.
-            if norm is not None and not scaled and not bool(torch.isfinite(norm)):
-                return self._nonfinite("gradient", result)
+            if norm is not None and not scaled and not self._flag(norm):
+                return self._nonfinite("gradient", result, clean)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result

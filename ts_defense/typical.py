@@ -87,6 +87,13 @@ def deviation(noise: Tensor, sigma: SigmaLike) -> Tensor:
     return _finite((power - 1) / 2)
 
 
+def sample_deviation(noise: Tensor, sigma: Tensor) -> Tensor:
+    """:func:`deviation` of trusted inputs with a per-sample sigma (B,), unchecked: it never
+    waits for the device (the training step's hot path)."""
+    power = noise.float().square().flatten(1).mean(1)
+    return (power / sigma.float().square() - 1) / 2
+
+
 def _finite(d: Tensor) -> Tensor:
     if not bool(torch.isfinite(d).all()):
         raise ValueError("noise is too large for sigma: its power overflows float32")

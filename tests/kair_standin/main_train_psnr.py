@@ -1,5 +1,7 @@
 import argparse
+import random
 
+import numpy as np
 import torch
 from data.select_dataset import define_Dataset
 from models.select_model import define_Model
@@ -15,7 +17,10 @@ def main(json_path="options/train.json"):
     step_g, opt["path"]["pretrained_netG"] = option.find_last_checkpoint(models, "G")
     step_o, opt["path"]["pretrained_optimizerG"] = option.find_last_checkpoint(models, "optimizerG")
     opt = option.dict_to_nonedict(opt)
-    torch.manual_seed(opt["train"]["manual_seed"] or 0)
+    seed = opt["train"]["manual_seed"] or 0
+    random.seed(seed)  # as KAIR's own script: crops (random) and sigma (numpy) are seeded too
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     loaders = {}
     for phase, dataset_opt in opt["datasets"].items():
         ds = define_Dataset(dataset_opt)

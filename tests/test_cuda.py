@@ -1,0 +1,216 @@
+"""The TS hot path never waits for the device (issue 13).
+
+On the CPU (always run): the draw and a training step with a deferred non-finite check are
+profiled; no op that reads a value back to the host may appear (``item``, ``nonzero``, ...),
+and the number of aten ops per draw is bounded so that a regression shows. On CUDA (skipped
+without a GPU): the same under ``torch.cuda.set_sync_debug_mode("error")``, the statistical
+checks of tests/test_sampler.py on the device, same-seed determinism and state_dict resume.
+"""
+
+from contextlib import contextmanager
+
+import pytest
+import stat_checks as chk
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ts_defense import TrainStep, TSConfig, TSSampler
+from ts_defense.models import DnCNN
+from ts_defense.recipes import make_recipe
+
+SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero"}
+SIGMA = 25 / 255
+
+# config -> most top-level aten ops one draw may run (views included; measured + ~20%)
+CONFIGS = {
+    "gaussian": (TSConfig(p_ood=0.0), 10),
+    "default": (TSConfig(), 130),
+    "blind": (TSConfig(sigma=(5 / 255, 50 / 255)), 135),
+    "every sample OOD": (TSConfig(p_ood=1.0), 130),
+    "radial": (TSConfig(p_ood=1.0, families={"radial": 1}), 55),
+    "local": (TSConfig(p_ood=1.0, families={"local": 1}), 60),
+    "structured": (TSConfig(p_ood=1.0, families={"structured": 1}), 80),
+    "zero mean": (TSConfig(p_ood=0.5, zero_mean=True), 190),
+    "window not tiling": (TSConfig(window=5), 150),
+}
+
+
+def aten_ops(fn):
+    """(top-level aten op names, all aten op names) that ``fn()`` runs on the CPU."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = [
+        e.name for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten")
+    ]
+    return top, {e.name for e in events}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cpu_draw_reads_nothing_back_and_runs_few_ops(name):
+    config, bound = CONFIGS[name]
+    sampler, clean = TSSampler(config, seed=0), torch.rand(4, 3, 16, 16)
+    sampler.draw(clean, check_finite=False)
+    top, names = aten_ops(lambda: sampler.draw(clean, check_finite=False))
+    assert not names & SYNC_OPS, sorted(names & SYNC_OPS)
+    assert len(top) <= bound, f"{len(top)} aten ops per draw (bound {bound}): {top}"
+
+
+def test_cpu_finite_check_is_the_only_read_back():
+    sampler, clean = TSSampler(seed=0), torch.rand(4, 3, 16, 16)
+    _, names = aten_ops(lambda: sampler.draw(clean))
+    assert names & SYNC_OPS  # the default draw checks clean for NaN/Inf: that reads a number
+
+
+def test_cpu_train_step_with_deferred_check_reads_nothing_back():
+    torch.manual_seed(0)
+    model = DnCNN(depth=3, features=8)  # batch norm included
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    step = TrainStep(model, opt, TSSampler(seed=0), predicts="noise", check_every=100,
+                     max_grad_norm=1.0)  # fmt: skip
+    clean = torch.rand(4, 1, 16, 16)
+    step(clean)
+    _, names = aten_ops(lambda: step(clean))
+    assert not names & SYNC_OPS, sorted(names & SYNC_OPS)
+
+
+def free_hat_step(device="cpu"):
+    torch.manual_seed(0)
+    model = DnCNN(depth=3, features=8).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # CPU Adam reads its step
+    recipe = make_recipe("ts-free-hat")
+    step = TrainStep(model, opt, recipe.sampler(0), perturbation=recipe.perturbation(0),
+                     predicts="noise", check_every=100)  # fmt: skip
+    clean = torch.rand(4, 1, 16, 16, device=device)
+    step(clean)
+    step(clean)  # from here on half of each batch is replayed along its input gradient
+    return step, clean
+
+
+def test_cpu_amortised_adversarial_step_reads_nothing_back():
+    step, clean = free_hat_step()
+    _, names = aten_ops(lambda: step(clean))
+    assert not names & SYNC_OPS, sorted(names & SYNC_OPS)
+
+
+# ---- CUDA ----------------------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@contextmanager
+def no_sync():
+    """Any host-device synchronisation inside raises RuntimeError."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@cuda
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cuda_draw_never_syncs(name):
+    sampler = TSSampler(CONFIGS[name][0], seed=0)
+    clean = torch.rand(8, 3, 32, 32, device="cuda")
+    sampler.draw(clean, check_finite=False)  # the first draw on a device sets it up
+    with no_sync():
+        for _ in range(3):
+            draw = sampler.draw(clean, check_finite=False)
+            _ = draw.deviation, draw.ood, draw.sigma_map
+    assert draw.noise.is_cuda and draw.family.is_cuda
+
+
+@cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_cuda_train_step_never_syncs(optimizer):
+    torch.manual_seed(0)
+    model = DnCNN(depth=3, features=8).cuda()
+    opt = (torch.optim.SGD(model.parameters(), lr=1e-3) if optimizer == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=1e-4))  # fmt: skip
+    sampler = TSSampler(TSConfig(sigma=(5 / 255, 50 / 255)), seed=0)
+    step = TrainStep(model, opt, sampler, predicts="noise", check_every=10, max_grad_norm=1.0)
+    clean = torch.rand(8, 1, 32, 32, device="cuda")
+    step(clean)
+    with no_sync():
+        results = [step(clean) for _ in range(3)]
+        _ = results[-1].n_ood, results[-1].loss_id, results[-1].deviation
+    step.check()
+    assert all(torch.isfinite(r.loss) for r in results)
+
+
+@cuda
+def test_cuda_amortised_adversarial_step_never_syncs():
+    step, clean = free_hat_step("cuda")
+    with no_sync():
+        results = [step(clean) for _ in range(3)]
+        _ = results[-1].n_adv, results[-1].loss_adv
+    step.check()
+    assert int(results[-1].n_adv) == 2 and all(torch.isfinite(r.loss) for r in results)
+
+
+@cuda
+@pytest.mark.parametrize("recipe", ["hat", "free-hat"])
+def test_cuda_recipes_resume_exactly(tmp_path, recipe):
+    from ts_defense import fit
+
+    images = torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(5))
+
+    def run(steps, ckpt=None):
+        torch.manual_seed(0)
+        model = DnCNN(depth=3, features=8, batch_norm=False).cuda()
+        fit(model, images, recipe=recipe, steps=steps, batch_size=4, patch_size=12,
+            checkpoint=ckpt, progress=False, predicts="noise")  # fmt: skip
+        return model
+
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    whole = run(4)
+    run(2, tmp_path / "c.pt")
+    part = run(4, tmp_path / "c.pt")
+    for a, b in zip(whole.state_dict().values(), part.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def draw_cuda(config, batch, shape=(1, 16, 16), seed=0):
+    return TSSampler(config, seed=seed).draw(torch.zeros(batch, *shape, device="cuda"))
+
+
+@cuda
+def test_cuda_statistics():
+    gauss = draw_cuda(TSConfig(sigma=SIGMA, p_ood=0.0), 256)
+    chk.aep(gauss.noise, SIGMA)
+    for sides in ("both", "above", "below"):
+        cfg = TSConfig(p_ood=1.0, families={"radial": 1}, band=(0.05, 0.3), sides=sides)
+        chk.in_band(draw_cuda(cfg, 64, (3, 16, 16)).noise, SIGMA, (0.05, 0.3), sides)
+    chk.isotropic(draw_cuda(TSConfig(p_ood=1.0, families={"radial": 1}), 512, (1, 8, 8)).noise)
+    for zero_mean in (False, True):
+        cfg = TSConfig(p_ood=1.0, families={"local": 1}, local_fraction=0.3, zero_mean=zero_mean)
+        chk.local_windows(draw_cuda(cfg, 16, (3, 32, 32)).noise, SIGMA, 8, 0.3, (0.05, 0.35))
+        cfg = TSConfig(p_ood=1.0, families={"structured": 1}, zero_mean=zero_mean)
+        chk.nominal_power(draw_cuda(cfg, 16, (3, 24, 20)).noise, SIGMA)
+    chk.correlated(
+        draw_cuda(TSConfig(p_ood=1.0, families={"structured": 1}), 16, (1, 32, 32)).noise
+    )
+    chk.binomial_share(draw_cuda(TSConfig(p_ood=0.3), 4000, (1, 4, 4)).ood, 0.3)
+    weights = {"radial": 1.0, "local": 0.0, "structured": 3.0}
+    family = draw_cuda(TSConfig(p_ood=1.0, families=weights), 4000, (1, 8, 8)).family
+    for k, w in enumerate(weights.values(), start=1):
+        chk.binomial_share(family == k, w / 4)
+
+
+@cuda
+def test_cuda_same_seed_same_bits_and_resume():
+    clean = torch.rand(6, 3, 24, 24, device="cuda")
+    cfg = TSConfig(sigma=(5 / 255, 50 / 255), p_ood=0.5)
+    a, b = TSSampler(cfg, seed=3).draw(clean), TSSampler(cfg, seed=3).draw(clean)
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.family, b.family)
+    first = TSSampler(cfg, seed=3)
+    first.draw(clean)
+    state = first.state_dict()
+    expected = [first.draw(clean) for _ in range(3)]
+    resumed = TSSampler(cfg, seed=99)
+    resumed.load_state_dict(state)
+    for want in expected:
+        got = resumed.draw(clean)
+        assert torch.equal(got.noise, want.noise) and torch.equal(got.sigma, want.sigma)
