@@ -52,7 +52,6 @@ from ts_defense.data import (  # noqa: E402
     shared_data_dir,
     tiles,  # noqa: E402
 )
-from ts_defense.demo import DemoConfig, train_variants  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
 from ts_defense.fit import PatchSampler, fit  # noqa: E402
 from ts_defense.models import DnCNN, PnPHQS, ProxGradUnfolded, load_dncnn  # noqa: E402
@@ -173,7 +172,7 @@ def _timed(train) -> tuple[Denoiser, float, float]:
 
 
 def train_scratch(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
-    """One small DnCNN trained with variant ``name`` (TS variants through the demo's trainer)."""
+    """One small DnCNN trained with variant ``name`` (TS variants through ``fit``)."""
     options = VARIANTS[name]
     if options == HAT:
         torch.manual_seed(seed)
@@ -187,17 +186,12 @@ def train_scratch(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> D
             patch_size=sizes.patch_size,
             seed=seed,
         )
-    cfg = DemoConfig(
-        sigma=SIGMA,
-        steps=sizes.steps,
-        depth=sizes.depth,
-        features=sizes.features,
-        batch_size=sizes.batch_size,
-        patch_size=sizes.patch_size,
-        seed=seed,
-        variants={name: options},
-    )
-    return train_variants(cfg, images, progress=False)["models"][name]
+    torch.manual_seed(seed)
+    net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
+    fit(net, images, config={"sigma": SIGMA, **options}, steps=sizes.steps,
+        batch_size=sizes.batch_size, patch_size=sizes.patch_size, seed=seed, predicts="noise",
+        progress=False)  # fmt: skip
+    return Denoiser(net.eval(), predicts="noise")
 
 
 def train_finetune(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:

@@ -104,7 +104,7 @@ def test_basicsr_resume_refuses_a_sampler_state_with_payload(tmp_path):
 
     model = type("M", (TSModelMixin, Base), {})
     m = model.__new__(model)
-    m.ts_sampler = TSSampler(seed=0)
+    m.ts_sampler, m.ts_adversarial = TSSampler(seed=0), None
     m.opt = {"path": {"resume_state": str(tmp_path / "7.state")}}
     marker = tmp_path / "ran"
     evil_file(sampler_state_path(str(tmp_path), 7), marker, lambda p: {"seed": 0, "generators": p})

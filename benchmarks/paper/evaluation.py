@@ -19,25 +19,18 @@ from torch import Tensor
 from ts_defense import Denoiser
 from ts_defense.attacks import DenoisingPGD, ObsAtk
 from ts_defense.attacks.evaluate import add_noise, denoise, psnr, ssim
+from ts_defense.attacks.report import centre_crop
 
 from .plan import SIGMA, Plan
 
 Batches = list[Tensor]
 
 
-def centre_crop(img: Tensor, size: int | None) -> Tensor:
-    if size is None:
-        return img
-    h, w = img.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[..., top : top + size, left : left + size]
-
-
 def test_batches(images: list[Tensor], plan: Plan, device: torch.device) -> tuple[Batches, Batches]:
     """Clean and noisy test batches: images of one shape together, ``plan.chunk`` at most."""
     groups: dict[tuple, list[Tensor]] = defaultdict(list)
     for img in images[: plan.test_images]:
-        img = centre_crop(img, plan.test_crop)
+        img = img if plan.test_crop is None else centre_crop(img, plan.test_crop)
         groups[tuple(img.shape)].append(img)
     clean = [
         torch.cat(g[i : i + plan.chunk]).to(device)
