@@ -78,3 +78,17 @@ def test_tables_pair_by_seed_and_split_the_drop():
     assert "| gaussian | 8/255 | 4.00 | 3.55 | 0.45 | 0.90 |" in drops
     curves = tables.budget_curves(rows)
     assert curves["hat"]["psnr"] == pytest.approx([29.0, 25.5])
+
+
+def test_tables_never_average_models_of_different_lengths():
+    rows = [row("gaussian", 0, 29.0, 25.0, 25.5), row("hat", 0, 28.9, 25.6, 25.7)]
+    rows += [{**row("hat", 1, 28.8, 25.9, 25.7), "steps": 500}]
+    rows += [{**r, "steps": 2000} for r in rows[:2]]
+    rows = rows[2:]  # the two seed-0 rows at 2000 steps, the seed-1 hat row at 500
+    table = tables.results_table(rows)
+    assert "| hat (2000 steps) | 1 |" in table and "| hat (500 steps) | 1 |" in table
+    paired = tables.paired_table(rows)
+    assert "hat (2000 steps) | 1 |" in paired and "500 steps" not in paired  # no same-length pair
+    public = {"part": "model", "recipe": tables.PUBLIC_ROW, "seed": None, "clean": 29.2,
+              "pgd8": 24.7, "pass8": 25.0, "gain8": 1.1, "obsatk": 25.6, "ref3": 28.2}  # fmt: skip
+    assert f"| {tables.PUBLIC_ROW} | 1 |" in tables.results_table([public, public, *rows])

@@ -75,11 +75,13 @@ def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | f
     _, c, h, w = shape
     if h % window == 0 and w % window == 0:
         return float(c * window * window)
-    rows = torch.full((-(-h // window),), float(window), device=device)
-    cols = torch.full((-(-w // window),), float(window), device=device)
-    rows[-1] = h - window * (rows.numel() - 1)
-    cols[-1] = w - window * (cols.numel() - 1)
-    return c * rows[:, None] * cols[None, :]
+
+    def sides(size: int) -> Tensor:  # window, ..., window, remainder (no indexed write: a sync)
+        n = -(-size // window)
+        last = torch.arange(n, device=device) == n - 1
+        return torch.where(last, float(size - window * (n - 1)), float(window))
+
+    return c * sides(h)[:, None] * sides(w)[None, :]
 
 
 def _linear_gain(scale: int) -> float:

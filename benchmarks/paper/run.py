@@ -21,11 +21,11 @@ from ts_defense import Denoiser, fit
 from ts_defense.attacks.evaluate import denoise, psnr
 from ts_defense.data import bsd68, bsd400, shared_data_dir
 from ts_defense.models import DnCNN, load_dncnn
-from ts_defense.robustness import plot_budget_curves
 
 from . import tables
 from .evaluation import evaluate, test_batches, transfer_inputs
 from .plan import PRESETS, PUBLIC, REFERENCE_PSNR, SIGMA, TOLERANCE, Plan, job_seconds, sized
+from .plot import budget_figure
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -201,12 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         den, step_ms = train(plan, recipe, seed, train_images, args.out, args, device)
         row = evaluate(den, clean, noisy, transfer(), plan)
         log.add({**keys, "mode": plan.mode, "step_ms": step_ms, **row})
-    write_report(log.rows, args.out)
+    write_report(log.rows, args.out, plan.attack_steps)
     print(f"done in {time.perf_counter() - start:.0f} s: {args.out / 'report.md'}")
 
 
-def write_report(rows: list[dict], out: Path) -> None:
+def write_report(rows: list[dict], out: Path, attack_steps: int) -> None:
     (out / "report.md").write_text(tables.report(rows))
-    curves = tables.budget_curves(rows)
-    if curves:
-        plot_budget_curves(curves, str(out / "budget.png"))
+    budget_figure(rows, out / "budget.png", attack_steps)

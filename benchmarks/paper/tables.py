@@ -31,21 +31,31 @@ def _cell(values: list[float]) -> str:
 
 
 def _by_recipe(rows: list[dict]) -> dict[str, list[dict]]:
+    """Model rows per recipe; where runs of several lengths are mixed, per recipe and length
+    (``"hat (1379 steps)"``): models trained for different lengths are never averaged."""
+    models, seen = [], set()
+    for r in rows:  # a resumed or repeated run evaluates the public weights again: count once
+        key = (r.get("recipe"), r.get("seed"), r.get("steps"))
+        if r.get("part") == "model" and key not in seen:
+            seen.add(key)
+            models.append(r)
+    mixed = len({r["steps"] for r in models if "steps" in r}) > 1
     groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r.get("part") == "model":
-            groups[r["recipe"]].append(r)
+    for r in models:
+        key = f"{r['recipe']} ({r['steps']} steps)" if mixed and "steps" in r else r["recipe"]
+        groups[key].append(r)
     return groups
 
 
 def step_ratios(rows: list[dict]) -> dict[str, float]:
     """Median over seeds of each recipe's step time over the Gaussian step of the same seed."""
     groups = _by_recipe(rows)
-    base = {r["seed"]: r["step_ms"] for r in groups.get("gaussian", [])}
+    base = {r["seed"]: r["step_ms"] for rs in groups.values() for r in rs
+            if r["recipe"] == "gaussian" and r.get("step_ms")}  # fmt: skip
     return {
-        name: statistics.median(r["step_ms"] / base[r["seed"]] for r in rs if r["seed"] in base)
+        name: statistics.median(r["step_ms"] / base[r["seed"]] for r in timed)
         for name, rs in groups.items()
-        if any(r["seed"] in base for r in rs)
+        if (timed := [r for r in rs if r["seed"] in base and r.get("step_ms")])
     }
 
 
@@ -64,14 +74,20 @@ def results_table(rows: list[dict]) -> str:
 
 
 def paired_table(rows: list[dict], baseline: str = "gaussian") -> str:
-    """Each recipe minus the baseline recipe trained with the same seed (mean ± sd, dB)."""
+    """Each recipe minus the baseline recipe trained with the same seed and length (mean ± sd,
+    dB)."""
     groups = _by_recipe(rows)
-    base = {r["seed"]: r for r in groups.get(baseline, [])}
+    base = {(r["seed"], r.get("steps")): r for rs in groups.values() for r in rs
+            if r["recipe"] == baseline}  # fmt: skip
     metrics = _metrics([r for rs in groups.values() for r in rs])
     head = ["recipe - " + baseline, "pairs", *map(_header, metrics)]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, rs in groups.items():
-        pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base and name != baseline]
+        pairs = [
+            (r, base[r["seed"], r.get("steps")])
+            for r in rs
+            if (r["seed"], r.get("steps")) in base and r["recipe"] != baseline
+        ]
         if not pairs:
             continue
         cells = [_cell([r[m] - b[m] for r, b in pairs if m in r and m in b]) for m in metrics]
