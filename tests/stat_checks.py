@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from ts_defense import typical
+from ts_defense import TSSampler, typical
 
 Z = 5.0  # two-sided z of about 6e-7: false alarms are negligible over a whole test run
 
@@ -100,3 +101,17 @@ def binomial_share(hits: Tensor, p: float) -> None:
     alpha = 2 * norm.sf(Z)
     tail = min(binom.cdf(k, n, p), binom.sf(k - 1, n, p))
     assert tail > alpha / 2, f"{k}/{n} hits, p={p}: tail probability {tail:.2g}"
+
+
+def resumes_exactly(cfg, clean: Tensor, seed: int, steps: int = 1) -> None:
+    """A sampler restored from ``state_dict`` after ``steps`` draws continues the same stream."""
+    first = TSSampler(cfg, seed=seed)
+    for _ in range(steps):
+        first.draw(clean)
+    state = first.state_dict()
+    expected = [first.draw(clean) for _ in range(3)]
+    resumed = TSSampler(cfg, seed=seed + 1)
+    resumed.load_state_dict(state)
+    for want in expected:
+        got = resumed.draw(clean)
+        assert torch.equal(got.noise, want.noise) and torch.equal(got.sigma, want.sigma)

@@ -205,12 +205,4 @@ def test_cuda_same_seed_same_bits_and_resume():
     cfg = TSConfig(sigma=(5 / 255, 50 / 255), p_ood=0.5)
     a, b = TSSampler(cfg, seed=3).draw(clean), TSSampler(cfg, seed=3).draw(clean)
     assert torch.equal(a.noise, b.noise) and torch.equal(a.family, b.family)
-    first = TSSampler(cfg, seed=3)
-    first.draw(clean)
-    state = first.state_dict()
-    expected = [first.draw(clean) for _ in range(3)]
-    resumed = TSSampler(cfg, seed=99)
-    resumed.load_state_dict(state)
-    for want in expected:
-        got = resumed.draw(clean)
-        assert torch.equal(got.noise, want.noise) and torch.equal(got.sigma, want.sigma)
+    chk.resumes_exactly(cfg, clean, seed=3)

@@ -224,17 +224,7 @@ def test_same_seed_same_bits(seed, clean, p):
 @given(seed=seeds, steps=st.integers(0, 4), p=st.floats(0, 1), blind=st.booleans())
 def test_restored_state_continues_the_stream(seed, steps, p, blind):
     cfg = TSConfig(p_ood=p, sigma=(5 / 255, 50 / 255) if blind else 25 / 255)
-    x = torch.rand(5, 1, 12, 12)
-    a = TSSampler(cfg, seed=seed)
-    for _ in range(steps):
-        a.draw(x)
-    state = a.state_dict()
-    expected = [a.draw(x) for _ in range(3)]
-    b = TSSampler(cfg, seed=12345)
-    b.load_state_dict(state)
-    for want in expected:
-        got = b.draw(x)
-        assert torch.equal(got.noise, want.noise) and torch.equal(got.sigma, want.sigma)
+    chk.resumes_exactly(cfg, torch.rand(5, 1, 12, 12), seed, steps)
 
 
 def test_different_seeds_differ():

@@ -115,7 +115,7 @@ def test_bad_inputs_fail_at_first_step_before_any_update():
     with pytest.raises(ValueError, match="clean contains NaN"):
         step(bad)
     nan_loss = TrainStep(model, opt, TSSampler(), loss=lambda p, t: (p - t).mean() * math.nan)
-    with pytest.raises(FloatingPointError, match="non-finite loss at step 0.*not updated"):
+    with pytest.raises(FloatingPointError, match="non-finite loss.* at step 0.*not updated"):
         nan_loss(batch())
     with pytest.raises(ValueError, match="loss must return a scalar"):
         TrainStep(model, opt, TSSampler(), loss=lambda p, t: p - t)(batch())
@@ -251,3 +251,17 @@ def test_step_result_holds_tensors_and_reads_them_in_as_dict():
     assert isinstance(res.n_ood, torch.Tensor) and res.n_ood.dim() == 0
     assert int(res.n_ood) == int(res.draw.ood.sum())
     assert res.as_dict()["n_ood"] == float(res.n_ood)
+
+
+def test_huge_finite_batch_cannot_poison_batch_norm_statistics():
+    # Finite values whose squares overflow: the loss can stay finite while the batch-norm
+    # running variance becomes inf; the step must refuse it and leave every buffer as it was.
+    torch.manual_seed(0)
+    model = DnCNN(depth=3, features=4)
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.01), TSSampler(seed=0),
+                     predicts="noise")  # fmt: skip
+    before = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
+    with pytest.raises(FloatingPointError, match="batch statistics"):
+        step(torch.tensor([[[[1.5410e30, -2.9343e29]]]]))
+    after = (*model.parameters(), *model.buffers())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

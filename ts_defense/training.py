@@ -391,10 +391,18 @@ class TrainStep:
         self._bad = bad if self._bad is None else self._bad | bad
         return True
 
+    def _guarded(self, loss: Tensor) -> Tensor:
+        """The loss, made NaN when the forward pass left a non-finite buffer: a huge (finite)
+        batch can overflow batch-norm running statistics while the loss stays finite."""
+        floats = [b for b in self.denoiser.buffers() if b.is_floating_point()]
+        if not floats:
+            return loss
+        return loss + 0.0 * torch.stack(torch._foreach_norm(floats)).sum()
+
     def _update(self, result: StepResult, clean: Tensor, sync: bool) -> StepResult:
         acc = self.accelerator
-        if not self._flag(result.loss):
-            return self._nonfinite("loss", result, clean)
+        if not self._flag(self._guarded(result.loss)):
+            return self._nonfinite("loss or batch statistics", result, clean)
         if acc is None:
             result.loss.backward()
         else:
