@@ -78,3 +78,11 @@ def test_budget_plot_draws_one_curve_per_model_and_optional_references(
     refs = [label for label in labels if "f(y) + delta" in label]
     assert len(labels) == (4 if pass_through else 2)
     assert len(refs) == (2 if pass_through else 0)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "obsatk"])
+def test_budget_curve_builds_any_attack_from_its_metadata(attack):
+    clean = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    den = Denoiser(nn.Identity())
+    curve = budget_curve({"id": den}, clean, 25 / 255, [0.0, 4 / 255], attack=attack, steps=3)
+    assert curve["id"]["psnr"][1] < curve["id"]["psnr"][0]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .attacks import make_attack
+from .attacks import budget_options, make_attack
 from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr, ssim
 from .denoiser import Denoiser
 from .sampler import TSConfig, TSSampler
@@ -57,7 +57,9 @@ def budget_curve(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
-    """White-box attack on each model at each budget (``eps``; ``rho`` for L2 attacks).
+    """White-box attack on each model at each budget, in the attack's own unit (``eps`` in image
+    units; ``rho``, a share of the noise norm, for ``"pgd-l2"``). ``steps`` is ignored by
+    one-step attacks (``"fgsm"``).
 
     Returns per model: ``budget``, mean ``psnr`` (attacked; budget 0 is the clean-noisy PSNR),
     ``pass_through`` and ``gain`` (mean over images), one entry per budget.
@@ -76,12 +78,8 @@ def budget_curve(
                 "gain": [],
             }
             for eps in budgets:
-                budget = {"rho" if attack == "pgd-l2" else "eps": eps}
-                atk = (
-                    make_attack(attack, den, sigma, **budget, steps=steps, seed=seed)
-                    if eps
-                    else None
-                )
+                options = budget_options(attack, eps, steps)
+                atk = make_attack(attack, den, sigma, **options, seed=seed) if eps else None
                 scores: dict[str, list[float]] = {"psnr": [], "pass_through": [], "gain": []}
                 for x, y in zip(xs, ys, strict=True):
                     adv = atk(y, x) if atk is not None else y
