@@ -236,7 +236,7 @@ def test_default_step_sizes_come_from_each_attack():
 
 
 def test_the_registry_says_how_to_build_every_attack():
-    den, x, y = tiny(), *images(1, 1, 8, 0, None)
+    den = tiny()
     units = {name: cls.budget_unit for name, cls in ATTACKS.items()}
     assert units == {
         "pgd": "image",
