@@ -24,23 +24,27 @@ DTYPES = [
 ]
 
 
-def _tensors(out: object):
-    if isinstance(out, torch.Tensor):
+def _values(out: object):
+    """The tensors and Python floats in ``out``, through dicts, sequences and objects."""
+    if isinstance(out, (torch.Tensor, float)):
         yield out
     elif isinstance(out, dict):
         for v in out.values():
-            yield from _tensors(v)
+            yield from _values(v)
     elif isinstance(out, (list, tuple)):
         for v in out:
-            yield from _tensors(v)
+            yield from _values(v)
     elif hasattr(out, "__dict__"):
         for v in vars(out).values():
-            yield from _tensors(v)
+            yield from _values(v)
 
 
-def outcome(name: str, call, params: tuple[str, ...], also: tuple[type, ...] = ()):
+def outcome(
+    name: str, call, params: tuple[str, ...], also: tuple[type, ...] = (), floats: bool = True
+):
     """Run ``call``; a documented error (``DOCUMENTED`` or ``also``) must name one of ``params``;
-    results must be finite."""
+    results must be finite: tensors, and Python floats unless ``floats=False`` (for results that
+    record a non-finite value on purpose, checked by the caller)."""
     CASES[name] += 1
     try:
         out = call()
@@ -50,9 +54,11 @@ def outcome(name: str, call, params: tuple[str, ...], also: tuple[type, ...] = (
             f"{name}: {type(err).__name__}({msg!r}) names none of {params}"
         )
         return None
-    for t in _tensors(out):
-        if t.is_floating_point() or t.is_complex():
-            assert bool(torch.isfinite(t).all()), f"{name} returned a non-finite tensor"
+    for v in _values(out):
+        if isinstance(v, float):
+            assert not floats or math.isfinite(v), f"{name} returned a non-finite float {v!r}"
+        elif v.is_floating_point() or v.is_complex():
+            assert bool(torch.isfinite(v).all()), f"{name} returned a non-finite tensor"
     return out
 
 

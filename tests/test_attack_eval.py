@@ -98,6 +98,9 @@ def test_transfer_matrix_crafts_once_per_source_and_includes_bm3d(tmp_path):
     r = transfer_matrix(models, clean, SIGMA, attack, seed=0)
     assert [id(m) for m in calls] == [id(models["a"]), id(models["b"])]  # BM3D: target only
     assert r.sources == ["a", "b"] and r.targets == ["a", "b", "bm3d"]
+    assert r.meta["description"] == (
+        "DenoisingPGD, L-inf eps 8/255, 2 steps, clean target; sigma 25/255"
+    )
     assert r.clean["bm3d"] > 24  # BM3D denoises
     for s in r.sources:
         assert r.drop(s, s) > 0  # white-box hurts

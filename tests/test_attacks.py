@@ -17,6 +17,7 @@ from ts_defense.attacks import (
     L2DenoisingPGD,
     MomentumPGD,
     ObsAtk,
+    budget_options,
     make_attack,
 )
 from ts_defense.attacks.zoo import load_model
@@ -95,6 +96,8 @@ def test_attacks_push_the_output_the_way_of_their_objective(cls):
         assert mse(den(adv, SIGMA), x) > base_clean * 1.02
         adv = cls(den, SIGMA, objective="output", **budget)(y)
         assert mse(den(adv, SIGMA), base_out) > 1e-6
+        if cls is DenoisingFGSM:  # one full sign step of 8/255 overshoots for this model
+            budget = {"eps": 4 / 255}
         adv = cls(den, SIGMA, objective="noisy", **budget, **start)(y)
         assert mse(den(adv, SIGMA), y) < mse(base_out, y)
 
@@ -222,3 +225,42 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="not finite"):
         DenoisingPGD(explode, SIGMA, steps=1)(y - 0.5, x)
     assert explode.training  # restored after the failure
+
+
+def test_default_step_sizes_come_from_each_attack():
+    den = tiny()
+    assert DenoisingPGD(den, SIGMA, eps=8 / 255, steps=4).alpha == pytest.approx(2.5 * 8 / 255 / 4)
+    assert L2DenoisingPGD(den, SIGMA, rho=0.2, steps=5).alpha == pytest.approx(0.5)
+    assert ObsAtk(den, SIGMA, eps=5 / 255, steps=5).alpha == pytest.approx(0.5)
+    assert MomentumPGD(den, SIGMA, eps=8 / 255, steps=4).alpha == pytest.approx(2 / 255)
+    assert DenoisingFGSM(den, SIGMA, eps=6 / 255).alpha == pytest.approx(6 / 255)
+    assert DenoisingPGD(den, SIGMA, steps=4, alpha=0.01).alpha == 0.01
+
+
+def test_the_registry_says_how_to_build_every_attack():
+    den = tiny()
+    units = {name: cls.budget_unit for name, cls in ATTACKS.items()}
+    assert units == {
+        "pgd": "image",
+        "pgd-l2": "ratio",
+        "obsatk": "rms",
+        "fgsm": "image",
+        "mifgsm": "image",
+        "ensemble-pgd": "image",
+    }
+    assert budget_options("pgd-l2", 0.2, 3) == {"rho": 0.2, "steps": 3}
+    assert budget_options("fgsm", 4 / 255, 3) == {"eps": 4 / 255}
+    for name, cls in ATTACKS.items():
+        model = [den, SECOND[1]] if name == "ensemble-pgd" else den
+        atk = make_attack(name, model, SIGMA, **budget_options(name, 2 / 255, 2))
+        assert atk.eps == 2 / 255 and atk.steps == (2 if cls.takes_steps else 1)
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        budget_options("cw", 0.1)
+
+
+def test_classifier_only_torchattacks_methods_refuse():
+    atk = DenoisingPGD(tiny(), SIGMA)
+    with pytest.raises(NotImplementedError, match="target labels"):
+        atk.set_mode_targeted_random()
+    with pytest.raises(NotImplementedError, match="save"):
+        atk.save(None)

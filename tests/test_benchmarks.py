@@ -2,6 +2,8 @@
 BENCHMARKS.md; no timing is asserted here)."""
 
 import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The header row each script's smoke run must print (a prefix of it).
+HEADERS = {
+    "bench_attacks": ["| attack | ms | / bare loop |", "| sources | targets | crafting s |"],
+    "bench_defense": [
+        "| variant | seeds | clean | PGD 3/255 | PGD 8/255 |",
+        "| model | seeds | clean | PGD 3/255 | PGD 8/255 |",
+        "| training step | ms | / Gaussian |",
+        "| model | attack | tiles | AUC global | AUC window |",
+    ],
+    "bench_gpu": ["| draw | ms | / plain |"],
+    "bench_memory": ["| phase | iterations | RSS start MB |"],
+    "bench_sampler": ["| draw | ms | / torch.randn |"],
+    "bench_training": ["| step | ms | / plain loop |"],
+}
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The Markdown tables in ``text``, each as its lines."""
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("bench_*.py")))
@@ -17,7 +49,20 @@ def test_benchmark_smoke(script):
         [sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "|" in out.stdout
+    tables = markdown_tables(out.stdout)
+    headers = [t[0] for t in tables]
+    for want in HEADERS[script.stem]:
+        assert any(h.startswith(want) for h in headers), f"no table headed {want!r}"
+    for table in tables:
+        width = len(cells(table[0]))
+        assert all(re.fullmatch(r":?-+:?", c) for c in cells(table[1])), table[:2]
+        assert len(table) > 2, f"table {table[0]!r} has no rows"
+        for row in table[2:]:
+            values = cells(row)
+            assert len(values) == width, row
+            for value in values:
+                number = re.fullmatch(r"[+-]?(\d+\.?\d*|nan|inf)", value.lower())
+                assert number is None or math.isfinite(float(value)), row
 
 
 def test_gpu_benchmark_runs_on_the_cpu_and_writes_json_lines(tmp_path):

@@ -45,6 +45,14 @@ def test_detector_flags_structured_perturbations_and_keeps_its_false_alarm_rate(
     assert det((y + delta)[200:]).float().mean().item() > 0.8
 
 
+def test_detection_auc_is_one_half_for_inputs_that_were_not_attacked():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 1, 16, 16, generator=gen).expand(20, 1, 16, 16)
+    y = x + 0.1 * torch.randn(x.shape, generator=gen)
+    auc = detection_auc(Denoiser(Oracle(x[:1])), y, y, 0.1)
+    assert auc == {"global": 0.5, "window": 0.5}
+
+
 def test_detector_errors():
     den = Denoiser(nn.Identity())
     with pytest.raises(ValueError, match="calibrate"):

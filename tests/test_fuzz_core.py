@@ -1,5 +1,6 @@
 """Fuzzing the statistics, TSConfig, the sampler and its families (issue 7)."""
 
+import pytest
 from fuzz_support import outcome, sigmas, tensors, values
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,3 +69,9 @@ def test_fuzz_every_family(clean, window, fraction):
     for family in ("radial", "local", "structured"):
         cfg = TSConfig(p_ood=1.0, families={family: 1}, window=window, local_fraction=fraction)
         outcome(f"draw[{family}]", lambda cfg=cfg: TSSampler(cfg).draw(clean), ("clean",))
+
+
+def test_outcome_rejects_non_finite_floats_as_well_as_tensors():
+    with pytest.raises(AssertionError, match="non-finite float"):
+        outcome("float", lambda: {"psnr": [1.0, float("nan")]}, ())
+    assert outcome("finite", lambda: {"psnr": [1.0], "n": 2}, ()) == {"psnr": [1.0], "n": 2}

@@ -77,7 +77,7 @@ def train_variants(cfg: DemoConfig, train: torch.Tensor, progress: bool) -> dict
 
 
 def _deviation_plot(
-    noise_clean: torch.Tensor, noise_adv: torch.Tensor, sigma: float, path: Path
+    noise_clean: torch.Tensor, noise_adv: torch.Tensor, sigma: float, path: Path, attack: str
 ) -> None:
     import matplotlib
 
@@ -95,7 +95,7 @@ def _deviation_plot(
             title = f"{window}x{window} window deviations of y - x"
         lo, hi = float(torch.cat([a, b]).min()), float(torch.cat([a, b]).max())
         ax.hist(a.tolist(), bins=40, range=(lo, hi), alpha=0.6, label="Gaussian noise")
-        ax.hist(b.tolist(), bins=40, range=(lo, hi), alpha=0.6, label="attacked (PGD 8/255)")
+        ax.hist(b.tolist(), bins=40, range=(lo, hi), alpha=0.6, label=f"attacked ({attack})")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     im = axes[2].imshow(typical.window_deviation(noise_adv[:1], sigma, 8)[0], cmap="RdBu_r")
@@ -141,7 +141,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool 
         seed=cfg.seed,
         progress=progress,
     )
-    plot_budget_curves(curves, str(out / "psnr_vs_budget.png"))
+    plot_budget_curves(curves, str(out / "psnr_vs_budget.png"), steps=cfg.attack_steps)
     shifted = family_psnr(models, test, TSConfig(sigma=cfg.sigma), seed=cfg.seed)
     targets = dict(models)
     if cfg.bm3d:
@@ -153,10 +153,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool 
     # typicality of the attacked inputs, the detector, and one image strip (first variant)
     first = next(iter(models))
     noisy = add_noise(test, cfg.sigma, cfg.seed)[0]
-    adv = DenoisingPGD(models[first], cfg.sigma, eps=cfg.transfer_eps, steps=cfg.attack_steps)(
-        noisy, test
-    )
-    _deviation_plot(noisy - test, adv - test, cfg.sigma, out / "deviations.png")
+    pgd = DenoisingPGD(models[first], cfg.sigma, eps=cfg.transfer_eps, steps=cfg.attack_steps)
+    adv = pgd(noisy, test)
+    _deviation_plot(noisy - test, adv - test, cfg.sigma, out / "deviations.png", pgd.describe())
     detector = {name: detection_auc(den, noisy, adv, cfg.sigma) for name, den in models.items()}
     panels = {"clean": test[:1], "noisy": noisy[:1], f"attacked on {first}": adv[:1]}
     for name, den in models.items():

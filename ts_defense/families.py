@@ -1,4 +1,4 @@
-"""Families of out-of-distribution noise (DESIGN.md §3).
+"""Families of out-of-distribution noise: noise off the Gaussian typical set, for TS training.
 
 Each family is noise whose nominal level is 1; the sampler scales it by each sample's sigma.
 Deviations are scale-free, so the statistics below hold at every sigma.

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .attacks import make_attack
+from .attacks import BUDGET_UNITS, attack_class, budget_options, make_attack
 from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr, ssim
 from .denoiser import Denoiser
 from .sampler import TSConfig, TSSampler
@@ -57,7 +57,9 @@ def budget_curve(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
-    """White-box attack on each model at each budget (``eps``; ``rho`` for L2 attacks).
+    """White-box attack on each model at each budget, in the attack's own unit (``eps`` in image
+    units; ``rho``, a share of the noise norm, for ``"pgd-l2"``). ``steps`` is ignored by
+    one-step attacks (``"fgsm"``).
 
     Returns per model: ``budget``, mean ``psnr`` (attacked; budget 0 is the clean-noisy PSNR),
     ``pass_through`` and ``gain`` (mean over images), one entry per budget.
@@ -76,12 +78,8 @@ def budget_curve(
                 "gain": [],
             }
             for eps in budgets:
-                budget = {"rho" if attack == "pgd-l2" else "eps": eps}
-                atk = (
-                    make_attack(attack, den, sigma, **budget, steps=steps, seed=seed)
-                    if eps
-                    else None
-                )
+                options = budget_options(attack, eps, steps)
+                atk = make_attack(attack, den, sigma, **options, seed=seed) if eps else None
                 scores: dict[str, list[float]] = {"psnr": [], "pass_through": [], "gain": []}
                 for x, y in zip(xs, ys, strict=True):
                     adv = atk(y, x) if atk is not None else y
@@ -100,10 +98,22 @@ def draw_budget_curves(
     curves: Mapping[str, Mapping[str, list[float]]],
     unit: float = 255.0,
     pass_through: bool = True,
-    title: str = "White-box denoising-PGD (10 steps, clean target)",
+    title: str | None = None,
+    attack: str = "pgd",
+    steps: int = 10,
 ) -> None:
     """Draw PSNR against attack budget per model (solid), with each pass-through reference
-    (dotted; ``pass_through=False`` leaves them out) on a matplotlib Axes."""
+    (dotted; ``pass_through=False`` leaves them out) on a matplotlib Axes.
+
+    ``attack`` and ``steps`` are those :func:`budget_curve` ran: they name the axis and, without
+    ``title``, the title. Budgets in image units are shown multiplied by ``unit``."""
+    cls = attack_class(attack)
+    if cls.budget_unit == "ratio":
+        unit = 1.0
+    shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"
+    if title is None:
+        done = f"{steps} steps" if cls.takes_steps else "one step"
+        title = f"White-box {cls.__name__} ({done}, clean target)"
     for k, (name, c) in enumerate(curves.items()):
         colour = f"C{k}"
         budgets = [b * unit for b in c["budget"]]
@@ -111,7 +121,7 @@ def draw_budget_curves(
         ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
         if pass_through:
             ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
-    ax.set_xlabel("L-inf budget eps (x 1/255)" if unit == 255.0 else "L-inf budget eps")
+    ax.set_xlabel(f"{cls.norm} budget {cls.budget} ({shown})")
     ax.set_ylabel("PSNR of the denoised image (dB)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -123,15 +133,17 @@ def plot_budget_curves(
     path: str,
     unit: float = 255.0,
     pass_through: bool = True,
+    attack: str = "pgd",
+    steps: int = 10,
 ) -> None:
-    """PNG of :func:`draw_budget_curves` at ``path``."""
+    """PNG of :func:`draw_budget_curves` at ``path`` (``attack``, ``steps``: what was run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    draw_budget_curves(ax, curves, unit, pass_through)
+    draw_budget_curves(ax, curves, unit, pass_through, attack=attack, steps=steps)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""Typical-set statistics of Gaussian noise (DESIGN.md §2): pure tensor math, no models.
+"""Typical-set statistics of Gaussian noise: pure tensor math, no models.
 
 For noise ``n`` in R^N and ``p = N(0, sigma^2 I)``:
 
@@ -158,11 +158,3 @@ def laurent_massart_bound(n_dims: int, eps: float) -> float:
     upper = math.exp(-n_dims * root * root / 4)
     lower = math.exp(-n_dims * (eps * eps)) if eps < 0.5 else 0.0  # X >= 0 so d >= -1/2
     return min(1.0, upper + lower)
-
-
-def linf_attack_shift(eta: float, sigma: float) -> float:
-    """Typical deviation shift caused by an L-inf perturbation of size ``eta`` aligned with the
-    noise: ``eta sqrt(2/pi) / sigma + eta^2 / (2 sigma^2)`` (DESIGN.md §2)."""
-    check_positive("eta", eta)
-    check_positive("sigma", sigma)
-    return eta * math.sqrt(2 / math.pi) / sigma + (eta * eta) / (2 * (sigma * sigma))

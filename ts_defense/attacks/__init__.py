@@ -1,10 +1,12 @@
-"""Attacks on denoisers (torchattacks-compatible) and their evaluation (DESIGN.md §4, layer 4).
+"""Attacks on denoisers (torchattacks-compatible) and their evaluation.
 
 Attacks perturb the noisy input and call models only through :class:`ts_defense.Denoiser`
 with the nominal sigma: :class:`DenoisingPGD` (L-inf), :class:`L2DenoisingPGD` (L2, budget
 relative to the noise norm), :class:`ObsAtk` (zero-mean L2), :class:`DenoisingFGSM`,
 :class:`MomentumPGD` and :class:`EnsemblePGD`. ``make_attack(name, model, sigma, **options)``
-builds one by its short name (``ATTACKS``).
+builds one by its short name (``ATTACKS``); each class says what builds it: its budget keyword
+(``budget``), that budget's unit (``budget_unit``, a key of ``BUDGET_UNITS``), its ``norm`` and
+whether it takes ``steps`` (``takes_steps``). ``budget_options`` turns those into keywords.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .base import LOSSES, OBJECTIVES, DenoiserAttack
+from .base import BUDGET_UNITS, LOSSES, OBJECTIVES, DenoiserAttack
 from .ensemble import EnsemblePGD
 from .fgsm import DenoisingFGSM
 from .momentum import MomentumPGD
@@ -31,15 +33,31 @@ ATTACKS: dict[str, type[DenoiserAttack]] = {
 }
 
 
-def make_attack(name: str, model: Any, sigma: float | Tensor, **options: Any) -> DenoiserAttack:
-    """The attack called ``name`` (a key of ``ATTACKS``) on ``model`` with ``options``."""
+def attack_class(name: str) -> type[DenoiserAttack]:
+    """The class of the attack called ``name`` (a key of ``ATTACKS``)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(map(repr, ATTACKS))}")
-    return ATTACKS[name](model, sigma, **options)
+    return ATTACKS[name]
+
+
+def budget_options(name: str, budget: float, steps: int | None = None) -> dict[str, Any]:
+    """Keywords giving attack ``name`` this ``budget`` (in the attack's own unit) and ``steps``
+    (dropped for one-step attacks such as ``"fgsm"``)."""
+    cls = attack_class(name)
+    options: dict[str, Any] = {cls.budget: budget}
+    if steps is not None and cls.takes_steps:
+        options["steps"] = steps
+    return options
+
+
+def make_attack(name: str, model: Any, sigma: float | Tensor, **options: Any) -> DenoiserAttack:
+    """The attack called ``name`` (a key of ``ATTACKS``) on ``model`` with ``options``."""
+    return attack_class(name)(model, sigma, **options)
 
 
 __all__ = [
     "ATTACKS",
+    "BUDGET_UNITS",
     "LOSSES",
     "OBJECTIVES",
     "DenoiserAttack",
@@ -49,5 +67,7 @@ __all__ = [
     "L2DenoisingPGD",
     "MomentumPGD",
     "ObsAtk",
+    "attack_class",
+    "budget_options",
     "make_attack",
 ]

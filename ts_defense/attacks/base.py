@@ -11,7 +11,9 @@ according to an objective:
 
 Clipping of ``y + delta`` is optional and off by default: Gaussian-noisy inputs leave [0, 1].
 torchattacks' device placement and model-mode control (``set_model_training_mode``) keep working;
-the mode of every module is restored after the attack, even when it fails.
+the mode of every module is restored after the attack, even when it fails. Its classifier-only
+parts do not apply: the targeted modes (``set_mode_targeted_*``) and ``save`` (which iterates a
+labelled data loader and counts accuracy) raise :class:`NotImplementedError`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ except ImportError as err:  # pragma: no cover - the extra is part of the dev in
     ) from err
 
 OBJECTIVES = ("clean", "output", "noisy")
+BUDGET_UNITS = {
+    "image": "in image units",
+    "ratio": "a share of the noise norm",
+    "rms": "RMS per pixel, in image units",
+}
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": lambda out, ref: F.mse_loss(out, ref, reduction="sum"),
     "l1": lambda out, ref: F.l1_loss(out, ref, reduction="sum"),
@@ -113,7 +120,11 @@ class DenoiserAttack(Attack):
         is zero at the unperturbed input.)
     """
 
-    budget = "eps"  # the name of the budget argument; "eps" is in image units
+    # What callers need to build any attack without knowing its name:
+    budget = "eps"  # the keyword of the budget argument
+    budget_unit = "image"  # its unit, a key of BUDGET_UNITS
+    norm = "L-inf"  # the norm of the ball
+    takes_steps = True  # False for one-step attacks, whose constructor has no ``steps``
 
     def __init__(
         self,
@@ -141,7 +152,7 @@ class DenoiserAttack(Attack):
             check_positive("sigma", sigma)
         self.sigma = sigma
         check_image_units("sigma", sigma, "noise levels")
-        if self.budget == "eps":  # L2DenoisingPGD's rho is a fraction of the noise norm
+        if self.budget_unit != "ratio":
             check_image_units("eps", eps, "budgets")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
@@ -152,7 +163,7 @@ class DenoiserAttack(Attack):
         self.eps = float(eps)
         check_positive("steps", steps, integer=True)
         self.steps = steps
-        self.alpha = 2.5 * self.eps / steps if alpha is None else alpha
+        self.alpha = self.default_alpha() if alpha is None else alpha
         if alpha is not None:  # steps as large as float32 allows overflow to Inf, then NaN
             check_float32("alpha", check_positive("alpha", alpha), high=F32_MAX / 100)
         self.objective = check_choice("objective", objective, OBJECTIVES)
@@ -174,6 +185,10 @@ class DenoiserAttack(Attack):
         return self._denoisers
 
     # -- what subclasses define ---------------------------------------------------------------
+    def default_alpha(self) -> float:
+        """The step size when ``alpha`` is not given: the budget crossed 2.5 times in all."""
+        return 2.5 * self.eps / self.steps
+
     def init_delta(self, noisy: Tensor) -> Tensor:
         """A random starting perturbation (used when ``random_start``; projected after)."""
         raise NotImplementedError
@@ -285,6 +300,24 @@ class DenoiserAttack(Attack):
         with preserved_modes(self.model), torch.enable_grad():  # works inside no_grad too
             self._change_model_mode(self.model.training)
             return self.forward(noisy, reference)
+
+    def set_mode_targeted_by_function(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError("denoiser attacks have no target labels")
+
+    set_mode_targeted_by_label = set_mode_targeted_by_function
+    set_mode_targeted_random = set_mode_targeted_by_function
+    set_mode_targeted_least_likely = set_mode_targeted_by_function
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError(
+            "save expects a labelled classifier data loader: call the attack on each batch"
+        )
+
+    def describe(self) -> str:
+        """The attack and its settings in words, for titles and legends."""
+        value = f"{self.eps:.3g}" if self.budget_unit == "ratio" else f"{self.eps * 255:.3g}/255"
+        steps = f"{self.steps} steps" if self.takes_steps else "one step"
+        return f"{self.attack}, {self.norm} {self.budget} {value}, {steps}, {self.objective} target"
 
     def perturbation(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:
         """``attack(noisy, reference) - noisy``: the crafted perturbation delta."""

@@ -21,6 +21,8 @@ class DenoisingFGSM(DenoisingPGD):
     >>> adv = DenoisingFGSM(Denoiser(dncnn, predicts="noise"), sigma=25 / 255)(noisy, clean)
     """
 
+    takes_steps = False
+
     def __init__(
         self,
         model: Denoiser | Sequence[Denoiser],
@@ -32,8 +34,18 @@ class DenoisingFGSM(DenoisingPGD):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            model, sigma, eps, 1, None, objective, loss, clip, False, seed, "DenoisingFGSM"
+            model,
+            sigma,
+            eps=eps,
+            steps=1,
+            objective=objective,
+            loss=loss,
+            clip=clip,
+            random_start=False,
+            seed=seed,
+            name="DenoisingFGSM",
         )
 
-    def step(self, delta: Tensor, grad: Tensor, state: dict) -> Tensor:
-        return delta + self.eps * grad.sign()
+    def default_alpha(self) -> float:
+        """The whole budget in the one step."""
+        return self.eps

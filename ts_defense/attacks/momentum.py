@@ -41,20 +41,23 @@ class MomentumPGD(DenoisingPGD):
         super().__init__(
             model,
             sigma,
-            eps,
-            steps,
-            alpha,
-            objective,
-            loss,
-            clip,
-            random_start,
-            seed,
-            "MomentumPGD",
+            eps=eps,
+            steps=steps,
+            alpha=alpha,
+            objective=objective,
+            loss=loss,
+            clip=clip,
+            random_start=random_start,
+            seed=seed,
+            name="MomentumPGD",
         )
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < inf:
             raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
         self.decay = float(decay)
-        self.alpha = self.eps / steps if alpha is None else alpha
+
+    def default_alpha(self) -> float:
+        """The budget crossed once in all (as in MI-FGSM)."""
+        return self.eps / self.steps
 
     def step(self, delta: Tensor, grad: Tensor, state: dict) -> Tensor:
         scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)

@@ -28,6 +28,7 @@ class ObsAtk(L2DenoisingPGD):
     """
 
     budget = "eps"
+    budget_unit = "rms"
 
     def __init__(
         self,
@@ -43,7 +44,17 @@ class ObsAtk(L2DenoisingPGD):
         seed: int = 0,
     ) -> None:
         super().__init__(
-            model, sigma, eps, steps, alpha, objective, loss, clip, random_start, seed, "ObsAtk"
+            model,
+            sigma,
+            rho=eps,
+            steps=steps,
+            alpha=alpha,
+            objective=objective,
+            loss=loss,
+            clip=clip,
+            random_start=random_start,
+            seed=seed,
+            name="ObsAtk",
         )
 
     def radius(self, noisy: Tensor) -> Tensor:

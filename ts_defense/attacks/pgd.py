@@ -41,7 +41,17 @@ class DenoisingPGD(DenoiserAttack):
         name: str = "DenoisingPGD",
     ) -> None:
         super().__init__(
-            name, model, sigma, eps, steps, alpha, objective, loss, clip, random_start, seed
+            name,
+            model,
+            sigma,
+            eps=eps,
+            steps=steps,
+            alpha=alpha,
+            objective=objective,
+            loss=loss,
+            clip=clip,
+            random_start=random_start,
+            seed=seed,
         )
 
     def init_delta(self, noisy: Tensor) -> Tensor:

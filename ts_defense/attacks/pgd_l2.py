@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from .base import DenoiserAttack
-from .constraints import normalize_l2, per_sample_norm, project_l2
+from .constraints import normalize_l2, project_l2
 
 
 class L2DenoisingPGD(DenoiserAttack):
@@ -27,6 +27,8 @@ class L2DenoisingPGD(DenoiserAttack):
     """
 
     budget = "rho"
+    budget_unit = "ratio"
+    norm = "L2"
 
     def __init__(
         self,
@@ -43,10 +45,22 @@ class L2DenoisingPGD(DenoiserAttack):
         name: str = "L2DenoisingPGD",
     ) -> None:
         super().__init__(
-            name, model, sigma, rho, steps, alpha, objective, loss, clip, random_start, seed
+            name,
+            model,
+            sigma,
+            eps=rho,
+            steps=steps,
+            alpha=alpha,
+            objective=objective,
+            loss=loss,
+            clip=clip,
+            random_start=random_start,
+            seed=seed,
         )
-        if alpha is None:  # a fraction of the radius per step (the base's default is L-inf's)
-            self.alpha = 2.5 / steps
+
+    def default_alpha(self) -> float:
+        """A fraction of the radius per step: the radius crossed 2.5 times in all."""
+        return 2.5 / self.steps
 
     def radius(self, noisy: Tensor) -> Tensor:
         """The per-sample L2 budget ``rho * sigma * sqrt(N)``, shape (B, 1, 1, 1)."""
@@ -68,7 +82,3 @@ class L2DenoisingPGD(DenoiserAttack):
 
     def project(self, delta: Tensor, noisy: Tensor) -> Tensor:
         return project_l2(self.clip_delta(delta, noisy), self.radius(noisy))
-
-    def budget_used(self, delta: Tensor, noisy: Tensor) -> Tensor:
-        """Share of the budget each sample's ``delta`` uses, (B,)."""
-        return (per_sample_norm(delta) / self.radius(noisy)).view(-1)

@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 from .._checks import check_choice, check_positive
 from ..data import BUNDLED, bundled_images, load_image, set12
 from ..denoiser import Denoiser
-from . import ATTACKS, make_attack
+from . import ATTACKS, budget_options, make_attack
 from .base import DenoiserAttack
 from .evaluate import add_noise, evaluate_attack, worst_case
 from .transfer import TransferResult, save_transfer, transfer_matrix
@@ -54,18 +53,13 @@ def load_images(
 def attack_options(
     name: str, eps: float, rho: float, steps: int, objective: str, seed: int
 ) -> dict:
-    """Keyword options of the attack ``name`` (eps in 0..255 units; rho for ``pgd-l2``).
+    """Keyword options of the attack ``name``: ``rho`` for budgets relative to the noise norm,
+    else ``eps`` (given in 0..255 units); ``steps`` where the attack takes them.
 
     Checks the name first, so that a typo fails before any model is loaded or bar drawn."""
     check_choice("attack", name, tuple(ATTACKS))
-    opts: dict[str, Any] = {"objective": objective, "seed": seed}
-    if name == "pgd-l2":
-        opts["rho"] = rho
-    else:
-        opts["eps"] = eps / 255
-    if name != "fgsm":
-        opts["steps"] = steps
-    return opts
+    budget = rho if ATTACKS[name].budget_unit == "ratio" else eps / 255
+    return {**budget_options(name, budget, steps), "objective": objective, "seed": seed}
 
 
 def format_options(options: dict) -> str:

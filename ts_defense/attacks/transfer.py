@@ -99,9 +99,11 @@ def transfer_matrix(
         total=len(sources) + len(names), disable=not progress, desc="transfer"
     ) as bar:  # closed before an error propagates
         perturbations: dict[str, list[Tensor]] = {}
+        described = ""
         for s in sources:  # crafting: once per source
             bar.set_postfix_str(f"crafting on {s}")
             atk = attack(models[s])
+            described = atk.describe()
             perturbations[s] = [atk(y, x) - y for x, y in zip(xs, ys, strict=True)]
             bar.update()
         clean_pi: dict[str, list[float]] = {}
@@ -128,7 +130,12 @@ def transfer_matrix(
         },
         clean_per_image=clean_pi,
         per_image=per_image,
-        meta={"sigma": sigma, "seed": seed, "images": sum(len(x) for x in xs)},
+        meta={
+            "sigma": sigma,
+            "seed": seed,
+            "images": sum(len(x) for x in xs),
+            "description": f"{described}; sigma {sigma * 255:.3g}/255".lstrip("; "),
+        },
     )
 
 

@@ -1,4 +1,4 @@
-"""Typicality of adversarial samples (DESIGN.md §2): how far ``y - x`` leaves the sigma typical
+"""Typicality of adversarial samples: how far ``y - x`` leaves the sigma typical
 set, globally and per window, for Gaussian-noisy and for attacked inputs."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""DnCNN (Zhang et al. 2017) in the two layouts of ``../shared/data/weights`` (DESIGN.md §5).
+"""DnCNN (Zhang et al. 2017) in the two layouts of ``../shared/data/weights`` (the DnCNN-PyTorch
+layout, with batch norm, and the KAIR layout, without).
 
 The network returns the *noise residual*; wrap it in :class:`ts_defense.Denoiser` with
 ``predicts="noise"`` to get the clean estimate.
@@ -33,12 +34,10 @@ class DnCNN(nn.Module):
             *self.size(channels, depth, features),
         )
         bias = not batch_norm
-        layers: list[nn.Module] = [
-            nn.Conv2d(channels, features, 3, padding=1, bias=True if batch_norm else bias),
+        layers: list[nn.Module] = [  # with batch norm no conv has a bias, the first included
+            nn.Conv2d(channels, features, 3, padding=1, bias=bias),
             nn.ReLU(inplace=True),
         ]
-        if batch_norm:  # the DnCNN-PyTorch first conv has no bias either
-            layers[0] = nn.Conv2d(channels, features, 3, padding=1, bias=False)
         for _ in range(depth - 2):
             layers.append(nn.Conv2d(features, features, 3, padding=1, bias=bias))
             if batch_norm:

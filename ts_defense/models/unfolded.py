@@ -2,7 +2,7 @@
 
 For denoising the forward operator is the identity, so the gradient step on the data term
 ``|x - y|^2 / 2`` relaxes the estimate towards the observation; each step's proximal map is a
-small residual CNN (Gregor & LeCun 2010; Zhang et al. 2020, "deep unfolding" in DESIGN.md §1):
+small residual CNN (Gregor & LeCun 2010; Zhang et al. 2020, "deep unfolding"):
 
     x_0 = y,   x_{k+1} = prox_k(x_k - eta_k (x_k - y)),   prox_k(v) = v - cnn_k(v)
 
