@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/stat_checks.py and frien
 
 settings.register_profile(
     "default",
-    max_examples=int(os.environ.get("TS_DEFENSE_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("TS_DEFENSE_EXAMPLES", "28")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=os.environ.get("CI") == "true",
