@@ -161,8 +161,9 @@ def draw_transfer(ax: object, result: TransferResult, from_zero: bool = True) ->
     return im
 
 
-def plot_transfer(result: TransferResult, path: str | Path) -> Path:
-    """Heatmap PNG of the PSNR drop (rows: source, columns: target), values annotated."""
+def plot_transfer(result: TransferResult, path: str | Path, from_zero: bool = False) -> Path:
+    """Heatmap PNG of the PSNR drop (rows: source, columns: target), values annotated; the
+    colours span the drops' own range unless ``from_zero`` (close values still differ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,7 +172,8 @@ def plot_transfer(result: TransferResult, path: str | Path) -> Path:
     fig, ax = plt.subplots(
         figsize=(1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
     )
-    fig.colorbar(draw_transfer(ax, result), ax=ax, label="PSNR drop (dB)")
+    label = "PSNR drop (dB)" if from_zero else "PSNR drop (dB; colours span this table)"
+    fig.colorbar(draw_transfer(ax, result, from_zero), ax=ax, label=label)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
