@@ -70,6 +70,17 @@ PRESETS = {
     ),
     # what two CPU cores fit in about an hour: short fine-tunes, 64x64 test crops
     "cpu": Plan(steps=300, batch_size=32, test_crop=64, min_steps=100, validate=False),
+    # paired seeds of the three key recipes in about 20 CPU minutes: short fine-tunes, 16 crops
+    "cpu-quick": Plan(
+        recipes=("gaussian", "free-hat", "hat"),
+        steps=100,
+        batch_size=16,
+        test_images=16,
+        test_crop=64,
+        budgets=(8,),
+        min_steps=50,
+        validate=False,
+    ),
     # the reference measurement's protocol: 2000 fine-tuning steps at batch 128, full BSD68
     "gpu": Plan(),
     # DnCNN's own recipe from scratch (Adam 1e-3, decay at 80 % of the steps)
