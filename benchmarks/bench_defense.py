@@ -37,7 +37,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved, machine  # noqa: E402
-from hat import HATStep, fit_hat  # noqa: E402
 
 from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler  # noqa: E402
 from ts_defense._io import safe_load  # noqa: E402
@@ -55,10 +54,12 @@ from ts_defense.data import (  # noqa: E402
 from ts_defense.detect import detection_auc  # noqa: E402
 from ts_defense.fit import PatchSampler, fit  # noqa: E402
 from ts_defense.models import DnCNN, PnPHQS, ProxGradUnfolded, load_dncnn  # noqa: E402
+from ts_defense.recipes import make_recipe  # noqa: E402
 from ts_defense.robustness import budget_curve, plot_budget_curves  # noqa: E402
 
 SIGMA = 25 / 255
-HAT = "hat"  # not a TS option set: trained by benchmarks/hat.py
+HAT = "hat"  # not a TS option set: the library's recipe below
+HAT_RECIPE = {"recipe": "hat", "adversarial": {"threat": "l2"}, "config": {"sigma": SIGMA}}
 
 # name -> TSConfig options (sigma is added), or HAT
 VARIANTS: dict[str, dict | str] = {
@@ -171,40 +172,28 @@ def _timed(train) -> tuple[Denoiser, float, float]:
     return den, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def train_scratch(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
-    """One small DnCNN trained with variant ``name`` (TS variants through ``fit``)."""
+def _fit(net: nn.Module, name: str, images: torch.Tensor, **common) -> Denoiser:
+    """Train ``net`` (predicting the noise) with variant ``name`` through ``fit``; HAT is the
+    library's ``hat`` recipe with ObsAtk's zero-mean L2 threat, as in Yan et al."""
     options = VARIANTS[name]
-    if options == HAT:
-        torch.manual_seed(seed)
-        net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
-        return fit_hat(
-            net,
-            images,
-            sigma=SIGMA,
-            steps=sizes.steps,
-            batch_size=sizes.batch_size,
-            patch_size=sizes.patch_size,
-            seed=seed,
-        )
+    plan = HAT_RECIPE if options == HAT else {"config": {"sigma": SIGMA, **options}}
+    fit(net, images, predicts="noise", progress=False, **plan, **common)
+    return Denoiser(net.eval(), predicts="noise")
+
+
+def train_scratch(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
+    """One small DnCNN trained with variant ``name``."""
     torch.manual_seed(seed)
     net = DnCNN(1, sizes.depth, sizes.features, batch_norm=False)
-    fit(net, images, config={"sigma": SIGMA, **options}, steps=sizes.steps,
-        batch_size=sizes.batch_size, patch_size=sizes.patch_size, seed=seed, predicts="noise",
-        progress=False)  # fmt: skip
-    return Denoiser(net.eval(), predicts="noise")
+    return _fit(net, name, images, steps=sizes.steps, batch_size=sizes.batch_size,
+                patch_size=sizes.patch_size, seed=seed)  # fmt: skip
 
 
 def train_finetune(name: str, seed: int, sizes: Sizes, images: torch.Tensor) -> Denoiser:
     """The pretrained DnCNN-S-25 fine-tuned with variant ``name`` (batch norm in train mode)."""
     net = load_dncnn(shared_data_dir() / "weights" / "DnCNN-S-25.pth")
-    options = VARIANTS[name]
-    common = {"steps": sizes.finetune_steps, "batch_size": sizes.finetune_batch}
-    common |= {"patch_size": sizes.patch_size, "lr": sizes.finetune_lr, "seed": seed}
-    if options == HAT:
-        return fit_hat(net, images, sigma=SIGMA, **common)
-    config = {"sigma": SIGMA, **options}
-    fit(net, images, config=config, predicts="noise", progress=False, **common)
-    return Denoiser(net.eval(), predicts="noise")
+    return _fit(net, name, images, steps=sizes.finetune_steps, batch_size=sizes.finetune_batch,
+                patch_size=sizes.patch_size, lr=sizes.finetune_lr, seed=seed)  # fmt: skip
 
 
 def run_training(part: str, names, seeds, sizes: Sizes, out: Path, models_dir: Path) -> None:
@@ -426,9 +415,9 @@ def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:
         name: TrainStep(den, opt, TSSampler(TSConfig(sigma=SIGMA, **VARIANTS[name]), seed=0))
         for name in ("gaussian", "ts", "ts-p0.5")
     }
-    hat = HATStep(den, opt, SIGMA)
+    hat = make_recipe(HAT_RECIPE["recipe"], HAT_RECIPE["config"], HAT_RECIPE["adversarial"])
+    steps[HAT] = TrainStep(den, opt, hat.sampler(0), perturbation=hat.perturbation(0))
     cases = {name: partial(step, clean) for name, step in steps.items()}
-    cases[HAT] = partial(hat, clean)
     ms = interleaved(cases, rounds, clock=time.process_time)
     record(out, {"part": "cost", "rounds": rounds, "batch": list(clean.shape),
                  "ms": {k: 1000 * v for k, v in ms.items()}})  # fmt: skip

@@ -172,16 +172,13 @@ class Adversarial:
         return self._attack
 
     def _budget(self, attack: DenoiserAttack) -> float:
-        """Draw this step's budget and size the attack's step to it."""
+        """Draw this step's budget and size the attack's step to it (the attack's own default:
+        one step overshoots the ball and is projected back onto its edge)."""
         eps = self.config.eps
         if isinstance(eps, tuple):
             eps = self.generator.uniform(*eps)
         attack.eps = eps
-        steps = self.config.steps
-        if self.config.threat == "linf":
-            attack.alpha = eps if steps == 1 else 2.5 * eps / steps
-        else:  # the L2 attacks' step is a fraction of the radius
-            attack.alpha = 1.0 if steps == 1 else 2.5 / steps
+        attack.alpha = attack.default_alpha()
         return eps
 
     def __call__(
@@ -248,12 +245,14 @@ class Adversarial:
             state["attack_generator"] = self._attack._generator.get_state()
         prev = self._pending
         if prev is not None and prev["input"].grad is not None:
+            # references, not copies: fit snapshots this state before every step, and a copy to
+            # the host would wait for the device; these tensors are replaced, never modified
             n = prev["clean"].shape[0]
             state["pending"] = {
-                "clean": prev["clean"].cpu(),
-                "noisy": prev["noisy"].cpu(),
-                "sigma": prev["sigma"].cpu(),
-                "grad": prev["input"].grad[-n:].detach().cpu(),
+                "clean": prev["clean"],
+                "noisy": prev["noisy"],
+                "sigma": prev["sigma"],
+                "grad": prev["input"].grad[-n:].detach(),
             }
         return state
 
