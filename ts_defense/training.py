@@ -394,7 +394,8 @@ class TrainStep:
     def _guarded(self, loss: Tensor) -> Tensor:
         """The loss, made NaN when the forward pass left a non-finite buffer: a huge (finite)
         batch can overflow batch-norm running statistics while the loss stays finite."""
-        floats = [b for b in self.denoiser.buffers() if b.is_floating_point()]
+        buffers = self._buffers if self.check_every == 1 else self.denoiser.buffers()
+        floats = [b for b in buffers if b.is_floating_point()]  # listed once this step
         if not floats:
             return loss
         return loss + 0.0 * torch.stack(torch._foreach_norm(floats)).sum()
