@@ -237,6 +237,26 @@ def test_default_step_sizes_come_from_each_attack():
     assert DenoisingPGD(den, SIGMA, steps=4, alpha=0.01).alpha == 0.01
 
 
+def test_every_attack_takes_the_base_options_by_keyword():
+    den = tiny()
+    common = {"alpha": 0.01, "objective": "output", "loss": "l1", "clip": (0.0, 1.0), "seed": 3}
+    for cls in (DenoisingPGD, L2DenoisingPGD, ObsAtk, MomentumPGD):
+        attack = cls(den, SIGMA, **common)
+        assert (attack.alpha, attack.objective, attack.loss, attack.clip) == (
+            0.01,
+            "output",
+            "l1",
+            (0.0, 1.0),
+        )
+        assert attack.random_start is (cls is not MomentumPGD)  # MI-FGSM starts at the input
+    assert EnsemblePGD([den, tiny()], SIGMA, **common).objective == "output"
+    assert DenoisingFGSM(den, SIGMA, loss="l1").loss == "l1"
+    with pytest.raises(TypeError, match="DenoisingFGSM takes no random_start, steps"):
+        DenoisingFGSM(den, SIGMA, steps=3, random_start=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'budget'"):
+        DenoisingPGD(den, SIGMA, budget=0.1)
+
+
 def test_the_registry_says_how_to_build_every_attack():
     den = tiny()
     units = {name: cls.budget_unit for name, cls in ATTACKS.items()}

@@ -3,7 +3,8 @@ models at once transfer better to an unseen one — the stress test for a defens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -31,25 +32,9 @@ class EnsemblePGD(DenoisingPGD):
         sigma: float | Tensor,
         eps: float = 8 / 255,
         steps: int = 10,
-        alpha: float | None = None,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
-        random_start: bool = True,
-        seed: int = 0,
+        **options: Any,
     ) -> None:
         if len(as_denoisers(models)) < 2:
             raise ValueError("models: an ensemble needs at least two surrogate denoisers")
-        super().__init__(
-            models,
-            sigma,
-            eps=eps,
-            steps=steps,
-            alpha=alpha,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=random_start,
-            seed=seed,
-            name="EnsemblePGD",
-        )
+        options.setdefault("name", "EnsemblePGD")
+        super().__init__(models, sigma, eps, steps, **options)

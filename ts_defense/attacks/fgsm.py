@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -28,23 +29,13 @@ class DenoisingFGSM(DenoisingPGD):
         model: Denoiser | Sequence[Denoiser],
         sigma: float | Tensor,
         eps: float = 8 / 255,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
-        seed: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            sigma,
-            eps=eps,
-            steps=1,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=False,
-            seed=seed,
-            name="DenoisingFGSM",
-        )
+        fixed = sorted({"steps", "alpha", "random_start"} & set(options))
+        if fixed:  # one full step from the unperturbed input, by definition
+            raise TypeError(f"DenoisingFGSM takes no {', '.join(fixed)} (one step of size eps)")
+        options.setdefault("name", "DenoisingFGSM")
+        super().__init__(model, sigma, eps, 1, random_start=False, **options)
 
     def default_alpha(self) -> float:
         """The whole budget in the one step."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from math import inf
+from typing import Any
 
 from torch import Tensor
 
@@ -31,26 +32,11 @@ class MomentumPGD(DenoisingPGD):
         eps: float = 8 / 255,
         steps: int = 10,
         decay: float = 1.0,
-        alpha: float | None = None,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
         random_start: bool = False,
-        seed: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            sigma,
-            eps=eps,
-            steps=steps,
-            alpha=alpha,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=random_start,
-            seed=seed,
-            name="MomentumPGD",
-        )
+        options.setdefault("name", "MomentumPGD")
+        super().__init__(model, sigma, eps, steps, random_start=random_start, **options)
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < inf:
             raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
         self.decay = float(decay)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,26 +37,10 @@ class ObsAtk(L2DenoisingPGD):
         sigma: float | Tensor,
         eps: float = 5 / 255,
         steps: int = 10,
-        alpha: float | None = None,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
-        random_start: bool = True,
-        seed: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            sigma,
-            rho=eps,
-            steps=steps,
-            alpha=alpha,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=random_start,
-            seed=seed,
-            name="ObsAtk",
-        )
+        options.setdefault("name", "ObsAtk")
+        super().__init__(model, sigma, eps, steps, **options)
 
     def radius(self, noisy: Tensor) -> Tensor:
         """The per-sample L2 budget ``eps * sqrt(N)``, shape (B, 1, 1, 1)."""

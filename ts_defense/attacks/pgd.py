@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -32,27 +33,9 @@ class DenoisingPGD(DenoiserAttack):
         sigma: float | Tensor,
         eps: float = 8 / 255,
         steps: int = 10,
-        alpha: float | None = None,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
-        random_start: bool = True,
-        seed: int = 0,
-        name: str = "DenoisingPGD",
+        **options: Any,
     ) -> None:
-        super().__init__(
-            name,
-            model,
-            sigma,
-            eps=eps,
-            steps=steps,
-            alpha=alpha,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=random_start,
-            seed=seed,
-        )
+        super().__init__(options.pop("name", "DenoisingPGD"), model, sigma, eps, steps, **options)
 
     def init_delta(self, noisy: Tensor) -> Tensor:
         return self.uniform(noisy, -self.eps, self.eps)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,27 +37,9 @@ class L2DenoisingPGD(DenoiserAttack):
         sigma: float | Tensor,
         rho: float = 0.1,
         steps: int = 10,
-        alpha: float | None = None,
-        objective: str = "clean",
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
-        clip: tuple[float, float] | None = None,
-        random_start: bool = True,
-        seed: int = 0,
-        name: str = "L2DenoisingPGD",
+        **options: Any,
     ) -> None:
-        super().__init__(
-            name,
-            model,
-            sigma,
-            eps=rho,
-            steps=steps,
-            alpha=alpha,
-            objective=objective,
-            loss=loss,
-            clip=clip,
-            random_start=random_start,
-            seed=seed,
-        )
+        super().__init__(options.pop("name", "L2DenoisingPGD"), model, sigma, rho, steps, **options)
 
     def default_alpha(self) -> float:
         """A fraction of the radius per step: the radius crossed 2.5 times in all."""
