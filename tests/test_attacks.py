@@ -255,6 +255,12 @@ def test_every_attack_takes_the_base_options_by_keyword():
         DenoisingFGSM(den, SIGMA, steps=3, random_start=True)
     with pytest.raises(TypeError, match="unexpected keyword argument 'budget'"):
         DenoisingPGD(den, SIGMA, budget=0.1)
+    with pytest.raises(ValueError, match=r"rho must be a number in \[0, "):  # its own keyword
+        L2DenoisingPGD(den, SIGMA, rho=-0.1)
+    with pytest.raises(ValueError, match=r"decay must be a number in \[0, "):
+        MomentumPGD(den, SIGMA, decay=float("nan"))
+    with pytest.raises(TypeError, match="eps must be a number >= 0, got True"):
+        DenoisingPGD(den, SIGMA, eps=True)
 
 
 def test_the_registry_says_how_to_build_every_attack():

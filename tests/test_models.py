@@ -74,3 +74,25 @@ def test_denoiser_conventions():
         Denoiser(DnCNN(depth=3), predicts="residual")
     with pytest.raises(ValueError, match="needs the nominal sigma"):
         Denoiser(MapModel(), noise_level="map")(x)
+
+
+def test_denoiser_sigma_is_normalised_like_the_sampler_sigma():
+    """One sigma normaliser: numbers are checked, (B,) vectors must match the batch."""
+    seen = []
+
+    def model(noisy, sigma):
+        seen.append(sigma)
+        return noisy
+
+    den = Denoiser(model, noise_level="argument")
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    den(x, 0.1)
+    den(x, torch.tensor([0.1, 0.2]))
+    assert seen[0].shape == (2,) and seen[0].dtype == torch.float64
+    assert torch.allclose(seen[1], torch.tensor([0.1, 0.2], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"sigma of shape \(3,\) must have one entry per sample"):
+        den(x, torch.ones(3))
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+        den(x, -1.0)
+    with pytest.raises(ValueError, match=r"a number or a \(B,\) vector here"):
+        den(x, torch.ones(2, 1, 4, 4))

@@ -73,6 +73,18 @@ def check_positive(
     return value
 
 
+def check_nonnegative(
+    name: str, value: object, high: float = F32_MAX, integer: bool = False
+) -> float:
+    """Require a finite number (an int when ``integer``) in ``[0, high]``."""
+    kind = "an int" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{name} must be {kind} >= 0, got {shown(value)}")
+    if not is_finite_number(value) or not 0 <= value <= high:
+        raise ValueError(f"{name} must be {kind} in [0, {high:.3g}], got {shown(value)}")
+    return value
+
+
 def check_float32(name: str, value: float, low: float = F32_TINY, high: float = F32_MAX) -> float:
     """Require ``low <= value <= high`` (by default: a positive number float32 holds without
     rounding it to 0 or Inf)."""

@@ -13,7 +13,8 @@ import inspect
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_images, check_positive
+from ._checks import check_choice, check_images
+from .typical import sigma_tensor
 
 PREDICTS = ("clean", "noise")
 NOISE_LEVEL = ("none", "map", "argument")
@@ -21,14 +22,11 @@ NOISE_LEVEL = ("none", "map", "argument")
 
 def per_sample_sigma(sigma: Tensor | float, noisy: Tensor) -> Tensor:
     """Sigma as a (B,) tensor in the dtype and on the device of ``noisy``: a number (checked
-    > 0), a one-element or a (B,) tensor."""
-    b = noisy.shape[0]
-    if not isinstance(sigma, Tensor):
-        check_positive("sigma", sigma)
-    sig = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
-    if sig.numel() not in (1, b):
-        raise ValueError(f"sigma holds {sig.numel()} values for a batch of {b}")
-    return sig.expand(b) if sig.numel() == 1 else sig
+    > 0), a one-element or a (B,) tensor (not read: no wait for the device)."""
+    sig = sigma_tensor(sigma, noisy, check_values=False)
+    if sig.shape[1:] != (1, 1, 1):
+        raise ValueError(f"sigma must be a number or a (B,) vector here, got {tuple(sig.shape)}")
+    return sig.reshape(-1).expand(noisy.shape[0]).to(noisy.dtype)
 
 
 def _takes_two_arguments(model: object) -> bool:

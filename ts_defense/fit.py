@@ -22,7 +22,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_images, check_positive, check_seed, check_type
+from ._checks import (
+    MAX_INT,
+    check_images,
+    check_nonnegative,
+    check_positive,
+    check_seed,
+    check_type,
+)
 from .adversarial import AdversarialConfig
 from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
 from .recipes import Recipe, make_recipe
@@ -316,8 +323,10 @@ def _resume(path: Path, extra: Mapping[str, Any], patches: torch.Generator) -> t
                 f"checkpoint {path} was not written by fit (no {key!r}): give fit another path"
             )
     step, history = extra["step"], extra["history"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"checkpoint {path}: step must be an int >= 0, got {step!r}")
+    try:
+        check_nonnegative("step", step, high=MAX_INT - 1, integer=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: {err}") from None
     if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
         raise ValueError(f"checkpoint {path}: history must be a list of records, got {history!r}")
     for key, restore in (

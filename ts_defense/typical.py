@@ -25,8 +25,9 @@ from ._checks import check_images, check_positive
 SigmaLike = float | Tensor
 
 
-def sigma_tensor(sigma: SigmaLike, noise: Tensor) -> Tensor:
-    """``sigma`` as a float32 tensor broadcastable to ``noise`` (B, C, H, W); validated > 0."""
+def sigma_tensor(sigma: SigmaLike, noise: Tensor, check_values: bool = True) -> Tensor:
+    """``sigma`` as a float32 tensor broadcastable to ``noise`` (B, C, H, W); validated > 0
+    (for a tensor only with ``check_values``: reading its values waits for the device)."""
     if isinstance(sigma, Tensor):
         s = sigma.to(device=noise.device, dtype=torch.float32)
         if s.dim() == 0:
@@ -51,7 +52,7 @@ def sigma_tensor(sigma: SigmaLike, noise: Tensor) -> Tensor:
                 f"sigma must be a number, a (B,) vector or a (B, C, H, W) map, got shape "
                 f"{tuple(s.shape)}"
             )
-        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        if check_values and not bool((torch.isfinite(s) & (s > 0)).all()):
             raise ValueError("sigma must be finite and > 0 everywhere")
         return s
     check_positive("sigma", sigma)

@@ -32,6 +32,7 @@ from .._checks import (
     check_float32,
     check_images,
     check_interval,
+    check_nonnegative,
     check_positive,
     check_seed,
 )
@@ -154,13 +155,8 @@ class DenoiserAttack(Attack):
         check_image_units("sigma", sigma, "noise levels")
         if self.budget_unit != "ratio":
             check_image_units("eps", eps, "budgets")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-        if eps == float("inf"):
-            raise ValueError("eps must be finite")
-        if eps > F32_MAX / 100:  # the ball and its steps overflow float32
-            raise ValueError(f"eps={eps!r} is too large: budgets are in image units (about 1)")
-        self.eps = float(eps)
+        # beyond F32_MAX / 100 the ball and its steps overflow float32
+        self.eps = float(check_nonnegative(self.budget, eps, high=F32_MAX / 100))
         check_positive("steps", steps, integer=True)
         self.steps = steps
         self.alpha = self.default_alpha() if alpha is None else alpha

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import inf
 from typing import Any
 
 from torch import Tensor
 
+from .._checks import check_nonnegative
 from ..denoiser import Denoiser
 from .pgd import DenoisingPGD
 
@@ -37,9 +37,7 @@ class MomentumPGD(DenoisingPGD):
     ) -> None:
         options.setdefault("name", "MomentumPGD")
         super().__init__(model, sigma, eps, steps, random_start=random_start, **options)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < inf:
-            raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
-        self.decay = float(decay)
+        self.decay = float(check_nonnegative("decay", decay))
 
     def default_alpha(self) -> float:
         """The budget crossed once in all (as in MI-FGSM)."""
