@@ -11,46 +11,16 @@ import pytest
 import torch
 import ts_defense.adapters.basicsr as tsb  # noqa: E402
 import yaml
+from basicsr_support import make_image_dirs, tiny_options
 from ts_defense.adapters.basicsr import TSGaussianDenoisingDataset, TSModel  # noqa: E402
-
-EXAMPLE = Path(__file__).parents[1] / "examples" / "basicsr_ts_denoising.yml"
-
-
-def _write_images(folder: Path, size: int, names: tuple[str, ...]) -> None:
-    import cv2
-    import skimage.data
-    from skimage.transform import resize
-
-    folder.mkdir(parents=True)
-    for name in names:
-        img = getattr(skimage.data, name)()[..., :3]
-        s = min(img.shape[:2])
-        img = resize(img[:s, :s], (size, size), anti_aliasing=True)
-        cv2.imwrite(str(folder / f"{name}.png"), (img[..., ::-1] * 255).round().astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
 def image_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bsr_data")
-    _write_images(root / "train", 64, ("astronaut", "coffee", "chelsea", "rocket"))
-    _write_images(root / "val", 32, ("astronaut", "coffee"))
-    return root
+    return make_image_dirs(tmp_path_factory.mktemp("bsr_data"))
 
 
-def _options(image_dirs: Path, name: str) -> dict:
-    """The example YAML made tiny: CPU, 16-channel RIDNet, 32-pixel patches, 40 iterations."""
-    opt = yaml.safe_load(EXAMPLE.read_text())
-    opt.update(name=name, num_gpu=0)
-    train, val = opt["datasets"]["train"], opt["datasets"]["val"]
-    train.update(dataroot_gt=str(image_dirs / "train"), gt_size=32, num_worker_per_gpu=0)
-    train.update(batch_size_per_gpu=4, dataset_enlarge_ratio=8)
-    val.update(dataroot_gt=str(image_dirs / "val"))
-    opt["network_g"].update(mid_channels=16, num_block=1)
-    opt["train"]["optim_g"]["lr"] = 2e-3
-    opt["train"]["total_iter"] = 40
-    opt["val"]["val_freq"] = 20
-    opt["logger"].update(print_freq=1, save_checkpoint_freq=20)
-    return opt
+_options = tiny_options
 
 
 def test_example_yaml_runs_basicsr_train_pipeline_on_cpu(image_dirs, tmp_path):
@@ -249,3 +219,101 @@ def test_launcher_resumes_on_cpu_with_overrides(image_dirs, tmp_path):
     assert "no TS sampler state" not in log
     assert len(re.findall(r"l_pix: ", log)) == 4  # iterations 21..24
     assert "total_iter: 24" in (exp / "opt.yml").read_text()  # the copy holds the override
+
+
+def _ignored_ts_cases():
+    sr = {"model_type": "SRModel"}
+    ds_ts = {"type": "TSGaussianDenoisingDataset", "ts": {"p_ood": 0.5}}
+    return [
+        (sr, r"^ts: model_type 'SRModel' ignores the ts block; use model_type TSModel"),
+        ({"model_type": "NoSuchModel"}, r"^ts: model_type 'NoSuchModel' is not a registered"),
+        (
+            {**sr, "ts": None, "datasets": {"train": {"type": "PairedImageDataset", "ts": {}}}},
+            r"^datasets\.train\.ts: dataset type 'PairedImageDataset' ignores the ts block",
+        ),
+        (
+            {**sr, "ts": None, "datasets": {"val": {**ds_ts}}},
+            r"^datasets\.val\.ts: the val phase ignores the ts block",
+        ),
+        (
+            {"datasets": {"train": {**ds_ts}}},  # TSModel (the example) and a dataset ts block
+            r"^datasets\.train\.ts: model_type 'TSModel' ignores the dataset's ts block",
+        ),
+        ({"ts": {"sigma": 25, "band": [0.4, 0.2]}}, r"^ts: band=\(0\.4, 0\.2\)"),  # contents
+        (
+            {**sr, "ts": None, "datasets": {"train": {**ds_ts, "ts": {"p_oood": 1}}}},
+            r"^datasets\.train\.ts: unknown TS option\(s\) 'p_oood'",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("overrides", "message"), _ignored_ts_cases())
+def test_ts_blocks_the_types_would_ignore_are_refused(image_dirs, overrides, message):
+    opt = _options(image_dirs, "check")
+    for key, value in overrides.items():
+        if key == "datasets":
+            for phase, ds in value.items():
+                opt["datasets"][phase] = {**opt["datasets"][phase], **ds}
+        else:
+            opt[key] = value
+    with pytest.raises((ValueError, TypeError), match=message):
+        tsb.check_ts_options(opt)
+
+
+def test_ts_blocks_that_are_read_pass_the_check(image_dirs):
+    opt = _options(image_dirs, "check")
+    tsb.check_ts_options(opt)  # the example: TSModel, top-level ts, TS dataset without one
+    opt.update(model_type="SRModel", ts=None)
+    opt["datasets"]["train"]["ts"] = {"p_ood": 0.5}
+    tsb.check_ts_options(opt)  # TS in the data loader under BasicSR's own model
+    del opt["datasets"]["train"]["ts"]
+    tsb.check_ts_options(opt)  # no ts anywhere: nothing to say
+
+
+def test_user_train_py_refuses_an_ignored_ts_block_before_any_folder(
+    image_dirs, tmp_path, monkeypatch, capsys
+):
+    """A user's own ``train.py``: ``train_pipeline`` exits with one line naming the option and
+    the model type, before BasicSR creates ``experiments/`` or logs its banner."""
+    from basicsr.train import train_pipeline
+
+    opt = dict(_options(image_dirs, "refused"), model_type="SRModel")
+    opt_file = tmp_path / "opt.yml"
+    opt_file.write_text(yaml.safe_dump(opt))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(opt_file)])
+    with pytest.raises(SystemExit) as exit_info:
+        train_pipeline(str(tmp_path))
+    message = str(exit_info.value.code)
+    assert message.startswith("train.py: error: ts: model_type 'SRModel' ignores the ts block")
+    assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yml"]  # no experiments/, tb_logger/
+    out = capsys.readouterr()
+    assert "Version Information" not in out.out + out.err
+
+
+def test_test_pipeline_refuses_before_the_results_folder(image_dirs, tmp_path, monkeypatch):
+    from basicsr.test import test_pipeline
+
+    opt = _options(image_dirs, "refused")
+    opt["datasets"]["val"]["ts"] = {"p_ood": 0.5}
+    opt_file = tmp_path / "opt.yml"
+    opt_file.write_text(yaml.safe_dump(opt))
+    monkeypatch.setattr(sys, "argv", ["test.py", "-opt", str(opt_file)])
+    with pytest.raises(SystemExit, match=r"datasets\.val\.ts: the val phase ignores"):
+        test_pipeline(str(tmp_path))
+    assert not (tmp_path / "results").exists()
+
+
+def test_launcher_refuses_with_the_same_check(image_dirs, tmp_path):
+    opt_file = tmp_path / "opt.yml"
+    opt_file.write_text(yaml.safe_dump(dict(_options(image_dirs, "no"), model_type="SRModel")))
+    cmd = [sys.executable, "-m", "ts_defense.adapters.basicsr", "-opt", str(opt_file)]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "python -m ts_defense.adapters.basicsr: error: ts: model_type 'SRModel' ignores the ts "
+        "block; use model_type TSModel (or a registered ts_model(...) class), or TS noise in the "
+        "data loader (datasets.train.type TSGaussianDenoisingDataset with its own ts block)"
+    )
+    assert not (tmp_path / "experiments").exists() and "Version Information" not in run.stdout

@@ -47,10 +47,7 @@ class TSGaussianDenoisingDataset(data.Dataset):
         if self.phase == "train":
             self.gt_size = int(check_positive(f"{key}.gt_size", opt.get("gt_size"), integer=True))
             self.geometric_augs = bool(opt.get("geometric_augs", False))
-            sigma = GreySigma.parse(
-                f"{key}.sigma_range", opt.get("sigma_range"), opt.get("sigma_type")
-            )
-            template, _ = sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=sigma)
+            sigma, template = self.training_noise(opt, key)
             self.sigma = sigma
             self.config = template.config
             self._samplers: dict[int, TSSampler] = {}
@@ -71,6 +68,14 @@ class TSGaussianDenoisingDataset(data.Dataset):
             self.paths = sorted(scandir(folder, full_path=True))
         if not self.paths:
             raise ValueError(f"{key}.dataroot_gt={folder!r} holds no images")
+
+    @staticmethod
+    def training_noise(opt: dict, key: str) -> tuple[GreySigma, TSSampler]:
+        """The training phase's nominal sigma and sampler template from the dataset options
+        (``sigma_type``, ``sigma_range``, ``ts``); errors name ``key`` and the option."""
+        sigma = GreySigma.parse(f"{key}.sigma_range", opt.get("sigma_range"), opt.get("sigma_type"))
+        template, _ = sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=sigma)
+        return sigma, template
 
     def __len__(self) -> int:
         return len(self.paths)
