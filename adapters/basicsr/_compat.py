@@ -4,7 +4,9 @@ BasicSR 1.4.2 (the release PyPI serves) imports ``torchvision.transforms.functio
 a module torchvision renamed to ``_functional_tensor`` in 0.15 and removed in 0.17; since
 ``basicsr/__init__`` imports every submodule, the whole package fails to import. Before BasicSR
 is imported we register the renamed module under the old name — only when the old name is
-missing, so a fixed BasicSR or an older torchvision sees no change. Site-packages is not touched.
+missing, so a fixed BasicSR or an older torchvision sees no change. Installed from the wheel,
+the same finder (:mod:`_ts_defense_torchvision`) already runs from a ``.pth`` file at interpreter
+start, so ``import basicsr`` works without importing this package first.
 
 BasicSR parses option files with PyYAML's full ``Loader``, which builds arbitrary Python objects
 (``!!python/object/apply:os.system``): an option file could run code. :func:`patch_yaml` makes
@@ -15,25 +17,15 @@ BasicSR's ``dict2str`` never returns.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
+import _ts_defense_torchvision
 
-OLD = "torchvision.transforms.functional_tensor"
-NEW = "torchvision.transforms._functional_tensor"
+OLD = _ts_defense_torchvision.OLD
+NEW = _ts_defense_torchvision.NEW
 
 
 def patch_torchvision() -> bool:
     """Alias ``OLD`` to ``NEW`` if ``OLD`` is gone; returns whether an alias was installed."""
-    if OLD in sys.modules:
-        return False
-    try:
-        if importlib.util.find_spec(OLD) is not None:
-            return False
-    except ModuleNotFoundError:  # torchvision itself missing: nothing to fix here
-        return False
-    sys.modules[OLD] = importlib.import_module(NEW)
-    return True
+    return _ts_defense_torchvision.alias()
 
 
 def safe_ordered_yaml() -> tuple[type, type]:
