@@ -157,6 +157,13 @@ def test_fresh_venv_imports_basicsr_without_ts_defense(venv, tmp_path):
     )
     name, imported, prefix = out.split()
     assert imported == "False" and Path(prefix) == venv.parents[1]
+    run = subprocess.run(
+        [str(venv), "-X", "importtime", "-c", "pass"], capture_output=True, text=True, cwd=tmp_path
+    )
+    lines = [line.split("|") for line in run.stderr.splitlines() if line.count("|") == 2]
+    (at,) = [i for i, (_, _, mod) in enumerate(lines) if mod.strip() == SHIM]
+    depth = len(lines[at][2]) - len(lines[at][2].lstrip())
+    assert len(lines[at - 1][2]) - len(lines[at - 1][2].lstrip()) <= depth  # imports nothing
     import torchvision
 
     if tuple(int(v) for v in re.findall(r"\d+", torchvision.__version__)[:2]) >= (0, 17):
@@ -210,3 +217,55 @@ def test_fresh_venv_runs_the_readme_train_step(venv, tmp_path):
     )
     out = _python(venv, script, cwd=tmp_path)
     assert math.isfinite(float(out.split("loss")[-1]))
+
+
+def _fake_torchvision(root: Path, *modules: str) -> Path:
+    """A stand-in ``torchvision`` package holding ``transforms/<module>.py`` for each module."""
+    transforms = root / "torchvision" / "transforms"
+    transforms.mkdir(parents=True)
+    (root / "torchvision" / "__init__.py").write_text("")
+    (transforms / "__init__.py").write_text("")
+    for name in modules:
+        (transforms / f"{name}.py").write_text(f"WHO = {name!r}\n")
+    return root
+
+
+SHIM_PROBE = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import {SHIM}
+{SHIM}.install()
+{SHIM}.install()  # once only
+assert sys.meta_path.count({SHIM}.Finder) == 1 and sys.meta_path[-1] is {SHIM}.Finder
+assert 'torchvision' not in sys.modules
+try:
+    from torchvision.transforms.functional_tensor import WHO
+except ModuleNotFoundError as err:
+    print('missing', err.name)
+else:
+    module = sys.modules['torchvision.transforms.functional_tensor']
+    print(WHO, module.__name__, module.__spec__.name)
+"""
+
+
+OLD, NEW = "torchvision.transforms.functional_tensor", "torchvision.transforms._functional_tensor"
+
+
+@pytest.mark.parametrize(
+    ("modules", "expected"),
+    [
+        (("_functional_tensor",), f"_functional_tensor {NEW} {NEW}"),  # the renamed module
+        (("functional_tensor", "_functional_tensor"), f"functional_tensor {OLD} {OLD}"),
+        ((), f"missing {OLD}"),  # nothing to alias: the usual error
+    ],
+)
+def test_torchvision_finder_aliases_only_a_missing_module(tmp_path, modules, expected):
+    """The finder comes last: where the old module exists it is never asked; where it is gone
+    the renamed module is handed out as it is (its own ``__spec__``)."""
+    fake = _fake_torchvision(tmp_path, *modules)
+    env = {**_clean_env(), "PYTHONPATH": str(fake)}
+    run = subprocess.run(
+        [sys.executable, "-c", SHIM_PROBE], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == expected
