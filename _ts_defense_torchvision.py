@@ -10,7 +10,7 @@ Then, and only then, it hands out the renamed module under the old name. Where t
 exists (torchvision < 0.17, or a fixed BasicSR never asks for it), the finder is never reached.
 
 This is the one copy of the aliasing logic: ``ts_defense.adapters.basicsr`` calls :func:`alias`
-too, for installs without the ``.pth`` (editable installs, ``pip install --target``).
+too, for installs whose ``.pth`` never runs (``pip install --target``, a checkout on the path).
 """
 
 import sys

@@ -4,8 +4,10 @@
 importing ts-defense first (see ``_ts_defense_torchvision.py``). setuptools' ``data-files`` land
 under the environment's prefix, not in site-packages, so ``build_py`` writes the line into the
 build tree, whose top level becomes the wheel's (``purelib``) root, as setuptools ships its own
-``distutils-precedence.pth``. Editable installs (``pip install -e``) take no generated files:
-there ``import ts_defense.adapters.basicsr`` (BasicSR users' registration import) does the same.
+``distutils-precedence.pth``. An editable wheel (``pip install -e``) maps ``build_lib``'s files
+back to their sources and drops generated ones, so there the line goes where ``editable_wheel``
+points ``install_lib``: the wheel's own root (its ``.pth`` sorts after ``__editable__.*.pth``,
+whose finder then imports ``_ts_defense_torchvision`` from the checkout).
 """
 
 import os
@@ -22,8 +24,13 @@ PTH_LINE = "import _ts_defense_torchvision; _ts_defense_torchvision.install()\n"
 class build_py_with_pth(build_py):  # noqa: N801 (setuptools' command naming)
     def run(self) -> None:
         super().run()
-        if not self.editable_mode:
-            with open(os.path.join(self.build_lib, PTH), "w") as f:
+        # An editable wheel takes build_lib's files from their sources (not this generated
+        # one), but everything under install_lib, which editable_wheel points at the wheel.
+        folder = self.build_lib
+        if self.editable_mode:
+            folder = self.get_finalized_command("install").install_lib
+        if folder:
+            with open(os.path.join(folder, PTH), "w") as f:
                 f.write(PTH_LINE)
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:

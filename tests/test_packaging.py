@@ -111,22 +111,40 @@ def test_wheel_and_sdist_metadata_a_user_can_trust(dist):
         assert meta.get_all("Project-URL") is None and meta["Home-page"] is None  # none invented
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory, dist) -> Path:
-    """A fresh virtual environment with the wheel installed (``--no-deps --no-index``: no
-    network). Its dependencies (torch, BasicSR, ...) come from this test's environment through a
-    path entry after the venv's own site-packages; the ``.pth`` files there (the editable install
-    of this checkout) are not run, so ``ts_defense`` can only come from the wheel."""
-    root = tmp_path_factory.mktemp("venv") / "env"
+def _fresh_venv(root: Path, *install: str) -> Path:
+    """A fresh virtual environment at ``root`` with ``pip install --no-deps --no-index
+    *install`` (no network). Its dependencies (torch, BasicSR, ...) come from this test's
+    environment through a path entry after the venv's own site-packages; the ``.pth`` files
+    there (the editable install of a checkout) are not run, so ``ts_defense`` can only come from
+    what was installed. Returns the venv's python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     python = root / "bin" / "python"
     purelib = _python(python, "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
     deps = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
     Path(purelib, "zz_test_dependencies.pth").write_text("\n".join(deps) + "\n")
-    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(dist[1])]
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *install]
     run = subprocess.run(pip, capture_output=True, text=True, env=_clean_env(), cwd=root)
     assert run.returncode == 0, run.stderr
     return python
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory, dist) -> Path:
+    """A fresh virtual environment with the wheel installed."""
+    return _fresh_venv(tmp_path_factory.mktemp("venv") / "env", str(dist[1]))
+
+
+def test_editable_install_gets_the_pth_too(tmp_path):
+    """``pip install -e`` (as run.sh does): the ``.pth`` in site-packages, the module from the
+    checkout through setuptools' editable finder."""
+    python = _fresh_venv(tmp_path / "env", "--no-build-isolation", "-e", str(ROOT))
+    out = _python(
+        python,
+        f"import sys; import {SHIM} as m\n"
+        "print(m.__file__, m.Finder in sys.meta_path, 'torch' in sys.modules)",
+        cwd=tmp_path,
+    )
+    assert out.split() == [str(ROOT / f"{SHIM}.py"), "True", "False"]
 
 
 def _clean_env() -> dict:
