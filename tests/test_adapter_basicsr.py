@@ -240,6 +240,11 @@ def _ignored_ts_cases():
             r"^datasets\.train\.ts: model_type 'TSModel' ignores the dataset's ts block",
         ),
         ({"ts": {"sigma": 25, "band": [0.4, 0.2]}}, r"^ts: band=\(0\.4, 0\.2\)"),  # contents
+        ({"ts": None}, r"^ts\.sigma is required"),  # TSModel without its block
+        (
+            {**sr, "ts": None, "datasets": {"train": {"sigma_range": 0.1}}},
+            r"^datasets\.train\.sigma_range=0\.1 looks like \[0, 1\] units",
+        ),
         (
             {**sr, "ts": None, "datasets": {"train": {**ds_ts, "ts": {"p_oood": 1}}}},
             r"^datasets\.train\.ts: unknown TS option\(s\) 'p_oood'",

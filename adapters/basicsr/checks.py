@@ -63,28 +63,33 @@ def check_ts_options(opt: Mapping[str, Any]) -> None:
                 f"(or a registered ts_model(...) class), or TS noise in the data loader "
                 f"(datasets.train.type TSGaussianDenoisingDataset with its own ts block)"
             )
-        training_from_options(opt["ts"], "ts")
+    if ts_model:
+        training_from_options(opt.get("ts"), "ts")  # what the model will build, checked now
     for phase, dataset in (opt.get("datasets") or {}).items():
-        if not isinstance(dataset, Mapping) or dataset.get("ts") is None:
+        if not isinstance(dataset, Mapping):
             continue
         key = f"datasets.{phase}"
         kind = _registered(DATASET_REGISTRY, dataset.get("type"))
-        if not (isinstance(kind, type) and issubclass(kind, TSGaussianDenoisingDataset)):
-            raise ValueError(
-                f"{key}.ts: dataset type {dataset.get('type')!r} ignores the ts block; use type "
-                f"TSGaussianDenoisingDataset, or model_type TSModel with a top-level ts block"
-            )
-        if str(phase).split("_")[0] != "train":
-            raise ValueError(
-                f"{key}.ts: the {phase} phase ignores the ts block (validation images get "
-                f"Gaussian noise at sigma_test); keep ts in datasets.train"
-            )
-        if ts_model:
-            raise ValueError(
-                f"{key}.ts: model_type {model_type!r} ignores the dataset's ts block (it draws "
-                f"its own TS noise from gt); keep one: the top-level ts or {key}.ts"
-            )
-        TSGaussianDenoisingDataset.training_noise(dataset, key)
+        ts_dataset = isinstance(kind, type) and issubclass(kind, TSGaussianDenoisingDataset)
+        training = str(phase).split("_")[0] == "train"
+        if dataset.get("ts") is not None:
+            if not ts_dataset:
+                raise ValueError(
+                    f"{key}.ts: dataset type {dataset.get('type')!r} ignores the ts block; use "
+                    f"type TSGaussianDenoisingDataset, or model_type TSModel with a top-level ts"
+                )
+            if not training:
+                raise ValueError(
+                    f"{key}.ts: the {phase} phase ignores the ts block (validation images get "
+                    f"Gaussian noise at sigma_test); keep ts in datasets.train"
+                )
+            if ts_model:
+                raise ValueError(
+                    f"{key}.ts: model_type {model_type!r} ignores the dataset's ts block (it "
+                    f"draws its own TS noise from gt); keep one: the top-level ts or {key}.ts"
+                )
+        if ts_dataset and training:
+            TSGaussianDenoisingDataset.training_noise(dataset, key)
 
 
 def checked(parse_options: Callable) -> Callable:
