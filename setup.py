@@ -21,7 +21,7 @@ PTH = "_ts_defense_torchvision.pth"
 PTH_LINE = "import _ts_defense_torchvision; _ts_defense_torchvision.install()\n"
 
 
-class build_py_with_pth(build_py):  # noqa: N801 (setuptools' command naming)
+class build_py_with_pth(build_py):
     def run(self) -> None:
         super().run()
         # An editable wheel takes build_lib's files from their sources (not this generated
