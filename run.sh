@@ -35,8 +35,8 @@ case "$cmd" in
     ;;
   test)
     setup
-    "$VENV/bin/ruff" check ts_defense adapters tests benchmarks
-    "$VENV/bin/ruff" format --check ts_defense adapters tests benchmarks
+    "$VENV/bin/ruff" check ts_defense adapters tests benchmarks setup.py _ts_defense_torchvision.py
+    "$VENV/bin/ruff" format --check ts_defense adapters tests benchmarks setup.py _ts_defense_torchvision.py
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
