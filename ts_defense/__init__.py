@@ -6,9 +6,10 @@ Layers (each usable alone): :mod:`ts_defense.typical` (statistics), :mod:`ts_def
 
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .denoiser import Denoiser
-from .families import FAMILIES, register_family
+from .families import FAMILIES, Family, Local, Radial, Structured, register_family
 from .fit import History, PatchSampler, fit
 from .sampler import TSConfig, TSDraw, TSSampler
+from .sigma import SigmaSchedule
 from .training import LOSSES, RankState, StepResult, TrainStep, rank_seed, ts_loss
 from .typical import (
     chebyshev_bound,
@@ -37,6 +38,11 @@ __all__ = [
     "ts_loss",
     "Denoiser",
     "FAMILIES",
+    "Family",
+    "Local",
+    "Radial",
+    "SigmaSchedule",
+    "Structured",
     "TSConfig",
     "TSDraw",
     "TSSampler",

@@ -18,16 +18,12 @@ def family_statistics(
     """Draw every family (and Gaussian) on bundled-image patches; deviation statistics each."""
     clean = tiles(bundled_images(), patch).repeat(repeats, 1, 1, 1)
     n_dims = clean[0].numel()
-    eps = config.band[0]
+    eps, window = config.families.flat("band")[0], config.families.flat("window")
     stats: dict[str, dict[str, Any]] = {}
     for name in config.family_names:
-        if name == "gaussian":
-            cfg = TSConfig(**{**config.to_dict(), "p_ood": 0.0})
-        else:
-            cfg = TSConfig(**{**config.to_dict(), "p_ood": 1.0, "families": {name: 1.0}})
-        draw = TSSampler(cfg, seed=seed).draw(clean)
+        draw = TSSampler(config.only(name), seed=seed).draw(clean)
         d = draw.deviation
-        dk = typical.window_deviation(draw.noise, draw.sigma, config.window)
+        dk = typical.window_deviation(draw.noise, draw.sigma, window)
         stats[name] = {
             "samples": int(d.numel()),
             "n_dims": n_dims,
@@ -42,7 +38,7 @@ def family_statistics(
         "std_d": typical.deviation_std(n_dims),
         "chebyshev": typical.chebyshev_bound(n_dims, eps),
         "laurent_massart": typical.laurent_massart_bound(n_dims, eps),
-        "window_std_d": typical.deviation_std(config.window**2 * clean.shape[1]),
+        "window_std_d": typical.deviation_std(window**2 * clean.shape[1]),
         "eps": eps,
     }
     return stats
@@ -80,7 +76,8 @@ def plot_statistics(stats: dict[str, dict[str, Any]], config: TSConfig, path: Pa
 
     names = [n for n in stats if n != "theory"]
     fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.2), squeeze=False)
-    eps_in, eps_out = config.band
+    eps_in, eps_out = config.families.flat("band")
+    window = config.families.flat("window")
     lim = max(eps_out * 1.15, 4 * stats["theory"]["std_d"])
     for k, name in enumerate(names):
         ax = axes[0, k]
@@ -95,7 +92,7 @@ def plot_statistics(stats: dict[str, dict[str, Any]], config: TSConfig, path: Pa
         ax = axes[1, k]
         vmax = max(eps_out, 3 * stats["theory"]["window_std_d"])
         im = ax.imshow(stats[name]["window_map"], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        ax.set_title(f"{name}: {config.window}x{config.window} window map", fontsize=9)
+        ax.set_title(f"{name}: {window}x{window} window map", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046)

@@ -158,8 +158,7 @@ def family_psnr(
     xs = as_batches(clean, "clean")
     table: dict[str, dict[str, float]] = {name: {} for name in models}
     for family in config.family_names:
-        only = {"p_ood": 0.0} if family == "gaussian" else {"p_ood": 1.0, "families": {family: 1}}
-        sampler = TSSampler(TSConfig(**{**config.to_dict(), **only}), seed=seed)
+        sampler = TSSampler(config.only(family), seed=seed)
         draws = [sampler.draw(x) for x in xs]
         for name, den in models.items():
             scores = [

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -23,7 +24,6 @@ from torch import Tensor
 
 from . import typical
 from ._checks import (
-    check_choice,
     check_float32,
     check_images,
     check_interval,
@@ -31,105 +31,94 @@ from ._checks import (
     check_probability,
     check_seed,
     is_finite_number,
-    shown,
 )
 from ._io import plain
-from .families import FAMILIES, draw_batch
+from .families import GAUSSIAN, MAX_DEVIATION, MAX_WINDOW, SIDES, Families, draw_batch
 from .seeding import stream_seed
+from .sigma import SigmaSchedule
 
-SIDES = ("both", "above", "below")
-# A deviation d scales the noise power by 1 + 2 d: beyond 1e6 it is no longer "near" the typical
-# set, and |n|^2 of any image stays far inside float32.
-MAX_DEVIATION = 1e6
-MAX_WINDOW = 4096  # window and corr_scale, in pixels
+__all__ = ["MAX_DEVIATION", "MAX_WINDOW", "SIDES", "TSConfig", "TSDraw", "TSSampler"]
+
+FLAT = ("band", "sides", "window", "local_fraction", "corr_scale", "corr_mix")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TSConfig:
     """What the sampler draws. Sigma is in the units of the images (``data_range``).
 
-    sigma: nominal noise level, or ``(low, high)`` for blind training (uniform per sample).
+    sigma: nominal noise level: a number, ``(low, high)`` for blind training (uniform per
+        sample), or a :class:`~ts_defense.sigma.SigmaSchedule` (e.g. a choice among values).
     p_ood: probability that a sample gets out-of-distribution noise.
-    families: weights of the out-of-distribution families (names in ``FAMILIES``).
-    band: ``(eps_in, eps_out)``, the deviation band just outside the eps_in-typical set.
-    sides: ``"both"``, ``"above"`` (more power than nominal) or ``"below"`` (less).
-    window, local_fraction: window size and share of atypical windows of ``local``.
-    corr_scale, corr_mix: correlation length (pixels) and smooth share range of ``structured``.
+    families: weights of the out-of-distribution families, keyed by registered name (its
+        registered parameters) or by family object (:class:`~ts_defense.families.Radial`,
+        :class:`~ts_defense.families.Local`, :class:`~ts_defense.families.Structured`, ... with
+        their own parameters). A value may be a nested block ``{"weight": w, <parameter>: v}``.
+        Read back as a mapping name -> weight; ``families.family(name)`` is the family object.
     zero_mean: draw zero-mean noise (each sample's noise sums to zero).
     clip: clamp the noisy image to this range, or None (default: no clipping).
+    data_range: the range of the images (sigma at most this).
+
+    The flat keywords of earlier versions (``band``, ``sides``, ``window``, ``local_fraction``,
+    ``corr_scale``, ``corr_mix``) remain a shorthand, here and in :meth:`from_dict`: each sets
+    that parameter of every listed family that has it (``local_fraction`` is ``Local.fraction``),
+    so flat and nested options draw the same bits. Reading them from a config
+    (``config.band``) is deprecated (a ``DeprecationWarning``): it gives the first listed family's.
     """
 
-    sigma: float | tuple[float, float] = 25 / 255
-    p_ood: float = 0.2
-    families: Mapping[str, float] = field(
-        default_factory=lambda: {"radial": 1.0, "local": 1.0, "structured": 1.0}
-    )
-    band: tuple[float, float] = (0.05, 0.35)
-    sides: str = "both"
-    window: int = 8
-    local_fraction: float = 0.25
-    corr_scale: int = 4
-    corr_mix: tuple[float, float] = (0.3, 0.9)
-    zero_mean: bool = False
-    clip: tuple[float, float] | None = None
-    data_range: float = 1.0
+    sigma: float | tuple[float, float] | SigmaSchedule
+    p_ood: float
+    families: Families
+    zero_mean: bool
+    clip: tuple[float, float] | None
+    data_range: float
 
-    def __post_init__(self) -> None:
-        check_float32("data_range", check_positive("data_range", self.data_range))
-        if isinstance(self.sigma, (int, float)) and not isinstance(self.sigma, bool):
-            low = top = check_positive("sigma", self.sigma)
-        else:
-            object.__setattr__(self, "sigma", check_interval("sigma", self.sigma))
-            low, top = self.sigma
-        check_float32("sigma", low)  # smaller sigmas round to 0 in float32
-        if top > self.data_range:
+    def __init__(
+        self,
+        sigma: float | tuple[float, float] | SigmaSchedule = 25 / 255,
+        p_ood: float = 0.2,
+        families: Mapping[Any, Any] | None = None,
+        band: tuple[float, float] | None = None,
+        sides: str | None = None,
+        window: int | None = None,
+        local_fraction: float | None = None,
+        corr_scale: int | None = None,
+        corr_mix: tuple[float, float] | None = None,
+        zero_mean: bool = False,
+        clip: tuple[float, float] | None = None,
+        data_range: float = 1.0,
+    ) -> None:
+        given = (band, sides, window, local_fraction, corr_scale, corr_mix)
+        flat = {k: v for k, v in zip(FLAT, given, strict=True) if v is not None}
+        if families is None:
+            families = {"radial": 1.0, "local": 1.0, "structured": 1.0}
+        check_float32("data_range", check_positive("data_range", data_range))
+        schedule = SigmaSchedule.parse(sigma)
+        if schedule.top > data_range:
             raise ValueError(
-                f"sigma={top} exceeds data_range={self.data_range}: give sigma in image units "
-                f"(25/255 for images in [0, 1])"
+                f"sigma={schedule.top} exceeds data_range={data_range}: give sigma in image "
+                f"units (25/255 for images in [0, 1])"
             )
-        check_probability("p_ood", self.p_ood)
-        if not isinstance(self.families, Mapping):
-            raise TypeError(f"families must map family names to weights, got {self.families!r}")
-        fams = dict(self.families)
-        for name, weight in fams.items():
-            if name not in FAMILIES:
-                known = ", ".join(sorted(FAMILIES))
-                raise ValueError(f"unknown noise family {name!r} in families; known: {known}")
-            if not is_finite_number(weight) or weight < 0:
-                raise ValueError(
-                    f"families[{name!r}] must be a finite weight >= 0, got {shown(weight)}"
-                )
-        check_float32("sum(families.values())", sum(fams.values()), low=0.0)
-        if self.p_ood > 0 and not any(w > 0 for w in fams.values()):
-            raise ValueError(f"p_ood={self.p_ood} > 0 needs a family with weight > 0: {fams!r}")
-        object.__setattr__(self, "families", fams)
-        object.__setattr__(self, "band", check_interval("band", self.band))
-        check_float32("band[1]", self.band[1], high=MAX_DEVIATION)
-        check_choice("sides", self.sides, SIDES)
-        if self.sides != "above" and self.band[1] >= 0.5:
-            raise ValueError(
-                f"band={self.band}: deviations below the typical set need eps_out < 0.5 "
-                f"(|n|^2 >= 0 bounds d >= -1/2); use sides='above' for wider bands"
-            )
-        check_positive("window", self.window, integer=True, maximum=MAX_WINDOW)
-        check_probability("local_fraction", self.local_fraction)
-        check_positive("corr_scale", self.corr_scale, integer=True, maximum=MAX_WINDOW)
-        mix = check_interval("corr_mix", self.corr_mix, low=-1e-12)
-        if mix[1] > 1:
-            raise ValueError(f"corr_mix={self.corr_mix} must lie in [0, 1]")
-        object.__setattr__(self, "corr_mix", mix)
-        if not isinstance(self.zero_mean, bool):
-            raise TypeError(f"zero_mean must be a bool, got {self.zero_mean!r}")
-        if self.clip is not None:
-            clip = check_interval("clip", self.clip, low=-math.inf)
+        if not is_finite_number(sigma):  # a pair or a schedule: stored as simply as it goes
+            sigma = schedule if schedule.plain is None else schedule.plain
+        check_probability("p_ood", p_ood)
+        fams = Families.parse(families, flat)
+        if p_ood > 0 and not any(w > 0 for w in fams.values()):
+            raise ValueError(f"p_ood={p_ood} > 0 needs a family with weight > 0: {dict(fams)!r}")
+        if not isinstance(zero_mean, bool):
+            raise TypeError(f"zero_mean must be a bool, got {zero_mean!r}")
+        if clip is not None:
+            clip = check_interval("clip", clip, low=-math.inf)
             check_float32("clip", max(map(abs, clip)), low=0.0)
-            object.__setattr__(self, "clip", clip)
+        values = (sigma, p_ood, fams, zero_mean, clip, data_range)
+        for f, value in zip(dataclasses.fields(self), values, strict=True):
+            object.__setattr__(self, f.name, value)
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> TSConfig:
-        """Build from an options mapping (YAML/JSON); unknown keys are rejected by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
+        """Build from an options mapping (YAML/JSON), e.g. what :meth:`to_dict` wrote; the flat
+        keywords are read too. Unknown keys are rejected by name, nested ones included."""
+        known = {f.name for f in dataclasses.fields(cls)} | set(FLAT)
+        unknown = sorted(set(options) - known, key=str)
         if unknown:
             raise ValueError(
                 f"unknown TS option(s) {', '.join(map(repr, unknown))}; known: {sorted(known)}"
@@ -138,12 +127,54 @@ class TSConfig:
         return cls(**opts)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain nested types that :meth:`from_dict` reads back: ``{"sigma": 0.098 | (low,
+        high) | {"kind": ..., "values": [...], "floor": ...}, "p_ood": ..., "families":
+        {name: {"weight": w, <parameter>: value}}, "zero_mean": ..., "clip": ...,
+        "data_range": ...}``."""
+        sigma = self.sigma.to_dict() if isinstance(self.sigma, SigmaSchedule) else self.sigma
+        return {
+            "sigma": sigma,
+            "p_ood": self.p_ood,
+            "families": self.families.to_dict(),
+            "zero_mean": self.zero_mean,
+            "clip": self.clip,
+            "data_range": self.data_range,
+        }
+
+    @cached_property
+    def sigma_schedule(self) -> SigmaSchedule:
+        """``sigma`` as a :class:`~ts_defense.sigma.SigmaSchedule` (what the sampler draws)."""
+        return SigmaSchedule.parse(self.sigma)
 
     @property
     def family_names(self) -> tuple[str, ...]:
         """Index 0 is ``"gaussian"`` (in-distribution); 1.. are the OOD families in order."""
         return ("gaussian", *self.families)
+
+    def only(self, name: str) -> TSConfig:
+        """This configuration drawing family ``name`` alone, with its parameters, for every
+        sample (``"gaussian"``: in-distribution noise only)."""
+        if name == "gaussian":
+            return dataclasses.replace(self, p_ood=0.0)
+        alone = Families({name: 1.0}, {name: self.families.family(name)})
+        return dataclasses.replace(self, p_ood=1.0, families=alone)
+
+
+def _flat_reader(keyword: str) -> property:
+    def read(self: TSConfig) -> Any:
+        warnings.warn(
+            f"TSConfig.{keyword} is deprecated: families own their parameters "
+            f"(config.families.family(name))",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.families.flat(keyword)
+
+    return property(read, doc=f"Deprecated: ``{keyword}`` of the first listed family using it.")
+
+
+for _keyword in FLAT:
+    setattr(TSConfig, _keyword, _flat_reader(_keyword))
 
 
 @dataclass
@@ -205,7 +236,7 @@ class TSSampler:
         cfg = self.config
         # Families drawn: only Gaussian when p_ood is 0; never a family of weight 0.
         fams = cfg.families if cfg.p_ood > 0 else {}
-        self._names = ("gaussian", *(k if w > 0 else None for k, w in fams.items()))
+        self._slots = (GAUSSIAN, *(fams.family(k) if w > 0 else None for k, w in fams.items()))
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator used for draws on ``device`` (created and seeded on first use)."""
@@ -222,12 +253,8 @@ class TSSampler:
         return self._generators[key]
 
     def draw_sigma(self, batch: int, gen: torch.Generator) -> Tensor:
-        """Nominal sigma per sample: fixed, or uniform in the ``(low, high)`` range."""
-        sigma = self.config.sigma
-        if isinstance(sigma, tuple):
-            lo, hi = sigma
-            return lo + (hi - lo) * torch.rand(batch, generator=gen, device=gen.device)
-        return torch.full((batch,), float(sigma), device=gen.device)
+        """Nominal sigma per sample, from the configured schedule (fixed, range or choice)."""
+        return self.config.sigma_schedule.draw(batch, gen)
 
     def _sigma_override(self, sigma: Tensor | float, clean: Tensor) -> Tensor:
         """The ``sigma`` given to :meth:`draw` as float32, checked to lie in
@@ -242,7 +269,7 @@ class TSSampler:
 
     def draw_family(self, batch: int, gen: torch.Generator) -> Tensor:
         """Family index per sample: one uniform ``u``; ``u < p_ood`` splits by the weights."""
-        if len(self._names) == 1:
+        if len(self._slots) == 1:
             return torch.zeros(batch, dtype=torch.long, device=gen.device)
         key = str(gen.device)
         if key not in self._edges:  # cumulative weights times p_ood; filled, not copied
@@ -253,7 +280,7 @@ class TSSampler:
             self._edges[key] = edges
         u = torch.rand(batch, generator=gen, device=gen.device)
         pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
-        return pos.add_(1).remainder_(len(self._names))
+        return pos.add_(1).remainder_(len(self._slots))
 
     def draw(
         self, clean: Tensor, sigma: Tensor | float | None = None, check_finite: bool = True
@@ -279,7 +306,7 @@ class TSSampler:
                 )
             sig = sig.reshape(-1).expand(b).contiguous()
         family = self.draw_family(b, gen)
-        noise = draw_batch(shape, gen, cfg, family, self._names, sig)
+        noise = draw_batch(shape, gen, self._slots, family, sig, cfg.zero_mean, cfg)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)
