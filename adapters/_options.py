@@ -20,6 +20,7 @@ from ts_defense._checks import check_choice, check_seed
 from ts_defense.adversarial import Adversarial
 from ts_defense.recipes import make_recipe
 from ts_defense.sampler import TSConfig, TSSampler
+from ts_defense.sigma import SigmaSchedule
 
 GREY = 255.0
 SIGMA_TYPES = ("constant", "random", "choice")
@@ -46,7 +47,8 @@ def grey_level(key: str, value: object) -> float:
 class GreySigma:
     """Nominal sigma per sample as option files give it: ``constant``, ``random`` in a range,
     or a ``choice`` among values (the keys of Restormer's ``Dataset_GaussianDenoising``).
-    ``values`` are stored in image units ([0, 1])."""
+    ``values`` are stored in image units ([0, 1]); the sampler draws them with the shared
+    :class:`~ts_defense.sigma.SigmaSchedule` (:attr:`schedule`)."""
 
     kind: str
     values: tuple[float, ...]
@@ -75,18 +77,15 @@ class GreySigma:
     def top(self) -> float:
         return max(self.values)
 
+    @property
+    def schedule(self) -> SigmaSchedule:
+        """The sampler's sigma schedule (image units); draws of 0 become ``MIN_SIGMA``."""
+        kind = {"constant": "fixed", "random": "range", "choice": "choice"}[self.kind]
+        return SigmaSchedule(kind, self.values, MIN_SIGMA if min(self.values) == 0 else 0.0)
+
     def draw(self, batch: int, gen: torch.Generator) -> Tensor:
-        """``batch`` nominal sigmas in image units, drawn with ``gen`` on its device."""
-        dev = gen.device
-        if self.kind == "constant":
-            sigma = torch.full((batch,), self.values[0], device=dev)
-        elif self.kind == "random":
-            lo, hi = self.values
-            sigma = lo + (hi - lo) * torch.rand(batch, generator=gen, device=dev)
-        else:
-            pick = torch.randint(len(self.values), (batch,), generator=gen, device=dev)
-            sigma = torch.tensor(self.values, device=dev)[pick]
-        return sigma.clamp_min(MIN_SIGMA)
+        """``batch`` nominal sigmas in image units, drawn with ``gen`` (:attr:`schedule`)."""
+        return self.schedule.draw(batch, gen)
 
 
 def sampler_from_options(
@@ -94,10 +93,11 @@ def sampler_from_options(
 ) -> tuple[TSSampler, GreySigma]:
     """Build the sampler from a ``ts`` options block; errors name ``key`` and the option.
 
-    The block holds :class:`TSConfig` options (``p_ood``, ``families``, ``band``, ...) plus
-    ``sigma`` (grey levels) with ``sigma_type``, and ``seed`` (default ``seed``). Where the
-    framework's own options already give sigma (a dataset's ``sigma_range``), pass it as ``sigma``
-    and the block must not repeat it.
+    The block holds :class:`TSConfig` options (``p_ood``, ``families`` with nested blocks such
+    as ``{local: {weight: 1, window: 4}}``, the flat ``band``, ...) plus ``sigma`` (grey levels)
+    with ``sigma_type``, and ``seed`` (default ``seed``). Where the framework's own options
+    already give sigma (a dataset's ``sigma_range``), pass it as ``sigma`` and the block must not
+    repeat it. The sampler draws the nominal sigma itself, with ``sigma.schedule``.
     """
     if block is None:
         block = {}
@@ -121,7 +121,7 @@ def sampler_from_options(
         raise ValueError(f"{key}.sigma is set by the dataset options here; remove it from {key}")
     seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
     try:
-        config = TSConfig.from_dict({**opts, "sigma": sigma.top})
+        config = TSConfig.from_dict({**opts, "sigma": sigma.schedule})
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
     return TSSampler(config, seed=seed), sigma
@@ -164,13 +164,20 @@ def grey_budget(key: str, value: object) -> float | tuple[float, float]:
     return grey_level(key, value) / GREY
 
 
-def draw_noisy(
-    sampler: TSSampler, sigma: GreySigma, clean: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+def draw_noisy(sampler: TSSampler, clean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """TS-noisy ``clean`` with per-sample nominal sigma: ``(noisy, sigma (B,), ood (B,))``."""
-    gen = sampler.generator(clean.device)
-    draw = sampler.draw(clean, sigma=sigma.draw(clean.shape[0], gen))
+    draw = sampler.draw(clean)
     return draw.noisy, draw.sigma, draw.ood
+
+
+def load_sampler_state(sampler: TSSampler, state: object) -> None:
+    """``sampler.load_state_dict(state)`` for a state the adapters saved. Earlier versions drew
+    sigma themselves and saved the schedule's top as the config's ``sigma``: such a state is
+    read as saved under this sampler's schedule (strict on everything else)."""
+    config = state.get("config") if isinstance(state, Mapping) else None
+    if isinstance(config, Mapping) and config.get("sigma") == sampler.config.sigma_schedule.top:
+        state = {**state, "config": {**config, "sigma": sampler.config.to_dict()["sigma"]}}
+    sampler.load_state_dict(state)  # type: ignore[arg-type]
 
 
 def worker_sampler(cache: dict[int, TSSampler], config: TSConfig) -> TSSampler:

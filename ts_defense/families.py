@@ -518,14 +518,17 @@ def _resolve(key: object) -> tuple[str, Family]:
 
 
 def _with_flat(member: Family, flat: Mapping[str, Any]) -> Family:
-    """``member`` with the flat keywords it uses set; errors say which keyword it was."""
+    """``member`` with the flat keywords it uses set; errors name the keyword as given."""
     used = {k: f for k, f in type(member).FLAT.items() if k in flat}
     if not used:
         return member
     try:
         return dataclasses.replace(member, **{f: flat[k] for k, f in used.items()})  # type: ignore[type-var]
     except (TypeError, ValueError) as err:
-        raise type(err)(f"{err} (set by {', '.join(used)})") from err
+        message = str(err)
+        for keyword, f in used.items():
+            message = message.replace(member.key(f), keyword)
+        raise type(err)(message) from err
 
 
 def _pick(family: Tensor, candidates: Sequence[Tensor]) -> Tensor:

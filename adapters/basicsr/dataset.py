@@ -104,9 +104,7 @@ class TSGaussianDenoisingDataset(data.Dataset):
             if self.geometric_augs:
                 img = augment(img, hflip=True, rotation=True)
             gt = img2tensor(np.ascontiguousarray(img), bgr2rgb=self.in_ch == 3, float32=True)
-            noisy, sigma, ood = draw_noisy(
-                worker_sampler(self._samplers, self.config), self.sigma, gt[None]
-            )
+            noisy, sigma, ood = draw_noisy(worker_sampler(self._samplers, self.config), gt[None])
             lq, sigma, ood = noisy[0], float(sigma[0]), bool(ood[0])
         else:
             gt = img2tensor(img, bgr2rgb=self.in_ch == 3, float32=True)

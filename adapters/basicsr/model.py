@@ -23,7 +23,7 @@ import torch
 from ts_defense._io import safe_load
 from ts_defense.denoiser import Denoiser
 
-from .._options import draw_noisy, training_from_options
+from .._options import draw_noisy, load_sampler_state, training_from_options
 
 
 def _last_output(module: torch.nn.Module, args: Any, output: Any) -> Any:
@@ -63,7 +63,7 @@ class TSModelMixin:
         super().__init__(opt)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.gt)
+        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.gt)
         if self.ts_adversarial is not None:  # BasicSR networks map lq to the clean estimate
             if self.ts_denoiser is None:
                 self.ts_denoiser = Denoiser(self.get_bare_model(self.net_g), predicts="clean")
@@ -90,7 +90,7 @@ class TSModelMixin:
         states_dir = os.path.dirname(state_file) if state_file else ""
         path = sampler_state_path(states_dir, resume_state["iter"])
         if os.path.isfile(path):
-            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
+            load_sampler_state(self.ts_sampler, safe_load(path, "TS sampler state"))
         else:
             get_root_logger().warning(f"no TS sampler state at {path}: the noise stream restarts")
         if self.ts_adversarial is not None and os.path.isfile(adversarial_path(path)):

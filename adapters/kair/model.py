@@ -17,7 +17,7 @@ import torch
 from ts_defense._io import safe_load
 from ts_defense.denoiser import Denoiser
 
-from .._options import draw_noisy, training_from_options
+from .._options import draw_noisy, load_sampler_state, training_from_options
 
 
 class TrainingFinished(Exception):
@@ -85,7 +85,7 @@ class TSKairMixin:
         super().__init__(opt)
 
     def optimize_parameters(self, current_step: int) -> None:
-        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.ts_sigma, self.H)
+        noisy, sigma, ood = draw_noisy(self.ts_sampler, self.H)
         b, c = self.H.shape[:2]
         if self.ts_adversarial is not None:
             noisy = self._adversarial(noisy, sigma, c)
@@ -124,7 +124,7 @@ class TSKairMixin:
         _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tssampler")
         if path is not None:
             print(f"Loading TS sampler state [{path}] ...")
-            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
+            load_sampler_state(self.ts_sampler, safe_load(path, "TS sampler state"))
         _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tsadversarial")
         if path is not None and self.ts_adversarial is not None:
             self.ts_adversarial.load_state_dict(safe_load(path, "adversarial state"))
