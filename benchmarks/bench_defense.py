@@ -61,7 +61,10 @@ SIGMA = 25 / 255
 HAT = "hat"  # not a TS option set: the library's recipe below
 HAT_RECIPE = {"recipe": "hat", "adversarial": {"threat": "l2"}, "config": {"sigma": SIGMA}}
 
-# name -> TSConfig options (sigma is added), or HAT
+# name -> TSConfig options (sigma is added), or HAT. Family parameters go in nested blocks.
+LOWFREQ = {"weight": 1.0, "corr_scale": 12, "corr_mix": (0.2, 0.6)}
+WIDE = {"band": (0.1, 1.0), "sides": "above"}
+ATTACK = {"band": (0.1, 0.25), "sides": "above"}
 VARIANTS: dict[str, dict | str] = {
     "gaussian": {"p_ood": 0.0},
     "blind": {"sigma": (15 / 255, 35 / 255), "p_ood": 0.0},
@@ -69,25 +72,18 @@ VARIANTS: dict[str, dict | str] = {
     HAT: HAT,
     "ts-p0.5": {"p_ood": 0.5},  # the first default
     "ts-p0.8": {"p_ood": 0.8},
-    "ts-lowfreq": {
-        "families": {"structured": 1.0},
-        "corr_scale": 12,
-        "corr_mix": (0.2, 0.6),
-        "p_ood": 0.8,
-    },
-    "ts-lowfreq-radial": {
-        "families": {"structured": 1.0, "radial": 1.0},
-        "corr_scale": 12,
-        "corr_mix": (0.2, 0.6),
-        "p_ood": 0.8,
-    },
+    "ts-lowfreq": {"families": {"structured": LOWFREQ}, "p_ood": 0.8},
+    "ts-lowfreq-radial": {"families": {"structured": LOWFREQ, "radial": 1.0}, "p_ood": 0.8},
     # ablation of the default: one family at a time, the band, the OOD share
     "ts-radial": {"families": {"radial": 1.0}},
     "ts-local": {"families": {"local": 1.0}},
     "ts-structured": {"families": {"structured": 1.0}},
-    "ts-wideband": {"band": (0.1, 1.0), "sides": "above"},
+    "ts-wideband": {"families": {"radial": WIDE, "local": WIDE, "structured": 1.0}},
     # the band where the attacks land: y - x of PGD 8/255 deviates by +0.12..+0.21
-    "ts-attackband": {"band": (0.1, 0.25), "sides": "above", "p_ood": 0.5},
+    "ts-attackband": {
+        "families": {"radial": ATTACK, "local": ATTACK, "structured": 1.0},
+        "p_ood": 0.5,
+    },
 }
 
 
