@@ -14,7 +14,7 @@ import stat_checks as chk
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ts_defense import TrainStep, TSConfig, TSSampler
+from ts_defense import Local, SigmaSchedule, TrainStep, TSConfig, TSSampler
 from ts_defense.models import DnCNN
 from ts_defense.recipes import make_recipe
 
@@ -32,6 +32,8 @@ CONFIGS = {
     "structured": (TSConfig(p_ood=1.0, families={"structured": 1}), 80),
     "zero mean": (TSConfig(p_ood=0.5, zero_mean=True), 190),
     "window not tiling": (TSConfig(window=5), 150),
+    "choice sigma": (TSConfig(sigma=SigmaSchedule.choice(SIGMA, 2 * SIGMA)), 130),
+    "family objects": (TSConfig(families={Local(window=4): 1.0, "radial": 1.0}), 80),
 }
 
 
