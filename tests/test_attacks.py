@@ -20,7 +20,7 @@ from ts_defense.attacks import (
     budget_options,
     make_attack,
 )
-from ts_defense.attacks.zoo import load_model
+from ts_defense.models.zoo import load_model
 from ts_defense.models import DnCNN
 
 SIGMA = 25 / 255

@@ -81,7 +81,7 @@ def test_wheel_metadata_a_user_can_trust(wheel_file):
     assert meta["Requires-Python"] == ">=3.10"
     assert meta.get_all("Project-URL") is None and meta["Home-page"] is None  # none invented
     entry = wheel.read("ts_defense-0.1.0.dist-info/entry_points.txt").decode()
-    assert "ts-defense = ts_defense.cli:main" in entry
+    assert "ts-defense = ts_defense.app.cli:main" in entry
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ts_defense.robustness import draw_budget_curves
+from ts_defense.app.plots import draw_budget_curves
 
 from . import tables
 

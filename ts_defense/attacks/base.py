@@ -312,7 +312,7 @@ class DenoiserAttack(Attack):
     def describe(self) -> str:
         """The attack and its settings in words, for titles and legends."""
         value = f"{self.eps:.3g}" if self.budget_unit == "ratio" else f"{self.eps * 255:.3g}/255"
-        steps = f"{self.steps} steps" if self.takes_steps else "one step"
+        steps = f"{self.steps} steps" if self.takes_steps and self.steps != 1 else "one step"
         return f"{self.attack}, {self.norm} {self.budget} {value}, {steps}, {self.objective} target"
 
     def perturbation(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:

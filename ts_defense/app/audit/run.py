@@ -14,13 +14,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, check_seed
-from ..attacks import make_attack
-from ..attacks.evaluate import add_noise, denoise, psnr, ssim
-from ..attacks.transfer import TransferResult, transfer_matrix
-from ..attacks.typicality import typicality
-from ..attacks.zoo import load_model
-from ..robustness import attacked_metrics
+from ..._checks import check_positive, check_seed
+from ...attacks import make_attack
+from ...attacks.evaluate import add_noise, denoise, psnr, ssim
+from ...attacks.transfer import TransferResult, transfer_matrix
+from ...attacks.typicality import typicality
+from ...models.zoo import load_model
+from ...robustness import attacked_metrics
 from .images import AuditImage, per_image, prepare
 from .models import AuditModel
 
