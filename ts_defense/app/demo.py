@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..attacks import DenoisingPGD
+from ..attacks.base import steps_text
 from ..attacks.evaluate import add_noise, denoise
 from ..attacks.transfer import transfer_matrix
 from ..data import bundled_images, tiles
@@ -33,7 +34,6 @@ from .plots import (
     image_strip_figure,
     plot_budget_curves,
     save_figure,
-    steps_text,
 )
 from .report import sampler_report, save_transfer
 

@@ -19,15 +19,11 @@ from torch import Tensor
 
 from .. import typical
 from ..attacks import BUDGET_UNITS, attack_class
+from ..attacks.base import steps_text
 from ..attacks.evaluate import psnr
 from ..attacks.transfer import TransferResult
 from ..data import centre_crop
 from ..sampler import TSConfig
-
-
-def steps_text(steps: int, takes_steps: bool = True) -> str:
-    """``"one step"`` or ``"N steps"`` (one-step attacks: always ``"one step"``)."""
-    return "one step" if not takes_steps or steps == 1 else f"{steps} steps"
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...attacks.base import steps_text
 from ...attacks.transfer import TransferResult
-from ..plots import audit_figure, save_figure, steps_text
+from ..plots import audit_figure, save_figure
 from .run import AuditResult
 
 
