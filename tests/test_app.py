@@ -161,3 +161,18 @@ def test_old_names_warn_and_give_the_same_object(old, name, new, new_name):
     assert found is getattr(importlib.import_module(new), new_name or name)
     with pytest.raises(AttributeError, match="no_such_name"):
         module.no_such_name  # noqa: B018
+
+
+def test_the_demo_trains_the_libraries_small_dncnn():
+    from ts_defense.app.demo import DemoConfig
+    from ts_defense.models import DnCNN, SmallDnCNN
+
+    cfg = DemoConfig(steps=5, depth=3, features=4, patch_size=16)
+    assert isinstance(cfg, SmallDnCNN) and DemoConfig().steps == 300
+    assert cfg.fit_options() == {"steps": 5, "batch_size": 16, "patch_size": 16}
+    net = cfg.build(channels=3)
+    assert (
+        isinstance(net, DnCNN)
+        and len([m for m in net.modules() if m.__class__.__name__ == "Conv2d"]) == 3
+    )
+    assert not any(m.__class__.__name__ == "BatchNorm2d" for m in net.modules())

@@ -25,7 +25,7 @@ from ..data import bundled_images, tiles
 from ..denoiser import Denoiser
 from ..detect import detection_auc
 from ..fit import fit
-from ..models import DnCNN
+from ..models import SmallDnCNN
 from ..models.zoo import load_model
 from ..robustness import budget_curve, family_psnr
 from ..sampler import TSConfig
@@ -40,16 +40,13 @@ from .report import sampler_report, save_transfer
 ROBUST = "free-hat"  # the recommended robust recipe (BENCHMARKS.md, paper protocol)
 
 
-@dataclass
-class DemoConfig:
-    """What the demo trains and how hard it attacks (defaults: a few minutes on 2 CPU cores)."""
+@dataclass(frozen=True)
+class DemoConfig(SmallDnCNN):
+    """What the demo trains (one small DnCNN per recipe, 300 steps) and how hard it attacks
+    (defaults: a few minutes on 2 CPU cores)."""
 
-    sigma: float = 25 / 255
     steps: int = 300
-    depth: int = 8
-    features: int = 32
-    batch_size: int = 16
-    patch_size: int = 40
+    sigma: float = 25 / 255
     budgets: tuple[float, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255)
     attack_steps: int = 10
     transfer_eps: float = 8 / 255
@@ -63,19 +60,17 @@ def train_variants(cfg: DemoConfig, train: torch.Tensor, progress: bool) -> dict
     models, seconds = {}, {}
     for name in cfg.recipes:
         torch.manual_seed(cfg.seed)  # identical initial weights for every recipe
-        net = DnCNN(train.shape[1], cfg.depth, cfg.features, batch_norm=False)
+        net = cfg.build(train.shape[1])
         t0 = time.perf_counter()
         fit(
             net,
             train,
             config={"sigma": cfg.sigma},
             recipe=name,
-            steps=cfg.steps,
-            batch_size=cfg.batch_size,
-            patch_size=cfg.patch_size,
             seed=cfg.seed,
             predicts="noise",
             progress=progress,
+            **cfg.fit_options(),
         )
         seconds[name] = time.perf_counter() - t0
         models[name] = Denoiser(net.eval(), predicts="noise")
