@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from ts_defense import Denoiser
-from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
-from ts_defense.attacks.evaluate import psnr
-from ts_defense.models.zoo import SOURCES, weights_file
 from ts_defense.app.audit.images import per_image, prepare
 from ts_defense.app.cli import build_parser, main
+from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
+from ts_defense.attacks.evaluate import psnr
 from ts_defense.models import DnCNN
+from ts_defense.models.zoo import SOURCES, weights_file
 
 FAST = ["--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
 
