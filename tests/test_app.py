@@ -139,8 +139,9 @@ def test_plots_leave_the_callers_backend_alone(tmp_path):
 def test_old_module_paths_warn_and_give_the_same_module(old, new, monkeypatch):
     for name in [m for m in sys.modules if m == old or m.startswith(old + ".")]:
         monkeypatch.delitem(sys.modules, name)
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}") as caught:
         module = importlib.import_module(old)
+    assert caught[0].filename.endswith("importlib/__init__.py")  # who imported: not the shim
     assert module is importlib.import_module(new)
     if old == "ts_defense.audit":
         assert importlib.import_module(old + ".page") is importlib.import_module(new + ".page")
@@ -161,8 +162,9 @@ def test_old_module_paths_warn_and_give_the_same_module(old, new, monkeypatch):
 )
 def test_old_names_warn_and_give_the_same_object(old, name, new, new_name):
     module = importlib.import_module(old)
-    with pytest.warns(DeprecationWarning, match="moved to"):
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to") as caught:
         found = getattr(module, name)
+    assert caught[0].filename == __file__  # shown to the code that used the old name
     assert found is getattr(importlib.import_module(new), new_name or name)
     with pytest.raises(AttributeError, match="no_such_name"):
         module.no_such_name  # noqa: B018

@@ -6,10 +6,10 @@ from ._deprecated import moved_attribute
 _MOVED = {
     "family_statistics": "ts_defense.app.report",
     "sampler_report": "ts_defense.app.report",
-    "sampler_table": "ts_defense.app.report",
+    "format_table": "ts_defense.app.report:sampler_table",
     "plot_statistics": "ts_defense.app.plots",
 }
 
 
 def __getattr__(name: str) -> object:
-    return moved_attribute(__name__, "sampler_table" if name == "format_table" else name, _MOVED)
+    return moved_attribute(__name__, name, _MOVED)
