@@ -3,4 +3,5 @@ main job (:mod:`.demo`), the reports behind the commands (:mod:`.report`), the a
 user's denoiser (:mod:`.audit`) and every plot (:mod:`.plots`, drawn on matplotlib ``Figure``
 objects, never through pyplot).
 
-Nothing below this package imports from it."""
+Nothing below this package imports from it (only the deprecated old paths point here, on
+first use)."""
