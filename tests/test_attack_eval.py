@@ -9,6 +9,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from ts_defense import Denoiser
+from ts_defense.app.report import save_transfer
 from ts_defense.attacks import DenoisingFGSM, DenoisingPGD, L2DenoisingPGD
 from ts_defense.attacks.evaluate import (
     add_noise,
@@ -17,11 +18,11 @@ from ts_defense.attacks.evaluate import (
     ssim,
     worst_case,
 )
-from ts_defense.attacks.transfer import save_transfer, transfer_matrix
+from ts_defense.attacks.transfer import transfer_matrix
 from ts_defense.attacks.typicality import typicality, typicality_table
-from ts_defense.attacks.zoo import MODELS, load_model, register_model
 from ts_defense.data import bundled_images
 from ts_defense.models import DnCNN
+from ts_defense.models.zoo import MODELS, load_model, register_model
 
 SIGMA = 25 / 255
 

@@ -20,8 +20,8 @@ from ts_defense.attacks import (
     budget_options,
     make_attack,
 )
-from ts_defense.attacks.zoo import load_model
 from ts_defense.models import DnCNN
+from ts_defense.models.zoo import load_model
 
 SIGMA = 25 / 255
 TOL = 1e-6  # float32 rounding of y + delta

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from ts_defense import Denoiser
+from ts_defense.app.audit.images import per_image, prepare
+from ts_defense.app.cli import build_parser, main
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
 from ts_defense.attacks.evaluate import psnr
-from ts_defense.attacks.zoo import SOURCES, weights_file
-from ts_defense.audit.images import per_image, prepare
-from ts_defense.cli import build_parser, main
 from ts_defense.models import DnCNN
+from ts_defense.models.zoo import SOURCES, weights_file
 
 FAST = ["--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
 
@@ -94,7 +94,7 @@ def test_evaluate_a_spandrel_weights_file_and_a_python_function(tmp_path, folder
 def test_spandrel_drunet_gets_its_noise_map_and_any_image_size(tmp_path):
     from spandrel.architectures.DRUNet import DRUNet
 
-    from ts_defense.audit import resolve_model
+    from ts_defense.app.audit import resolve_model
 
     torch.manual_seed(0)
     net = DRUNet(in_nc=4, out_nc=3, nc=[4, 8, 8, 8], nb=2)  # colour, with a noise-level map

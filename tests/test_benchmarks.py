@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The header row each script's smoke run must print (a prefix of it).
 HEADERS = {
     "bench_attacks": ["| attack | ms | / bare loop |", "| sources | targets | crafting s |"],
-    "bench_defense": [
+    "defense": [
         "| variant | seeds | clean | PGD 3/255 | PGD 8/255 |",
         "| model | seeds | clean | PGD 3/255 | PGD 8/255 |",
         "| training step | ms | / Gaussian |",
@@ -43,15 +43,26 @@ def cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("bench_*.py")))
-def test_benchmark_smoke(script):
-    out = subprocess.run(
-        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600
+# name -> command line of its smoke run (from the repository root)
+COMMANDS = {
+    **{p.stem: [str(p)] for p in sorted((ROOT / "benchmarks").glob("bench_*.py"))},
+    "defense": ["-m", "benchmarks.defense"],
+}
+
+
+def run_benchmark(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT
     )
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_benchmark_smoke(name):
+    out = run_benchmark([*COMMANDS[name], "--smoke"])
     assert out.returncode == 0, out.stderr[-2000:]
     tables = markdown_tables(out.stdout)
     headers = [t[0] for t in tables]
-    for want in HEADERS[script.stem]:
+    for want in HEADERS[name]:
         assert any(h.startswith(want) for h in headers), f"no table headed {want!r}"
     for table in tables:
         width = len(cells(table[0]))
@@ -82,3 +93,17 @@ def test_gpu_benchmark_runs_on_the_cpu_and_writes_json_lines(tmp_path):
         "default mix (p_ood 0.2)",
     }
     assert all(r["ratio"] > 0 for r in records) and "| TrainStep |" in run.stdout
+
+
+def test_defense_tables_of_the_committed_results():
+    """``--table`` prints every section of the committed results from the JSON lines alone."""
+    run = run_benchmark(["-m", "benchmarks.defense", "--table", "benchmarks/results/defense.jsonl"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    sections = [line for line in run.stdout.splitlines() if line.startswith("### ")]
+    assert sections[0] == "### From scratch (small DnCNN)" and len(sections) == 9
+    assert "| gaussian (1000 steps) | 0,1,2 |" in run.stdout
+
+
+def test_defense_refuses_to_run_nothing():
+    run = run_benchmark(["-m", "benchmarks.defense"])
+    assert run.returncode == 2 and "give --part, --smoke or --table" in run.stderr

@@ -1,6 +1,6 @@
 import json
 
-from ts_defense.cli import main
+from ts_defense.app.cli import main
 
 
 def test_sampler_report_writes_statistics_and_plot(tmp_path, capsys):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from ts_defense.cli import main
+from ts_defense.app.cli import main
 
 SMALL = ["--images", "camera", "coins", "--size", "32", "--steps", "2"]
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ts_defense.cli import main
-from ts_defense.demo import ROBUST, DemoConfig, format_table, recommendation, run_demo
+from ts_defense.app.cli import main
+from ts_defense.app.demo import ROBUST, DemoConfig, format_table, recommendation, run_demo
 
 
 def test_demo_writes_a_complete_report(tmp_path):

@@ -10,7 +10,7 @@ from fuzz_support import CASES
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ts_defense.cli import main
+from ts_defense.app.cli import main
 
 NUMBERS = st.sampled_from(["0", "-1", "nan", "inf", "1e308", "25", "0.5", "abc", "", "3"])
 FLAGS = {

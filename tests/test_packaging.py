@@ -91,7 +91,7 @@ def test_wheel_and_sdist_metadata_a_user_can_trust(dist):
         in wheel.read("ts_defense-0.1.0.dist-info/licenses/LICENSE").decode()
     )
     entry = wheel.read("ts_defense-0.1.0.dist-info/entry_points.txt").decode()
-    assert "ts-defense = ts_defense.cli:main" in entry
+    assert "ts-defense = ts_defense.app.cli:main" in entry
     for meta in _metadata(dist):
         assert meta["Name"] == "ts-defense" and meta["Version"] == "0.1.0"
         assert meta["License-Expression"] == "MIT" and meta["License-File"] == "LICENSE"

@@ -55,59 +55,9 @@ def test_l2_budgets_reach_l2_attacks_with_a_useful_default_step():
     assert curve["psnr"][0] < curve["pass_through"][0] + 1.0
 
 
-@pytest.mark.parametrize("pass_through", [True, False])
-def test_budget_plot_draws_one_curve_per_model_and_optional_references(
-    tmp_path, monkeypatch, pass_through
-):
-    import matplotlib.pyplot as plt
-
-    from ts_defense.robustness import plot_budget_curves
-
-    curve = {"budget": [0.0, 4 / 255], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.5]}
-    labels = []
-    savefig = plt.Figure.savefig
-
-    def spy(fig, *args, **kwargs):
-        labels.extend(line.get_label() for line in fig.axes[0].get_lines())
-        return savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(plt.Figure, "savefig", spy)
-    path = tmp_path / "curves.png"
-    plot_budget_curves({"a": curve, "b": curve}, str(path), pass_through=pass_through)
-    assert path.stat().st_size > 0
-    refs = [label for label in labels if "f(y) + delta" in label]
-    assert len(labels) == (4 if pass_through else 2)
-    assert len(refs) == (2 if pass_through else 0)
-
-
 @pytest.mark.parametrize("attack", ["fgsm", "obsatk"])
 def test_budget_curve_builds_any_attack_from_its_metadata(attack):
     clean = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     den = Denoiser(nn.Identity())
     curve = budget_curve({"id": den}, clean, 25 / 255, [0.0, 4 / 255], attack=attack, steps=3)
     assert curve["id"]["psnr"][1] < curve["id"]["psnr"][0]
-
-
-@pytest.mark.parametrize(
-    "attack, steps, title, xlabel, x",
-    [
-        ("pgd", 3, "DenoisingPGD (3 steps, clean target)", "L-inf budget eps (x 1/255)", 4.0),
-        ("fgsm", 3, "DenoisingFGSM (one step, clean target)", "L-inf budget eps (x 1/255)", 4.0),
-        ("pgd-l2", 5, "L2DenoisingPGD (5 steps", "L2 budget rho (a share of the noise norm)", 0.2),
-    ],
-)
-def test_budget_plot_names_the_attack_that_was_run(attack, steps, title, xlabel, x):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ts_defense.robustness import draw_budget_curves
-
-    budget = 0.2 if attack == "pgd-l2" else 4 / 255
-    curve = {"budget": [0.0, budget], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.5]}
-    fig, ax = plt.subplots()
-    draw_budget_curves(ax, {"a": curve}, attack=attack, steps=steps)
-    assert title in ax.get_title() and ax.get_xlabel() == xlabel
-    assert ax.get_lines()[0].get_xdata()[1] == pytest.approx(x)
-    plt.close(fig)

@@ -144,8 +144,8 @@ def test_unfolded_rejects_bad_steps(steps):
 def test_pnp_hqs_around_pretrained_dncnn_b_denoises_set12(shared_data):
     """The named zoo model: HQS iterations around the blind DnCNN-B stay within 1 dB of the
     denoiser alone and far above the noisy input."""
-    from ts_defense.attacks.zoo import load_model
     from ts_defense.data import set12
+    from ts_defense.models.zoo import load_model
 
     x = torch.cat([img[..., 64:128, 64:128] for img in set12(shared_data / "set12")[:4]])
     y = x + SIGMA * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))

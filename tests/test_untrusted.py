@@ -254,7 +254,7 @@ def test_refusals_are_one_line_say_what_the_file_is_and_never_advise_disabling_s
 
 
 def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
-    from ts_defense.cli import main
+    from ts_defense.app.cli import main
 
     marker = tmp_path / "ran"
     (tmp_path / "weights").mkdir()

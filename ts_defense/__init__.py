@@ -1,7 +1,11 @@
 """ts-defense: out-of-distribution typical-set (TS) training for robust image denoisers.
 
-Layers (each usable alone): :mod:`ts_defense.typical` (statistics), :mod:`ts_defense.sampler`
-(the TS sampler); training, attacks, adapters and the command line build on them.
+Layers, each importing only from those before it: :mod:`ts_defense.typical` (statistics),
+:mod:`ts_defense.sampler` (the TS sampler), training (:mod:`~ts_defense.training`,
+:mod:`~ts_defense.fit`, :mod:`~ts_defense.recipes`), attacks and their measurement
+(:mod:`ts_defense.attacks`, :mod:`~ts_defense.robustness`, :mod:`~ts_defense.detect`), the
+adapters for BasicSR and KAIR, and the application (:mod:`ts_defense.app`: command line, demo,
+reports, audit, plots). Models and named pretrained weights are in :mod:`ts_defense.models`.
 """
 
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint

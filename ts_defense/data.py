@@ -85,6 +85,13 @@ def tiles(images: Tensor, size: int) -> Tensor:
     return rearrange(images, "b c (i p) (j q) -> (b i j) c p q", p=size, q=size)
 
 
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    """The central ``size x size`` window (images smaller than that are kept whole)."""
+    h, w = x.shape[-2:]
+    s_h, s_w = min(size, h), min(size, w)
+    return x[..., (h - s_h) // 2 : (h - s_h) // 2 + s_h, (w - s_w) // 2 : (w - s_w) // 2 + s_w]
+
+
 def load_image(path: str | Path) -> Tensor:
     """One image file as a grey (1, 1, H, W) float tensor in [0, 1]."""
     from skimage.io import imread

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .attacks import BUDGET_UNITS, attack_class, budget_options, make_attack
+from ._deprecated import moved_attribute
+from .attacks import budget_options, make_attack
 from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr, ssim
 from .denoiser import Denoiser
 from .sampler import TSConfig, TSSampler
@@ -56,10 +57,12 @@ def budget_curve(
     steps: int = 10,
     seed: int = 0,
     progress: bool = False,
+    objective: str = "clean",
 ) -> dict[str, dict[str, list[float]]]:
     """White-box attack on each model at each budget, in the attack's own unit (``eps`` in image
     units; ``rho``, a share of the noise norm, for ``"pgd-l2"``). ``steps`` is ignored by
-    one-step attacks (``"fgsm"``).
+    one-step attacks (``"fgsm"``); ``objective`` is the attacks' (``"clean"``, ``"output"``,
+    ``"noisy"``).
 
     Returns per model: ``budget``, mean ``psnr`` (attacked; budget 0 is the clean-noisy PSNR),
     ``pass_through`` and ``gain`` (mean over images), one entry per budget.
@@ -79,7 +82,11 @@ def budget_curve(
             }
             for eps in budgets:
                 options = budget_options(attack, eps, steps)
-                atk = make_attack(attack, den, sigma, **options, seed=seed) if eps else None
+                atk = (
+                    make_attack(attack, den, sigma, **options, objective=objective, seed=seed)
+                    if eps
+                    else None
+                )
                 scores: dict[str, list[float]] = {"psnr": [], "pass_through": [], "gain": []}
                 for x, y in zip(xs, ys, strict=True):
                     adv = atk(y, x) if atk is not None else y
@@ -91,62 +98,6 @@ def budget_curve(
                 bar.update()
             curves[name] = curve
     return curves
-
-
-def draw_budget_curves(
-    ax: object,
-    curves: Mapping[str, Mapping[str, list[float]]],
-    unit: float = 255.0,
-    pass_through: bool = True,
-    title: str | None = None,
-    attack: str = "pgd",
-    steps: int = 10,
-) -> None:
-    """Draw PSNR against attack budget per model (solid), with each pass-through reference
-    (dotted; ``pass_through=False`` leaves them out) on a matplotlib Axes.
-
-    ``attack`` and ``steps`` are those :func:`budget_curve` ran: they name the axis and, without
-    ``title``, the title. Budgets in image units are shown multiplied by ``unit``."""
-    cls = attack_class(attack)
-    if cls.budget_unit == "ratio":
-        unit = 1.0
-    shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"
-    if title is None:
-        done = f"{steps} steps" if cls.takes_steps else "one step"
-        title = f"White-box {cls.__name__} ({done}, clean target)"
-    for k, (name, c) in enumerate(curves.items()):
-        colour = f"C{k}"
-        budgets = [b * unit for b in c["budget"]]
-        label = f"{name}: attacked" if pass_through else name
-        ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
-        if pass_through:
-            ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
-    ax.set_xlabel(f"{cls.norm} budget {cls.budget} ({shown})")
-    ax.set_ylabel("PSNR of the denoised image (dB)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-
-
-def plot_budget_curves(
-    curves: Mapping[str, Mapping[str, list[float]]],
-    path: str,
-    unit: float = 255.0,
-    pass_through: bool = True,
-    attack: str = "pgd",
-    steps: int = 10,
-) -> None:
-    """PNG of :func:`draw_budget_curves` at ``path`` (``attack``, ``steps``: what was run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    draw_budget_curves(ax, curves, unit, pass_through, attack=attack, steps=steps)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def family_psnr(
@@ -168,3 +119,9 @@ def family_psnr(
             ]
             table[name][family] = float(np.mean(scores))
     return table
+
+
+def __getattr__(name: str) -> object:
+    # the plots moved to the application (ts_defense.app.plots)
+    moved = {n: "ts_defense.app.plots" for n in ("draw_budget_curves", "plot_budget_curves")}
+    return moved_attribute(__name__, name, moved)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ts_defense.robustness import draw_budget_curves
+from ts_defense.app.plots import draw_budget_curves
+from ts_defense.attacks.base import steps_text
 
 from . import tables
+from .plan import SIGMA
 
 
 def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
@@ -19,7 +21,8 @@ def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
         return
     fig = Figure(figsize=(11, 4.3))
     left, right = fig.subplots(1, 2)
-    title = f"White-box denoising-PGD ({attack_steps} steps, clean target), BSD68, sigma 25"
+    done = steps_text(attack_steps)
+    title = f"White-box denoising-PGD ({done}, clean target), BSD68, sigma {SIGMA * 255:g}"
     draw_budget_curves(left, curves, pass_through=False, title=title)
     base = next((c for name, c in curves.items() if name.startswith("gaussian")), None)
     for k, (name, c) in enumerate(curves.items()):

@@ -58,6 +58,11 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def steps_text(steps: int, takes_steps: bool = True) -> str:
+    """``"N steps"``, or ``"one step"`` for one step and for one-step attacks."""
+    return f"{steps} steps" if takes_steps and steps != 1 else "one step"
+
+
 def check_image_units(name: str, value: object, what: str) -> None:
     """Refuse a number (or a tensor's largest value) above 1: the Python API takes image units
     ([0, 1] images), so ``8`` is almost surely meant as ``8/255`` (the command line's grey
@@ -312,7 +317,7 @@ class DenoiserAttack(Attack):
     def describe(self) -> str:
         """The attack and its settings in words, for titles and legends."""
         value = f"{self.eps:.3g}" if self.budget_unit == "ratio" else f"{self.eps * 255:.3g}/255"
-        steps = f"{self.steps} steps" if self.takes_steps else "one step"
+        steps = steps_text(self.steps, self.takes_steps)
         return f"{self.attack}, {self.norm} {self.budget} {value}, {steps}, {self.objective} target"
 
     def perturbation(self, noisy: Tensor, reference: Tensor | None = None) -> Tensor:

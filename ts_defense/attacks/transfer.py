@@ -7,15 +7,14 @@ targets (BM3D) are evaluated but never used as sources.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._deprecated import moved_attribute
 from ..denoiser import Denoiser
 from .base import DenoiserAttack, is_differentiable
 from .evaluate import Images, add_noise, as_batches, denoise, psnr
@@ -139,57 +138,14 @@ def transfer_matrix(
     )
 
 
-def draw_transfer(ax: object, result: TransferResult, from_zero: bool = True) -> object:
-    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, on a
-    matplotlib Axes; returns the image for a colour bar. ``from_zero=False`` spans the colours
-    over the drops' own range, so that close values still differ in colour."""
-    drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
-    low = 0.0 if from_zero else float(drop.min())
-    high = max(float(drop.max()), low + 1e-6)
-    im = ax.imshow(drop, cmap="magma_r", vmin=low, vmax=high)
-    ax.set_xticks(range(len(result.targets)), result.targets, rotation=30, ha="right")
-    ax.set_yticks(range(len(result.sources)), result.sources)
-    ax.set_xlabel("target (evaluated)")
-    ax.set_ylabel("source (crafted on)")
-    for i in range(drop.shape[0]):
-        for j in range(drop.shape[1]):
-            tone = "white" if drop[i, j] > low + 0.6 * (high - low) else "black"
-            ax.text(j, i, f"{drop[i, j]:.2f}", ha="center", va="center", color=tone)
-    ax.set_title(
-        result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
+def __getattr__(name: str) -> object:
+    # the plots and the report writer moved to the application (ts_defense.app)
+    return moved_attribute(
+        __name__,
+        name,
+        {
+            "draw_transfer": "ts_defense.app.plots",
+            "plot_transfer": "ts_defense.app.plots",
+            "save_transfer": "ts_defense.app.report",
+        },
     )
-    return im
-
-
-def plot_transfer(result: TransferResult, path: str | Path, from_zero: bool = False) -> Path:
-    """Heatmap PNG of the PSNR drop (rows: source, columns: target), values annotated; the
-    colours span the drops' own range unless ``from_zero`` (close values still differ)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(
-        figsize=(1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
-    )
-    label = "PSNR drop (dB)" if from_zero else "PSNR drop (dB; colours span this table)"
-    fig.colorbar(draw_transfer(ax, result, from_zero), ax=ax, label=label)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def save_transfer(
-    result: TransferResult, out_dir: str | Path, stem: str = "transfer"
-) -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.md`` and the heatmap ``<stem>.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2))
-    paths["md"].write_text(result.to_markdown() + "\n")
-    plot_transfer(result, paths["png"])
-    return paths

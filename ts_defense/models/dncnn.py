@@ -8,6 +8,7 @@ The network returns the *noise residual*; wrap it in :class:`ts_defense.Denoiser
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,6 +58,27 @@ class DnCNN(nn.Module):
 
 
 _PREFIXES = re.compile(r"^(module\.)?(dncnn|model)\.")
+
+
+@dataclass(frozen=True)
+class SmallDnCNN:
+    """A small residual DnCNN without batch norm and how long ``fit`` trains it from scratch:
+    the toy scale of the demo and of the CPU benchmarks (a few minutes on two cores)."""
+
+    steps: int = 1000
+    depth: int = 8
+    features: int = 32
+    batch_size: int = 16
+    patch_size: int = 40
+
+    def build(self, channels: int = 1) -> DnCNN:
+        """A freshly initialised network of this size (seed torch first for repeatable
+        weights)."""
+        return DnCNN(channels, self.depth, self.features, batch_norm=False)
+
+    def fit_options(self) -> dict[str, int]:
+        """``steps``, ``batch_size`` and ``patch_size`` as keywords of ``fit``."""
+        return {"steps": self.steps, "batch_size": self.batch_size, "patch_size": self.patch_size}
 
 
 def load_dncnn(path: str | Path) -> DnCNN:

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._io import safe_load
-from ..attacks.zoo import MODELS, load_model, model_source
-from ..denoiser import Denoiser
-from ..models import load_dncnn
+from ..._io import safe_load
+from ...denoiser import Denoiser
+from ...models import load_dncnn
+from ...models.zoo import MODELS, load_model, model_source
 
 # spandrel architecture id -> how its network takes sigma (the rest predict the clean image)
 NOISE_MAP_ARCHS = ("DRUNet",)

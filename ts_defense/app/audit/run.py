@@ -14,13 +14,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, check_seed
-from ..attacks import make_attack
-from ..attacks.evaluate import add_noise, denoise, psnr, ssim
-from ..attacks.transfer import TransferResult, transfer_matrix
-from ..attacks.typicality import typicality
-from ..attacks.zoo import load_model
-from ..robustness import attacked_metrics
+from ..._checks import check_positive, check_seed
+from ...attacks import make_attack
+from ...attacks.base import steps_text
+from ...attacks.evaluate import add_noise, denoise, psnr, ssim
+from ...attacks.transfer import TransferResult, transfer_matrix
+from ...attacks.typicality import typicality
+from ...models.zoo import load_model
+from ...robustness import attacked_metrics
 from .images import AuditImage, per_image, prepare
 from .models import AuditModel
 
@@ -154,7 +155,7 @@ def _transfer(
         targets, batches, config.sigma, factory, sources=list(PUBLIC), seed=config.seed
     )
     result.meta["description"] = (
-        f"PGD eps {config.show(eps)} ({config.units}), {config.steps} steps,\ncrafted on the "
+        f"PGD eps {config.show(eps)} ({config.units}), {steps_text(config.steps)},\ncrafted on the "
         f"public DnCNN-25s; sigma {config.show(config.sigma)}"
     )
     bar.update(len(PUBLIC))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from ..data import BUNDLED, bundled_images, image_files, read_image, shared_data_dir, tiles
+from ...data import BUNDLED, bundled_images, image_files, read_image, shared_data_dir, tiles
 
 NAMED_SETS = ("set12", "bsd68")
 

@@ -7,15 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch import Tensor
-
-from ..attacks.evaluate import psnr
-from ..attacks.transfer import TransferResult, draw_transfer
-from ..robustness import draw_budget_curves
+from ...attacks.base import steps_text
+from ...attacks.transfer import TransferResult
+from ..plots import audit_figure, save_figure
 from .run import AuditResult
-
-STRIP = ("clean", "noisy", "attacked", "output", "output_attacked")
-CROP = 64
 
 
 def _f(v: float, digits: int = 2) -> str:
@@ -26,10 +21,10 @@ def _header(data: dict) -> str:
     c = data["config"]
     u = c["units"]
     return (
-        f"sigma {_show(c, c['sigma'])} ({u}); white-box denoising-PGD (L-inf, {c['steps']} steps, "
-        f"clean target) at eps {', '.join(c['budgets_as_typed'])} ({u}); ObsAtk (zero-mean L2) "
-        f"at eps {_show(c, c['obsatk_eps'])} ({u}, RMS per pixel); {len(data['images'])} images; "
-        f"seed {c['seed']}."
+        f"sigma {_show(c, c['sigma'])} ({u}); white-box denoising-PGD (L-inf, "
+        f"{steps_text(c['steps'])}, clean target) at eps {', '.join(c['budgets_as_typed'])} "
+        f"({u}); ObsAtk (zero-mean L2) at eps {_show(c, c['obsatk_eps'])} ({u}, RMS per "
+        f"pixel); {len(data['images'])} images; seed {c['seed']}."
     )
 
 
@@ -129,76 +124,6 @@ def to_markdown(data: dict) -> str:
     return "\n".join(parts)
 
 
-def _crop(x: Tensor) -> Tensor:
-    h, w = x.shape[-2:]
-    s_h, s_w = min(CROP, h), min(CROP, w)
-    return x[..., (h - s_h) // 2 : (h - s_h) // 2 + s_h, (w - s_w) // 2 : (w - s_w) // 2 + s_w]
-
-
-def plot_page(result: AuditResult, path: Path) -> Path:
-    """One page: budget curves and transfer heatmap on top, a strip of crops per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = result.data
-    c = data["config"]
-    unit = 255.0 if c["units"] == "grey levels" else 1.0
-    n = len(result.examples)
-    fig = plt.figure(figsize=(15, 4.6 + 2.7 * n))
-    grid = fig.add_gridspec(1 + n, 5, height_ratios=[1.5] + [1] * n)
-    curves = {
-        name: {
-            "budget": [0.0, *c["budgets"]],
-            "psnr": [m["mean"]["psnr_clean"]] + [v["psnr"] for v in m["mean"]["pgd"].values()],
-            "pass_through": [m["mean"]["psnr_clean"]]
-            + [v["pass_through"] for v in m["mean"]["pgd"].values()],
-        }
-        for name, m in data["models"].items()
-    }
-    ax = fig.add_subplot(grid[0, :3] if data["transfer"] else grid[0, :])
-    title = (
-        f"White-box PGD ({c['steps']} steps) on {', '.join(data['models'])}; sigma "
-        f"{_show(c, c['sigma'])}; mean of {len(data['images'])} images"
-    )
-    draw_budget_curves(ax, curves, unit, title=title)
-    if data["transfer"]:
-        ax = fig.add_subplot(grid[0, 3:])
-        im = draw_transfer(ax, TransferResult(**data["transfer"]), from_zero=False)
-        fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
-    top = c["budgets_as_typed"][-1]
-    for row, (name, ex) in enumerate(result.examples.items(), start=1):
-        for col, key in enumerate(STRIP):
-            ax = fig.add_subplot(grid[row, col])
-            img = _crop(ex[key][0]).clamp(0, 1)
-            shown = ax.imshow(
-                (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(),
-                cmap="gray",
-                vmin=0,
-                vmax=1,
-            )
-            label = {
-                "attacked": f"attacked input (eps {top})",
-                "output_attacked": "output on attacked",
-            }.get(key, key)
-            score = "" if key == "clean" else f"\n{psnr(ex['clean'], ex[key])[0]:.2f} dB"
-            ax.set_title(f"{name}: {label}{score}" if col == 0 else f"{label}{score}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == len(STRIP) - 1:
-                fig.colorbar(shown, ax=ax, fraction=0.046, label="intensity")
-    fig.suptitle(
-        f"Robustness audit: {data['images'][0]} crops ({CROP} px), PSNR of each against the clean "
-        f"image",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def write_report(result: AuditResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``audit.md``, ``audit.json`` and ``audit.png`` into ``out_dir``."""
     out = Path(out_dir)
@@ -206,5 +131,5 @@ def write_report(result: AuditResult, out_dir: str | Path) -> dict[str, Path]:
     paths = {"md": out / "audit.md", "json": out / "audit.json", "png": out / "audit.png"}
     paths["json"].write_text(json.dumps(result.data, indent=2))
     paths["md"].write_text(to_markdown(result.data))
-    plot_page(result, paths["png"])
+    save_figure(audit_figure(result.data, result.examples), paths["png"], dpi=90)
     return paths

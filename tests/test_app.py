@@ -1,0 +1,182 @@
+"""The application package: plots drawn on their own Figures (the caller's matplotlib backend
+untouched), titles that say what was run, and the old import paths (a warning, the same
+objects)."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ts_defense.app import plots
+
+CURVE = {"budget": [0.0, 4 / 255], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.5]}
+
+
+@pytest.mark.parametrize("pass_through", [True, False])
+def test_budget_plot_draws_one_curve_per_model_and_optional_references(tmp_path, pass_through):
+    fig = plots.budget_curves_figure({"a": CURVE, "b": CURVE}, pass_through=pass_through)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    refs = [label for label in labels if "f(y) + delta" in label]
+    assert len(labels) == (4 if pass_through else 2)
+    assert len(refs) == (2 if pass_through else 0)
+    path = plots.plot_budget_curves({"a": CURVE}, tmp_path / "sub" / "curves.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "attack, steps, objective, title, xlabel, x",
+    [
+        (
+            "pgd",
+            3,
+            "clean",
+            "DenoisingPGD (3 steps, clean target)",
+            "L-inf budget eps (x 1/255)",
+            4,
+        ),
+        (
+            "pgd",
+            1,
+            "noisy",
+            "DenoisingPGD (one step, noisy target)",
+            "L-inf budget eps (x 1/255)",
+            4,
+        ),
+        ("fgsm", 3, "output", "DenoisingFGSM (one step, output target)", "L-inf budget eps", 4),
+        (
+            "pgd-l2",
+            5,
+            "clean",
+            "L2DenoisingPGD (5 steps",
+            "L2 budget rho (a share of the noise",
+            0.2,
+        ),
+    ],
+)
+def test_budget_plot_names_the_attack_that_was_run(attack, steps, objective, title, xlabel, x):
+    budget = 0.2 if attack == "pgd-l2" else 4 / 255
+    curve = {**CURVE, "budget": [0.0, budget]}
+    fig = plots.budget_curves_figure({"a": curve}, attack=attack, steps=steps, objective=objective)
+    ax = fig.axes[0]
+    assert title in ax.get_title() and ax.get_xlabel().startswith(xlabel)
+    assert ax.get_lines()[0].get_xdata()[1] == pytest.approx(x)
+
+
+def test_attack_description_says_one_step():
+    from ts_defense import Denoiser
+    from ts_defense.attacks import DenoisingPGD
+
+    atk = DenoisingPGD(Denoiser(torch.nn.Identity()), 0.1, eps=8 / 255, steps=1)
+    assert "one step" in atk.describe() and "1 steps" not in atk.describe()
+
+
+def _audit_data(steps):
+    mean = {"psnr_clean": 28.0, "pgd": {"8": {"psnr": 25.0, "pass_through": 24.0}}}
+    config = {"units": "grey levels", "sigma": 25 / 255, "budgets": [8 / 255], "steps": steps}
+    config["budgets_as_typed"] = ["8"]
+    data = {"config": config, "models": {"m": {"mean": mean}}, "transfer": None, "images": ["x"]}
+    image = torch.rand(1, 1, 80, 80, generator=torch.Generator().manual_seed(0))
+    keys = ("clean", "noisy", "attacked", "output", "output_attacked")
+    return data, {"m": {k: image * (1 - i / 10) for i, k in enumerate(keys)}}
+
+
+def test_audit_page_strips_have_no_colour_bar_and_count_steps_right():
+    fig = plots.audit_figure(*_audit_data(steps=1))
+    assert len(fig.axes) == 1 + len(plots.AUDIT_STRIP)  # the curves and five crops, no bar
+    assert "(one step)" in fig.axes[0].get_title()
+    assert fig.axes[1].images[0].get_array().shape == (plots.AUDIT_CROP, plots.AUDIT_CROP)
+
+
+BACKEND_SCRIPT = """
+import warnings
+warnings.filterwarnings("error", message=".* moved to ts_defense")  # no old path inside
+import sys, torch
+import ts_defense, ts_defense.attacks.transfer, ts_defense.robustness, ts_defense.detect
+import ts_defense.models.zoo, ts_defense.recipes, ts_defense.fit, ts_defense.adversarial
+assert not [m for m in sys.modules if m.startswith(("ts_defense.app", "matplotlib"))]
+import matplotlib
+matplotlib.use("svg")
+from ts_defense.app import cli, demo, report, plots, audit
+from ts_defense.attacks.transfer import TransferResult
+from ts_defense.sampler import TSConfig
+out = sys.argv[1]
+curve = {"budget": [0.0, 0.03], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.0]}
+plots.plot_budget_curves({"a": curve}, out + "/c.png")
+r = TransferResult(["a"], ["a", "b"], {"a": 28.0, "b": 27.0}, {"a": {"a": 25.0, "b": 26.0}})
+plots.plot_transfer(r, out + "/t.png")
+report.sampler_report(out, TSConfig())
+x = torch.rand(2, 1, 16, 16)
+plots.save_figure(plots.deviation_figure(x, 2 * x, 0.1, "an attack"), out + "/d.png")
+plots.save_figure(plots.image_strip_figure({"a": x, "b": x}), out + "/s.png")
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+print("ok")
+"""
+
+
+def test_plots_leave_the_callers_backend_alone(tmp_path):
+    """The library below the application imports neither it nor matplotlib; the plots use
+    neither pyplot nor the old paths, and leave the backend the caller chose."""
+    run = subprocess.run(
+        [sys.executable, "-c", BACKEND_SCRIPT, str(tmp_path)], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    assert (tmp_path / "sampler.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("ts_defense.cli", "ts_defense.app.cli"),
+        ("ts_defense.demo", "ts_defense.app.demo"),
+        ("ts_defense.attacks.report", "ts_defense.app.report"),
+        ("ts_defense.attacks.zoo", "ts_defense.models.zoo"),
+        ("ts_defense.audit", "ts_defense.app.audit"),
+    ],
+)
+def test_old_module_paths_warn_and_give_the_same_module(old, new, monkeypatch):
+    for name in [m for m in sys.modules if m == old or m.startswith(old + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}") as caught:
+        module = importlib.import_module(old)
+    assert caught[0].filename.endswith("importlib/__init__.py")  # who imported: not the shim
+    assert module is importlib.import_module(new)
+    if old == "ts_defense.audit":
+        assert importlib.import_module(old + ".page") is importlib.import_module(new + ".page")
+
+
+@pytest.mark.parametrize(
+    "old, name, new, new_name",
+    [
+        ("ts_defense.robustness", "plot_budget_curves", "ts_defense.app.plots", None),
+        ("ts_defense.robustness", "draw_budget_curves", "ts_defense.app.plots", None),
+        ("ts_defense.attacks.transfer", "plot_transfer", "ts_defense.app.plots", None),
+        ("ts_defense.attacks.transfer", "draw_transfer", "ts_defense.app.plots", None),
+        ("ts_defense.attacks.transfer", "save_transfer", "ts_defense.app.report", None),
+        ("ts_defense.report", "sampler_report", "ts_defense.app.report", None),
+        ("ts_defense.report", "format_table", "ts_defense.app.report", "sampler_table"),
+        ("ts_defense.report", "plot_statistics", "ts_defense.app.plots", None),
+    ],
+)
+def test_old_names_warn_and_give_the_same_object(old, name, new, new_name):
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to") as caught:
+        found = getattr(module, name)
+    assert caught[0].filename == __file__  # shown to the code that used the old name
+    assert found is getattr(importlib.import_module(new), new_name or name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        module.no_such_name  # noqa: B018
+
+
+def test_the_demo_trains_the_librarys_small_dncnn():
+    from ts_defense.app.demo import DemoConfig
+    from ts_defense.models import SmallDnCNN
+
+    cfg = DemoConfig(steps=5, depth=3, features=4, patch_size=16)
+    assert isinstance(cfg, SmallDnCNN) and DemoConfig().steps == 300
+    assert cfg.fit_options() == {"steps": 5, "batch_size": 16, "patch_size": 16}
+    layers = list(cfg.build(channels=3).modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in layers) == 3
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in layers)

@@ -1,0 +1,279 @@
+"""Command line: ``ts-defense demo`` (the main job), ``ts-defense sampler-report``,
+``ts-defense attack``, ``ts-defense transfer``, and ``ts-defense evaluate`` / ``compare`` (audit
+your own denoiser). Noise levels and budgets are in grey levels (0..255) here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._checks import check_positive
+from ..sampler import TSConfig
+
+
+def _sampler_report(args: argparse.Namespace) -> int:
+    from .report import sampler_report
+
+    cfg = TSConfig(sigma=args.sigma / 255, band=(args.eps_in, args.eps_out), window=args.window)
+    table = sampler_report(args.out, cfg, seed=args.seed)
+    print(table)
+    print(f"\nreport written to {Path(args.out).resolve()}/sampler.{{md,json,png}}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, format_families, format_table, recommendation, run_demo
+
+    check_positive("--steps", args.steps, integer=True)
+    cfg = DemoConfig(
+        sigma=args.sigma / 255, steps=args.steps, bm3d=not args.no_bm3d, seed=args.seed
+    )
+    results = run_demo(args.out, cfg)
+    print(format_table(results))
+    print("\n" + recommendation(results))
+    print("\nPSNR under each noise family alone (no attack):")
+    print(format_families(results))
+    print(f"\nreport written to {Path(args.out).resolve()}/report.md")
+    return 0
+
+
+def _attack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--images",
+        nargs="*",
+        default=["bundled"],
+        help="'bundled', 'set12', bundled image names or image files",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        help="resize bundled / centre-crop other images to this (0: keep)",
+    )
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=8.0,
+        help="budget in 0..255 units (L-inf; obsatk: RMS per pixel)",
+    )
+    p.add_argument("--rho", type=float, default=0.1, help="pgd-l2 budget / noise norm")
+    p.add_argument("--steps", type=int, default=10, help="attack steps")
+    p.add_argument("--objective", default="clean", help="choices: clean, output, noisy")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (weights, Set12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and attack starts")
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from .report import attack_options, attack_report, load_images
+
+    images = load_images(args.images, args.size or None, args.data)
+    opts = {
+        a: attack_options(a, args.eps, args.rho, args.steps, args.objective, args.seed)
+        for a in args.attacks
+    }
+    print(
+        attack_report(
+            args.model,
+            args.attacks,
+            images,
+            args.sigma / 255,
+            args.out,
+            opts,
+            seed=args.seed,
+            data_dir=args.data,
+        )
+    )
+    print(f"\nreport written to {Path(args.out).resolve()}/attack.{{md,json}}")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from .report import attack_options, load_images, transfer_report
+
+    images = load_images(args.images, args.size or None, args.data)
+    opts = attack_options(args.attack, args.eps, args.rho, args.steps, args.objective, args.seed)
+    result = transfer_report(
+        args.models,
+        args.attack,
+        images,
+        args.sigma / 255,
+        args.out,
+        opts,
+        seed=args.seed,
+        data_dir=args.data,
+    )
+    print(result.to_markdown())
+    print(f"\nreport written to {Path(args.out).resolve()}/transfer.{{md,json,png}}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .audit import (
+        AuditConfig,
+        estimate_seconds,
+        resolve_images,
+        resolve_model,
+        run_audit,
+        write_report,
+    )
+    from .audit.page import leaderboard
+
+    if args.command == "compare" and len(args.models) < 2:
+        raise ValueError("compare needs at least two models (evaluate takes one or more)")
+    check_positive("--steps", args.steps, integer=True)
+    config = AuditConfig(
+        sigma=args.sigma / 255,
+        budgets=tuple(e / 255 for e in args.eps),
+        steps=args.steps,
+        obsatk_eps=args.obsatk_eps / 255,
+        transfer=not args.no_transfer,
+        tile=args.tile,
+        seed=args.seed,
+    )
+    models = [resolve_model(m, args.data) for m in args.models]
+    images = resolve_images(args.images, args.data)
+    seconds = estimate_seconds(models, images, config)
+    print(
+        f"{len(models)} model(s) on {len(images)} image(s): estimated run time about "
+        f"{seconds:.0f} s (one timed forward + backward pass, times the passes)",
+        flush=True,
+    )
+    result = run_audit(models, images, config, args.data)
+    write_report(result, args.out)
+    print(leaderboard(result.data))
+    print(f"\n{result.data['transfer_note']}")
+    print(f"\nreport written to {Path(args.out).resolve()}/audit.{{md,json,png}}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="WEIGHTS_OR_NAME",
+        help="weights file (architecture detected by spandrel), named model or module:function",
+    )
+    p.add_argument(
+        "--images",
+        default="bundled",
+        help="image folder (PNG/JPEG/TIFF), or one of: bundled, set12, bsd68",
+    )
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in grey levels (0..255)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[2.0, 4.0, 8.0],
+        help="white-box PGD budgets in grey levels (L-inf)",
+    )
+    p.add_argument(
+        "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
+    )
+    p.add_argument("--steps", type=int, default=10, help="attack steps")
+    p.add_argument("--tile", type=int, default=256, help="cut larger images into tiles (0: never)")
+    p.add_argument(
+        "--no-transfer", action="store_true", help="leave out transfer from the public DnCNN-25s"
+    )
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (weights, sets)")
+    p.add_argument("--out", default=f"reports/{name}", help="report folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and attack starts")
+    p.set_defaults(func=_evaluate)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default."""
+
+
+def _in_grey_levels(func: object) -> object:
+    """Wrap a command so that --sigma, --eps and --obsatk-eps are checked for the units first:
+    the command line takes grey levels, so a value in (0, 1) is almost surely image units."""
+
+    def checked(args: argparse.Namespace) -> int:
+        for dest in ("sigma", "eps", "obsatk_eps"):
+            values = getattr(args, dest, None)
+            for v in values if isinstance(values, list) else [values]:
+                flag = "--" + dest.replace("_", "-")
+                if v is not None and 0 < v < 1:
+                    raise ValueError(
+                        f"{flag} {v:g} looks like image units: the command line takes grey "
+                        f"levels 0..255 ({v * 255:.3g}, not {v:g})"
+                    )
+                if v is not None and v > 255:
+                    raise ValueError(f"{flag} {v:g} is outside grey levels 0..255")
+        return func(args)
+
+    return checked
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..attacks import ATTACKS
+    from ..models.zoo import MODELS
+
+    attacks, zoo = ", ".join(ATTACKS), ", ".join(MODELS)
+    parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__, allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="the main job: Gaussian, TS and robust training, attacked")
+    p.add_argument("--out", default="reports/demo", help="report folder")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument("--steps", type=int, default=300, help="training steps per model")
+    p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out of the transfer")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser(
+        "sampler-report", help="draw every TS family, compare its statistics with the theory"
+    )
+    p.add_argument("--out", default="reports/sampler", help="report folder")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
+    p.add_argument("--eps-in", type=float, default=0.05, help="inner edge of the OOD band")
+    p.add_argument("--eps-out", type=float, default=0.35, help="outer edge of the OOD band")
+    p.add_argument("--window", type=int, default=8, help="window size of local statistics")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.set_defaults(func=_sampler_report)
+    p = sub.add_parser("attack", help="attack one named model, report PSNR/SSIM and typicality")
+    p.add_argument("--model", default="dncnn-s-25", help=f"named model; choices: {zoo}")
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        default=["pgd", "fgsm", "mifgsm", "pgd-l2", "obsatk"],
+        help=f"attacks to run; choices: {attacks}",
+    )
+    p.add_argument("--out", default="reports/attack", help="report folder")
+    _attack_args(p)
+    p.set_defaults(func=_attack)
+    p = sub.add_parser("transfer", help="transfer matrix of one attack between named models")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["dncnn-s-25", "kair-dncnn-25", "bm3d"],
+        help=f"named models; choices: {zoo}",
+    )
+    p.add_argument("--attack", default="pgd", help=f"choices: {attacks}")
+    p.add_argument("--out", default="reports/transfer", help="report folder")
+    _attack_args(p)
+    p.set_defaults(func=_transfer)
+    p = sub.add_parser("evaluate", help="audit one or more denoisers: attacks, transfer, plots")
+    _evaluate_args(p, "audit")
+    p = sub.add_parser("compare", help="audit several denoisers side by side (a leaderboard)")
+    _evaluate_args(p, "compare")
+    for p in [parser, *sub.choices.values()]:
+        p.formatter_class = HelpFormatter
+        p.allow_abbrev = False  # a prefix such as --step must not silently stand for --steps
+        if p is not parser:
+            p.set_defaults(func=_in_grey_levels(p.get_default("func")))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, MemoryError) as err:  # bad input or a bad path
+        print(f"ts-defense: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

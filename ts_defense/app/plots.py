@@ -1,0 +1,283 @@
+"""Every plot of the application: each builds a :class:`matplotlib.figure.Figure` of its own
+(no pyplot, so a notebook's backend is left alone), and :func:`save_figure` writes it.
+
+``draw_*`` functions draw on a given Axes; ``*_figure`` functions return a new Figure;
+``plot_*`` functions write one to a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .. import typical
+from ..attacks import BUDGET_UNITS, attack_class
+from ..attacks.base import steps_text
+from ..attacks.evaluate import psnr
+from ..attacks.transfer import TransferResult
+from ..data import centre_crop
+from ..sampler import TSConfig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (its folder is created), format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+# -- attacked PSNR against the budget ----------------------------------------------------------
+def draw_budget_curves(
+    ax: Axes,
+    curves: Mapping[str, Mapping[str, list[float]]],
+    unit: float = 255.0,
+    pass_through: bool = True,
+    title: str | None = None,
+    attack: str = "pgd",
+    steps: int = 10,
+    objective: str = "clean",
+) -> None:
+    """PSNR against attack budget per model (solid), with each pass-through reference (dotted;
+    ``pass_through=False`` leaves them out), on ``ax``.
+
+    ``attack``, ``steps`` and ``objective`` are those ``budget_curve`` ran with: they name the
+    axis and, without ``title``, the title. Budgets in image units are shown times ``unit``."""
+    cls = attack_class(attack)
+    if cls.budget_unit == "ratio":
+        unit = 1.0
+    shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"
+    if title is None:
+        done = steps_text(steps, cls.takes_steps)
+        title = f"White-box {cls.__name__} ({done}, {objective} target)"
+    for k, (name, c) in enumerate(curves.items()):
+        colour = f"C{k}"
+        budgets = [b * unit for b in c["budget"]]
+        label = f"{name}: attacked" if pass_through else name
+        ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
+        if pass_through:
+            ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
+    ax.set_xlabel(f"{cls.norm} budget {cls.budget} ({shown})")
+    ax.set_ylabel("PSNR of the denoised image (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def budget_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], **options: Any) -> Figure:
+    """A Figure of :func:`draw_budget_curves` (same keyword options)."""
+    fig = Figure(figsize=(6, 4.2), layout="tight")
+    draw_budget_curves(fig.add_subplot(), curves, **options)
+    return fig
+
+
+def plot_budget_curves(
+    curves: Mapping[str, Mapping[str, list[float]]],
+    path: str | Path,
+    unit: float = 255.0,
+    pass_through: bool = True,
+    attack: str = "pgd",
+    steps: int = 10,
+    objective: str = "clean",
+) -> Path:
+    """PNG of :func:`draw_budget_curves` at ``path`` (``attack``, ``steps``, ``objective``:
+    what was run)."""
+    fig = budget_curves_figure(
+        curves,
+        unit=unit,
+        pass_through=pass_through,
+        attack=attack,
+        steps=steps,
+        objective=objective,
+    )
+    return save_figure(fig, path)
+
+
+# -- transfer heatmap --------------------------------------------------------------------------
+def draw_transfer(ax: Axes, result: TransferResult, from_zero: bool = True) -> Any:
+    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, on ``ax``;
+    returns the image for a colour bar. ``from_zero=False`` spans the colours over the drops'
+    own range, so that close values still differ in colour."""
+    drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
+    low = 0.0 if from_zero else float(drop.min())
+    high = max(float(drop.max()), low + 1e-6)
+    im = ax.imshow(drop, cmap="magma_r", vmin=low, vmax=high)
+    ax.set_xticks(range(len(result.targets)), result.targets, rotation=30, ha="right")
+    ax.set_yticks(range(len(result.sources)), result.sources)
+    ax.set_xlabel("target (evaluated)")
+    ax.set_ylabel("source (crafted on)")
+    for i in range(drop.shape[0]):
+        for j in range(drop.shape[1]):
+            tone = "white" if drop[i, j] > low + 0.6 * (high - low) else "black"
+            ax.text(j, i, f"{drop[i, j]:.2f}", ha="center", va="center", color=tone)
+    ax.set_title(
+        result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
+    )
+    return im
+
+
+def transfer_figure(result: TransferResult, from_zero: bool = False) -> Figure:
+    """The transfer heatmap with its colour bar; the colours span the drops' own range unless
+    ``from_zero`` (close values still differ)."""
+    size = (1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
+    fig = Figure(figsize=size, layout="tight")
+    ax = fig.add_subplot()
+    label = "PSNR drop (dB)" if from_zero else "PSNR drop (dB; colours span this table)"
+    fig.colorbar(draw_transfer(ax, result, from_zero), ax=ax, label=label)
+    return fig
+
+
+def plot_transfer(result: TransferResult, path: str | Path, from_zero: bool = False) -> Path:
+    """PNG of :func:`transfer_figure` at ``path``."""
+    return save_figure(transfer_figure(result, from_zero), path, dpi=120)
+
+
+# -- the sampler's families against the theory ---------------------------------------------
+def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> Figure:
+    """Deviation histograms (band and typical set shaded) above one window map per family, from
+    :func:`ts_defense.app.report.family_statistics`."""
+    names = [n for n in stats if n != "theory"]
+    fig = Figure(figsize=(3.2 * len(names), 6.2), layout="tight")
+    axes = fig.subplots(2, len(names), squeeze=False)
+    eps_in, eps_out = config.families.flat("band")
+    window = config.families.flat("window")
+    lim = max(eps_out * 1.15, 4 * stats["theory"]["std_d"])
+    for k, name in enumerate(names):
+        ax = axes[0, k]
+        ax.axvspan(-eps_in, eps_in, color="tab:green", alpha=0.15, label="eps-typical set")
+        for sgn in (-1, 1):
+            ax.axvspan(sgn * eps_in, sgn * eps_out, color="tab:orange", alpha=0.12)
+        ax.hist(stats[name]["d"], bins=60, range=(-lim, lim), color="tab:blue")
+        ax.set_title(f"{name}: deviation d")
+        ax.set_xlabel("d = (|n|^2 / (N sigma^2) - 1) / 2")
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+        ax = axes[1, k]
+        vmax = max(eps_out, 3 * stats["theory"]["window_std_d"])
+        im = ax.imshow(stats[name]["window_map"], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_title(f"{name}: {window}x{window} window map", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("TS sampler: deviation from the entropy rate (orange: OOD band)")
+    return fig
+
+
+def plot_statistics(
+    stats: Mapping[str, Mapping[str, Any]], config: TSConfig, path: str | Path
+) -> Path:
+    """PNG of :func:`sampler_figure` at ``path``."""
+    return save_figure(sampler_figure(stats, config), path)
+
+
+# -- the demo's typicality and image plots ---------------------------------------------------
+def deviation_figure(
+    noise_clean: Tensor, noise_adv: Tensor, sigma: float, attack: str, window: int = 8
+) -> Figure:
+    """Histograms of the global and window deviations of ``y - x`` for Gaussian-noisy and
+    attacked inputs, and the window map of one attacked input; ``attack`` (its description)
+    titles the figure."""
+    fig = Figure(figsize=(13, 3.8), layout="tight")
+    axes = fig.subplots(1, 3)
+    for ax, size in zip(axes[:2], (None, window), strict=True):
+        if size is None:
+            a, b = typical.deviation(noise_clean, sigma), typical.deviation(noise_adv, sigma)
+            title = "global deviation d of y - x"
+        else:
+            a = typical.window_deviation(noise_clean, sigma, size).flatten()
+            b = typical.window_deviation(noise_adv, sigma, size).flatten()
+            title = f"{size}x{size} window deviations of y - x"
+        lo, hi = float(torch.cat([a, b]).min()), float(torch.cat([a, b]).max())
+        ax.hist(a.tolist(), bins=40, range=(lo, hi), alpha=0.6, label="Gaussian noise")
+        ax.hist(b.tolist(), bins=40, range=(lo, hi), alpha=0.6, label="attacked")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("deviation d")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=8, loc="upper left")
+    window_map = typical.window_deviation(noise_adv[:1], sigma, window)[0].numpy()
+    im = axes[2].imshow(window_map, cmap="RdBu_r")
+    axes[2].set_title("window map of one attacked input", fontsize=10)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, label="deviation d")
+    fig.suptitle(f"Typicality of inputs attacked by {attack}", fontsize=10)
+    return fig
+
+
+def _show_image(ax: Axes, img: Tensor, title: str) -> None:
+    """One grey or colour image (C, H, W) in [0, 1], untitled axes off."""
+    img = img.clamp(0, 1)
+    ax.imshow(
+        (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(),
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+    )
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_strip_figure(panels: Mapping[str, Tensor]) -> Figure:
+    """The first image of each batch in ``panels`` side by side, titled by its key."""
+    fig = Figure(figsize=(2.6 * len(panels), 3), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, img) in zip(axes, panels.items(), strict=True):
+        _show_image(ax, img[0], title)
+    return fig
+
+
+# -- the audit's page ------------------------------------------------------------------------
+AUDIT_STRIP = ("clean", "noisy", "attacked", "output", "output_attacked")
+AUDIT_CROP = 64
+
+
+def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Tensor]]) -> Figure:
+    """The audit on one page: budget curves and transfer heatmap on top, then per model a strip
+    of central crops (clean, noisy, attacked, both outputs) with their PSNR.
+
+    data: the audit's JSON record; examples: per model, the images of the strip (batches)."""
+    c = data["config"]
+    grey = c["units"] == "grey levels"
+    n = len(examples)
+    fig = Figure(figsize=(15, 4.6 + 2.7 * n), layout="tight")
+    grid = fig.add_gridspec(1 + n, len(AUDIT_STRIP), height_ratios=[1.5] + [1] * n)
+    curves = {
+        name: {
+            "budget": [0.0, *c["budgets"]],
+            "psnr": [m["mean"]["psnr_clean"]] + [v["psnr"] for v in m["mean"]["pgd"].values()],
+            "pass_through": [m["mean"]["psnr_clean"]]
+            + [v["pass_through"] for v in m["mean"]["pgd"].values()],
+        }
+        for name, m in data["models"].items()
+    }
+    ax = fig.add_subplot(grid[0, :3] if data["transfer"] else grid[0, :])
+    sigma = f"{c['sigma'] * 255:g}" if grey else f"{c['sigma']:.4g}"
+    title = (
+        f"White-box PGD ({steps_text(c['steps'])}) on {', '.join(data['models'])}; sigma "
+        f"{sigma}; mean of {len(data['images'])} images"
+    )
+    draw_budget_curves(ax, curves, 255.0 if grey else 1.0, title=title)
+    if data["transfer"]:
+        ax = fig.add_subplot(grid[0, 3:])
+        im = draw_transfer(ax, TransferResult(**data["transfer"]), from_zero=False)
+        fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
+    top = c["budgets_as_typed"][-1]
+    labels = {"attacked": f"attacked input (eps {top})", "output_attacked": "output on attacked"}
+    for row, (name, ex) in enumerate(examples.items(), start=1):
+        for col, key in enumerate(AUDIT_STRIP):
+            label = labels.get(key, key)
+            score = "" if key == "clean" else f"\n{psnr(ex['clean'], ex[key])[0]:.2f} dB"
+            title = f"{name}: {label}{score}" if col == 0 else f"{label}{score}"
+            _show_image(fig.add_subplot(grid[row, col]), centre_crop(ex[key][0], AUDIT_CROP), title)
+    fig.suptitle(
+        f"Robustness audit: {data['images'][0]} crops ({AUDIT_CROP} px), PSNR of each against "
+        f"the clean image",
+        fontsize=11,
+    )
+    return fig
