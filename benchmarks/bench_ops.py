@@ -1,0 +1,162 @@
+"""Launch-count proxy for issue 13: the ATen operations one TS draw runs, counted on the CPU.
+
+    python benchmarks/bench_ops.py                 # Markdown table of op counts per draw
+    python benchmarks/bench_ops.py --list default  # also the op names of one case
+    python benchmarks/bench_ops.py --json ops.json # the counts as JSON (for a before/after diff)
+
+On a GPU the draw is bound by kernel launches, and nearly every elementwise, reduction, random
+or copy op is one launch. Two counts per draw, after a warm-up draw (constants cached per
+device are then built):
+
+- ``kernels``: ops seen by a ``TorchDispatchMode`` (below autograd, after composite ops are
+  decomposed) that compute something: views, ``empty`` and CPU scalar wrapping are left out.
+  This is the launch proxy.
+- ``top-level``: aten ops at the top of the profiler's tree, views included (what
+  ``tests/test_cuda.py`` bounds).
+
+A train-step count (DnCNN-17 at 128x1x40x40, not run: counted only) compares the default
+``TrainStep`` with a plain loop step on the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ts_defense import TSConfig, TSSampler
+
+NOT_KERNELS = {"_unsafe_view", "scalar_tensor", "empty", "empty_strided", "lift_fresh"}
+SHAPES = ((128, 1, 64, 64), (16, 3, 256, 256))
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        name = func.overloadpacket.__name__
+        if not func.is_view and name not in NOT_KERNELS:
+            self.names.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def kernel_ops(fn: Callable[[], object]) -> list[str]:
+    """Names of the computing aten ops (launch proxy) that ``fn()`` runs."""
+    with _Ops() as mode:
+        fn()
+    return mode.names
+
+
+def top_level_ops(fn: Callable[[], object]) -> list[str]:
+    """Names of the top-level aten ops (views included) in the profile of ``fn()``."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    return [
+        e.name for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten")
+    ]
+
+
+def cases() -> dict[str, TSConfig]:
+    return {
+        "gaussian": TSConfig(p_ood=0.0),
+        "radial": TSConfig(p_ood=1.0, families={"radial": 1.0}),
+        "local": TSConfig(p_ood=1.0, families={"local": 1.0}),
+        "structured": TSConfig(p_ood=1.0, families={"structured": 1.0}),
+        "default (p_ood 0.2)": TSConfig(),
+        "default, zero_mean": TSConfig(zero_mean=True),
+        "blind sigma": TSConfig(sigma=(5 / 255, 50 / 255)),
+    }
+
+
+def draw_fn(config: TSConfig, shape: tuple[int, ...]) -> Callable[[], object]:
+    sampler, clean = TSSampler(config, seed=0), torch.rand(shape)
+    fn = lambda: sampler.draw(clean, check_finite=False)  # noqa: E731
+    fn()  # warm-up: per-device constants
+    return fn
+
+
+def count_draws(shapes=SHAPES) -> dict[str, dict[str, tuple[int, int]]]:
+    """{shape: {case: (kernel ops, top-level ops)}}."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for shape in shapes:
+        key = "x".join(map(str, shape))
+        out[key] = {}
+        for name, cfg in cases().items():
+            fn = draw_fn(cfg, shape)
+            out[key][name] = (len(kernel_ops(fn)), len(top_level_ops(fn)))
+    return out
+
+
+def count_train_step() -> dict[str, int]:
+    """Kernel ops of one DnCNN-17 step (128x1x40x40, SGD): plain loop vs TrainStep."""
+    from ts_defense import TrainStep
+    from ts_defense.models import DnCNN
+
+    torch.manual_seed(0)
+    clean = torch.rand(128, 1, 40, 40)
+    out = {}
+    for name in ("plain", "TrainStep", "TrainStep check_every=100"):
+        model = DnCNN(depth=17, features=64)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        if name == "plain":
+            sigma = 25 / 255
+
+            def fn(model=model, opt=opt):
+                noisy = clean + sigma * torch.randn_like(clean)
+                loss = torch.nn.functional.mse_loss(model(noisy), noisy - clean)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+        else:
+            every = 100 if "100" in name else 1
+            fn = TrainStep(model, opt, TSSampler(seed=0), predicts="noise", check_every=every)
+        fn(clean) if name != "plain" else fn()
+        ops = kernel_ops(lambda fn=fn: fn(clean) if name != "plain" else fn())
+        out[name] = len(ops)
+        out[name + " ops"] = Counter(ops)  # type: ignore[assignment]
+    return out
+
+
+def table(counts: dict[str, dict[str, tuple[int, int]]]) -> str:
+    lines = [f"torch {torch.__version__}, CPU; ops per draw after a warm-up draw.\n"]
+    for shape, rows in counts.items():
+        lines += [f"Shape {shape}:\n", "| draw | kernel ops | top-level aten ops |", "|---|---:|---:|"]
+        lines += [f"| {n} | {k} | {t} |" for n, (k, t) in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", metavar="CASE", help="print the kernel ops of one case")
+    parser.add_argument("--json", metavar="PATH", help="write the counts as JSON")
+    parser.add_argument("--train-step", action="store_true", help="count a DnCNN-17 step too")
+    args = parser.parse_args(argv)
+    counts = count_draws()
+    print(table(counts))
+    if args.list:
+        fn = draw_fn(cases()[args.list], SHAPES[0])
+        print(f"{args.list} at {SHAPES[0]}:", " ".join(kernel_ops(fn)))
+    if args.train_step:
+        step = count_train_step()
+        plain = step["plain"]
+        for name in ("plain", "TrainStep", "TrainStep check_every=100"):
+            extra = Counter(step[name + " ops"]) - Counter(step["plain ops"])
+            print(f"{name}: {step[name]} kernel ops ({step[name] - plain:+d} vs plain): {dict(extra)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(counts, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
