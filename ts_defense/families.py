@@ -29,12 +29,14 @@ drawn for the whole batch and selected with ``torch.where``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +78,35 @@ def band_deviation(shape: int | tuple[int, ...], family: Any, gen: torch.Generat
     return d
 
 
+def _uniforms(family: Any) -> int:
+    """How many uniforms per deviation :func:`_power_factor` takes (2 with a random sign)."""
+    return 2 if family.sides == "both" else 1
+
+
+def _power_factor(u: Tensor, family: Any) -> Tensor:
+    """``1 + 2 d`` for deviations ``d`` of :func:`band_deviation`, from its uniforms ``u``
+    (``_uniforms(family)`` rows: magnitudes, then signs) in fewer ops and to the same bits:
+    the factor 2 is folded into the band (exact: a power of two), the sign is a ``copysign``."""
+    lo, hi = family.band
+    if family.sides != "both":
+        two_d = u[0].mul_(2 * (hi - lo)).add_(2 * lo)
+        return two_d.add_(1) if family.sides == "above" else torch.rsub(two_d, 1)
+    rows = (2, *[1] * (u.dim() - 1))  # magnitudes 2 |d|; signs u - 1/2 (+0 at 1/2: plus)
+    u.mul_(_const(u.device, (2 * (hi - lo), 1.0), rows))
+    magnitude, sign = u.add_(_const(u.device, (2 * lo, -0.5), rows)).unbind(0)
+    return magnitude.copysign_(sign).add_(1)
+
+
+@functools.lru_cache(maxsize=256)
+def _const(device: torch.device, values: tuple[float, ...], shape: tuple[int, ...]) -> Tensor:
+    """float32 ``values`` on ``device`` viewed or expanded to ``shape``, built once (filled on
+    the device: no host copy). Shared: never written to."""
+    table = torch.empty(len(values), device=device)
+    for i, v in enumerate(values):
+        table[i] = v
+    return table.view(-1, *[1] * (len(shape) - 1)).expand(shape)
+
+
 def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | float:
     """Entries (channels x pixels) per window of the padded grid: (h, w), or one number when
     the windows tile the image."""
@@ -96,17 +127,30 @@ def _linear_gain(scale: int) -> float:
     return sum((1 - i / scale) ** 2 + (i / scale) ** 2 for i in range(scale)) / scale
 
 
+@functools.lru_cache(maxsize=64)
 def _interpolation(size: int, scale: int, device: torch.device) -> Tensor:
-    """(size, nodes) matrix of linear interpolation from nodes on every ``scale``-th pixel."""
+    """(size, nodes) matrix of linear interpolation from nodes on every ``scale``-th pixel;
+    built once per (size, scale, device). Never written to."""
     nodes = -(-size // scale) + 1
     eye = torch.eye(nodes, device=device)[None]
     full = F.interpolate(eye, size=(nodes - 1) * scale + 1, mode="linear", align_corners=True)
     return full[0, :, :size].T
 
 
-# A family's parts: gain and offset per sample or per cell, and a smooth field to add or None.
-Parts = tuple[Tensor, Tensor | None, Tensor | None]
 TINY = torch.finfo(torch.float32).tiny
+
+
+class Parts(NamedTuple):
+    """A built-in family on the batch's shared noise ``g``: ``gain * (g - mean) + smooth`` with
+    ``gain = sqrt(target / max(power, TINY))``. ``target`` and ``power`` are per sample (B,) or
+    per cell (B, gh, gw); ``neg_mean`` (``-mean``, same shapes) only for zero-mean noise (None:
+    no offset); ``smooth`` a field (B, Hp, Wp) or None. :func:`draw_batch` picks each sample's
+    parts first, then takes the square root and divides once for the whole batch."""
+
+    target: Tensor
+    power: Tensor
+    neg_mean: Tensor | None = None
+    smooth: Tensor | None = None
 
 
 class _Base:
@@ -158,25 +202,43 @@ class _Base:
         return self.sums.sum((1, 2)) / self.n if self.zero_mean else None
 
     @cached_property
+    def neg_mean(self) -> Tensor | None:
+        """``-mean`` when the noise is zero-mean, else None."""
+        return None if self.mean is None else self.mean.neg()
+
+    @cached_property
     def centred_power(self) -> Tensor:
         """``|g - mean|^2`` per sample."""
+        if self.mean is None and self.grid == (1, 1):  # one cell: its energy (same bits)
+            return self.energy.view(self.shape[0])
         power = self.energy.sum((1, 2))
         return power if self.mean is None else power - self.n * self.mean.square()
+
+    def ones(self, value: float = 1.0) -> Tensor:
+        """``value`` for every sample, (B,), or every cell, (B, gh, gw): a cached constant
+        (never written to)."""
+        cells = self.grid if self.grid != (1, 1) else ()
+        return _const(self.g.device, (value,), (self.shape[0], *cells))
 
     def cells(self, x: Tensor) -> Tensor:
         """``x`` of shape (B,) or (B, gh, gw) as (B, gh, gw)."""
         b = self.shape[0]
-        return (x.view(b, 1, 1) if x.dim() == 1 else x).expand(b, *self.grid)
+        return x.view(b, 1, 1).expand(b, *self.grid) if x.dim() == 1 else x
 
-    def spread(self, x: Tensor) -> Tensor:
-        """Per-cell ``x`` (B, gh, gw) broadcastable to ``bands``."""
-        if self.grid[1] > 1:
-            x = x.repeat_interleave(self.cell[1], 2)
-        return x.view(self.shape[0], 1, self.grid[0], 1, -1)
-
-    def about_mean(self, gain: Tensor) -> Parts:
-        """Scale ``g`` by ``gain`` about its sample mean when the noise is zero-mean."""
-        return gain, None if self.mean is None else -gain * self.mean, None
+    def spread(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        """Per-cell ``x`` (B, gh, gw), times a per-sample ``scale`` (B,) if given, broadcastable
+        to ``bands``; one op (the product repeats ``x`` along the rows)."""
+        b, (gh, gw), cw = self.shape[0], self.grid, self.cell[1]
+        if x.dim() == 1:  # per sample (one cell)
+            return (x if scale is None else x * scale).view(b, 1, 1, 1, 1)
+        if scale is not None:
+            if gw > 1:
+                x = torch.mul(x.unsqueeze(3).expand(b, gh, gw, cw), scale.view(b, 1, 1, 1))
+            else:
+                x = x * scale.view(b, 1, 1)
+        elif gw > 1:
+            x = x.repeat_interleave(cw, 2)
+        return x.view(b, 1, gh, 1, -1)
 
 
 class Family:
@@ -197,7 +259,7 @@ class Family:
         return f"families.{self.name}.{field}"
 
     def parts(self, base: _Base, gen: torch.Generator) -> Parts | None:
-        """Gain, offset and smooth field on the batch's shared noise; None: use :meth:`draw`."""
+        """This family on the batch's shared noise (:class:`Parts`); None: use :meth:`draw`."""
         return None
 
     def draw(self, shape: Shape, gen: torch.Generator, zero_mean: bool = False) -> Tensor:
@@ -267,9 +329,9 @@ class Radial(_Banded):
     FLAT: ClassVar[Mapping[str, str]] = {"band": "band", "sides": "sides"}
 
     def parts(self, base: _Base, gen: torch.Generator) -> Parts:
-        d = band_deviation(base.shape[0], self, gen)
-        ratio = d.mul_(2).add_(1).mul_(base.n).div_(base.centred_power.clamp_min(TINY))
-        return base.about_mean(ratio.sqrt_())
+        u = _rand((_uniforms(self), base.shape[0]), gen)  # = one draw per row, on the CPU
+        target = _power_factor(u, self).mul_(base.n)
+        return Parts(target, base.centred_power, base.neg_mean)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,17 +361,19 @@ class Local(_Banded):
         counts = window_counts(base.shape, self.window, base.g.device)
         n_win = grid[0] * grid[1]
         k = max(1, round(self.fraction * n_win))
-        chosen = _rand((b, n_win), gen).topk(k, 1).indices
-        d = torch.zeros(b, n_win, device=base.g.device)
-        d = d.scatter_(1, chosen, band_deviation((b, k), self, gen)).view(b, *grid)
-        energy = base.energy
-        if base.zero_mean:  # zero-mean in every window, hence zero-mean overall
-            mean = base.sums / counts
-            centred = base.bands - base.spread(mean)
-            padding = base.cell[0] * base.cell[1] * base.shape[1] - counts  # entries at -mean
-            energy = base.cell_sum(centred.square_()) - padding * mean.square()
-        gain = (d.mul_(2).add_(1).mul_(counts) / energy.clamp_min(TINY)).sqrt_()
-        return gain, -gain * mean if base.zero_mean else None, None
+        rows = _uniforms(self)  # one draw: the windows' keys, then each deviation's uniforms
+        u = _rand(b * n_win + rows * b * k, gen)
+        chosen = u[: b * n_win].view(b, n_win).topk(k, 1).indices
+        factor = _power_factor(u[b * n_win :].view(rows, b, k), self)  # 1 + 2 d
+        factor = torch.ones(b, n_win, device=base.g.device).scatter_(1, chosen, factor)
+        target = factor.view(b, *grid).mul_(counts)
+        if not base.zero_mean:
+            return Parts(target, base.energy)
+        mean = base.sums / counts  # zero-mean in every window, hence zero-mean overall
+        centred = base.bands - base.spread(mean)
+        padding = base.cell[0] * base.cell[1] * base.shape[1] - counts  # entries at -mean
+        energy = base.cell_sum(centred.square_()) - padding * mean.square()
+        return Parts(target, energy, mean.neg_())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -341,8 +405,7 @@ class Structured(Family):
         a = _rand(b, gen).mul_(hi - lo).add_(lo)
         coarse *= (a.sqrt() / _linear_gain(s)).view(b, 1, 1)  # unit power times the smooth share
         smooth = up_h @ coarse @ up_w.T  # (B, Hp, Wp), bilinear; g is zero beyond (h, w)
-        zero = torch.zeros(b, device=base.g.device) if base.zero_mean else None
-        return (1 - a).sqrt_(), zero, smooth
+        return Parts(torch.rsub(a, 1), base.ones(), None, smooth)  # gain sqrt(1 - a)
 
 
 class _Gaussian(Family):
@@ -353,7 +416,7 @@ class _Gaussian(Family):
     def parts(self, base: _Base, gen: torch.Generator) -> Parts:
         n = base.n
         gain = math.sqrt(n / max(n - 1, 1)) if base.zero_mean else 1.0
-        return base.about_mean(torch.full((base.shape[0],), gain, device=base.g.device))
+        return Parts(base.ones(_square_root_of(gain)), base.ones(), base.neg_mean)
 
 
 GAUSSIAN = _Gaussian()
@@ -531,11 +594,43 @@ def _with_flat(member: Family, flat: Mapping[str, Any]) -> Family:
         raise type(err)(message) from err
 
 
-def _pick(family: Tensor, candidates: Sequence[Tensor]) -> Tensor:
-    """Per sample ``b``: ``candidates[family[b]][b]`` (each candidate (B, ...))."""
-    stacked = torch.stack(candidates)
-    index = family.view(1, -1, *[1] * (stacked.dim() - 2)).expand(1, *stacked.shape[1:])
-    return stacked.gather(0, index)[0]
+@functools.lru_cache(maxsize=64)
+def _square_root_of(gain: float) -> float:
+    """A float32 ``x`` whose float32 square root is exactly ``float32(gain)``: its square
+    (computed on the host; the float32 square is the double one rounded, which is exact)."""
+
+    def f32(v: float) -> float:
+        return struct.unpack("f", struct.pack("f", v))[0]
+
+    g = f32(gain)
+    x = f32(g * g)
+    if f32(math.sqrt(x)) != g:  # never in IEEE binary arithmetic
+        raise AssertionError(f"float32 sqrt({x!r}) != {g!r}")
+    return x
+
+
+def _picked_gain(base: _Base, family: Tensor, slots: Sequence[Parts]) -> tuple[Tensor, ...]:
+    """Per sample ``b``: the gain of ``slots[family[b]]`` and, for zero-mean noise, its
+    ``-mean``, each (B,) or (B, gh, gw): the parts are picked with one stack and one gather,
+    then the gain is taken once for the batch (no division when every power is 1)."""
+    b, one, zero = base.shape[0], base.ones(), base.ones(0.0)
+    divide = any(p.power is not one for p in slots)
+    columns = [
+        (
+            p.target,
+            *[p.power] * divide,
+            *[zero if p.neg_mean is None else p.neg_mean] * base.zero_mean,
+        )
+        for p in slots
+    ]
+    m, cells = len(columns[0]), base.grid != (1, 1)
+    shape = (b, *base.grid) if cells else (b,)  # one cell: per sample, no views to cells
+    each = base.cells if cells else lambda x: x if x.dim() == 1 else x.view(b)
+    stacked = torch.stack([each(x) for c in columns for x in c])
+    index = family.view(1, 1, b, *[1] * (len(shape) - 1)).expand(1, m, *shape)
+    picked = stacked.view(len(slots), m, *shape).gather(0, index)[0].unbind(0)
+    gain = picked[0].div_(picked[1].clamp_min_(TINY)) if divide else picked[0]
+    return gain.sqrt_(), *picked[1 + divide :]
 
 
 def _to_nominal_power(noise: Tensor, picked: Tensor, sig: Tensor, zero_mean: bool) -> Tensor:
@@ -586,12 +681,12 @@ def draw_batch(
         if got is not None:
             parts[k] = got
     slots = [parts.get(k, parts[0]) for k in range(len(families))]
-    per_cell = sig.view(b, 1, 1)
-    base.bands.mul_(base.spread(_pick(family, [base.cells(p[0]) for p in slots]) * per_cell))
-    if zero_mean:  # then every family has an offset
-        base.bands.add_(base.spread(_pick(family, [base.cells(p[1]) for p in slots]) * per_cell))
+    gain, *neg_mean = _picked_gain(base, family, slots)
+    base.bands.mul_(base.spread(gain, sig))
+    if zero_mean:  # the offset -gain * mean
+        base.bands.add_(base.spread(gain.mul_(neg_mean[0]), sig))
     noise = base.g[..., :h, :w]
-    for k, (_, _, smooth) in parts.items():
+    for k, (*_, smooth) in parts.items():
         if smooth is not None:  # ``structured``: add its smooth field where picked
             picked = family == k
             coef = torch.where(picked, sig, 0.0).view(b, 1, 1, 1)

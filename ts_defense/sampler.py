@@ -233,6 +233,7 @@ class TSSampler:
         self._generators: dict[str, torch.Generator] = {}
         self._pending: dict[str, Tensor] = {}
         self._edges: dict[str, Tensor] = {}
+        self._lookup: dict[str, Tensor] = {}
         cfg = self.config
         # Families drawn: only Gaussian when p_ood is 0; never a family of weight 0.
         fams = cfg.families if cfg.p_ood > 0 else {}
@@ -278,9 +279,15 @@ class TSSampler:
             for i, cum in enumerate(itertools.accumulate(weights)):
                 edges[i] = self.config.p_ood * cum / sum(weights)
             self._edges[key] = edges
+        if key not in self._lookup:  # bucket -> family: (bucket + 1) % len(slots), as a table
+            k = len(self._slots)
+            table = torch.empty(k, dtype=torch.long, device=gen.device)
+            for i in range(k):
+                table[i] = (i + 1) % k
+            self._lookup[key] = table
         u = torch.rand(batch, generator=gen, device=gen.device)
         pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
-        return pos.add_(1).remainder_(len(self._slots))
+        return self._lookup[key].index_select(0, pos)
 
     def draw(
         self, clean: Tensor, sigma: Tensor | float | None = None, check_finite: bool = True
@@ -310,7 +317,8 @@ class TSSampler:
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)
-        return TSDraw(noisy.to(clean.dtype), noise, sig, family, cfg.family_names)
+        noisy = noisy if noisy.dtype == clean.dtype else noisy.to(clean.dtype)
+        return TSDraw(noisy, noise, sig, family, cfg.family_names)
 
     def state_dict(self) -> dict[str, Any]:
         """Seed, generator states (per device) and configuration, in plain types."""
