@@ -15,10 +15,13 @@ the statistics below hold at every sigma.
 
 :func:`draw_batch` draws a whole batch without synchronising the host with the device and with
 shapes that never depend on the data: one white Gaussian ``g`` for the batch, and every built-in
-family is ``gain * g + offset`` with a gain and offset per sample (per window for ``local``),
-picked per sample with ``gather`` (``structured`` adds its smooth field, then is rescaled to the
-nominal power). Each sample's noise depends only on its own ``g`` and its own family parameters,
-so sharing ``g`` leaves every family's law unchanged.
+family is ``gain * g + offset`` with a gain and offset per sample (per window for ``local``):
+each family gives the power its noise should have and the power of ``g`` (:class:`Parts`), both
+picked per sample with one ``gather``, and the gain is their ratio's square root, taken once for
+the batch (``structured`` adds its smooth field, then is rescaled to the nominal power). Each
+sample's noise depends only on its own ``g`` and its own family parameters, so sharing ``g``
+leaves every family's law unchanged. The draw is kept to few ops, each a kernel launch on a GPU
+(``benchmarks/bench_ops.py`` counts them).
 
 Register more with :func:`register_family`: a :class:`Family` subclass (a frozen dataclass whose
 ``draw(shape, generator, zero_mean)`` returns unit-level float32 noise), an instance of one with
@@ -107,9 +110,10 @@ def _const(device: torch.device, values: tuple[float, ...], shape: tuple[int, ..
     return table.view(-1, *[1] * (len(shape) - 1)).expand(shape)
 
 
+@functools.lru_cache(maxsize=64)
 def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | float:
     """Entries (channels x pixels) per window of the padded grid: (h, w), or one number when
-    the windows tile the image."""
+    the windows tile the image. Built once per (shape, window, device): never written to."""
     _, c, h, w = shape
     if h % window == 0 and w % window == 0:
         return float(c * window * window)
