@@ -1,21 +1,22 @@
 """Launch-count proxy for issue 13: the ATen operations one TS draw runs, counted on the CPU.
 
     python benchmarks/bench_ops.py                 # Markdown table of op counts per draw
-    python benchmarks/bench_ops.py --list default  # also the op names of one case
+    python benchmarks/bench_ops.py --list radial   # also the op names of one case
     python benchmarks/bench_ops.py --json ops.json # the counts as JSON (for a before/after diff)
+    python benchmarks/bench_ops.py --smoke         # tiny shapes, checks the script runs
 
 On a GPU the draw is bound by kernel launches, and nearly every elementwise, reduction, random
 or copy op is one launch. Two counts per draw, after a warm-up draw (constants cached per
 device are then built):
 
-- ``kernels``: ops seen by a ``TorchDispatchMode`` (below autograd, after composite ops are
-  decomposed) that compute something: views, ``empty`` and CPU scalar wrapping are left out.
-  This is the launch proxy.
+- ``computing ops``: ops seen by a ``TorchDispatchMode`` (below autograd, after composite ops
+  are decomposed) that compute something: views, ``empty`` and CPU scalar wrapping are left
+  out. This is the launch proxy.
 - ``top-level``: aten ops at the top of the profiler's tree, views included (what
   ``tests/test_cuda.py`` bounds).
 
-A train-step count (DnCNN-17 at 128x1x40x40, not run: counted only) compares the default
-``TrainStep`` with a plain loop step on the same model.
+``--train-step`` also counts one DnCNN-17 step at 128x1x40x40 (run once each on the CPU): the
+default ``TrainStep`` against a plain loop step, and what it adds besides the draw.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -34,6 +36,7 @@ from ts_defense import TSConfig, TSSampler
 
 NOT_KERNELS = {"_unsafe_view", "scalar_tensor", "empty", "empty_strided", "lift_fresh"}
 SHAPES = ((128, 1, 64, 64), (16, 3, 256, 256))
+SMOKE_SHAPES = ((2, 1, 16, 16), (1, 3, 20, 24))
 
 
 class _Ops(TorchDispatchMode):
@@ -85,7 +88,7 @@ def draw_fn(config: TSConfig, shape: tuple[int, ...]) -> Callable[[], object]:
 
 
 def count_draws(shapes=SHAPES) -> dict[str, dict[str, tuple[int, int]]]:
-    """{shape: {case: (kernel ops, top-level ops)}}."""
+    """{shape: {case: (computing ops, top-level ops)}}."""
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for shape in shapes:
         key = "x".join(map(str, shape))
@@ -96,41 +99,51 @@ def count_draws(shapes=SHAPES) -> dict[str, dict[str, tuple[int, int]]]:
     return out
 
 
-def count_train_step() -> dict[str, int]:
-    """Kernel ops of one DnCNN-17 step (128x1x40x40, SGD): plain loop vs TrainStep."""
+def _plain_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[Tensor], None]:
+    def step(clean: Tensor) -> None:
+        noisy = clean + (25 / 255) * torch.randn_like(clean)
+        loss = torch.nn.functional.mse_loss(model(noisy), noisy - clean)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def count_train_step() -> dict[str, Counter]:
+    """Kernel ops of one DnCNN-17 step (128x1x40x40, SGD with momentum), by name: a plain loop
+    step, ``TrainStep`` (checks every step, and every 100) and the default draw alone."""
     from ts_defense import TrainStep
     from ts_defense.models import DnCNN
 
     torch.manual_seed(0)
     clean = torch.rand(128, 1, 40, 40)
-    out = {}
-    for name in ("plain", "TrainStep", "TrainStep check_every=100"):
+    steps: dict[str, Callable[[Tensor], object]] = {}
+    for name, every in (("plain step", 0), ("TrainStep", 1), ("TrainStep check_every=100", 100)):
         model = DnCNN(depth=17, features=64)
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        if name == "plain":
-            sigma = 25 / 255
-
-            def fn(model=model, opt=opt):
-                noisy = clean + sigma * torch.randn_like(clean)
-                loss = torch.nn.functional.mse_loss(model(noisy), noisy - clean)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-        else:
-            every = 100 if "100" in name else 1
-            fn = TrainStep(model, opt, TSSampler(seed=0), predicts="noise", check_every=every)
-        fn(clean) if name != "plain" else fn()
-        ops = kernel_ops(lambda fn=fn: fn(clean) if name != "plain" else fn())
-        out[name] = len(ops)
-        out[name + " ops"] = Counter(ops)  # type: ignore[assignment]
+        steps[name] = (
+            _plain_step(model, opt)
+            if not every
+            else TrainStep(model, opt, TSSampler(seed=0), predicts="noise", check_every=every)
+        )
+    sampler = TSSampler(seed=0)
+    steps["default draw"] = lambda c: sampler.draw(c, check_finite=False)
+    out = {}
+    for name, step in steps.items():
+        step(clean)  # warm-up (optimizer state, constants)
+        out[name] = Counter(kernel_ops(lambda step=step: step(clean)))
     return out
 
 
 def table(counts: dict[str, dict[str, tuple[int, int]]]) -> str:
     lines = [f"torch {torch.__version__}, CPU; ops per draw after a warm-up draw.\n"]
     for shape, rows in counts.items():
-        lines += [f"Shape {shape}:\n", "| draw | kernel ops | top-level aten ops |", "|---|---:|---:|"]
+        lines += [
+            f"Shape {shape}:\n",
+            "| draw | computing ops | top-level aten ops |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| {n} | {k} | {t} |" for n, (k, t) in rows.items()]
         lines.append("")
     return "\n".join(lines)
@@ -138,21 +151,28 @@ def table(counts: dict[str, dict[str, tuple[int, int]]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", metavar="CASE", help="print the kernel ops of one case")
+    parser.add_argument("--list", metavar="CASE", help="print the computing ops of one case")
     parser.add_argument("--json", metavar="PATH", help="write the counts as JSON")
     parser.add_argument("--train-step", action="store_true", help="count a DnCNN-17 step too")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks the script")
     args = parser.parse_args(argv)
-    counts = count_draws()
+    shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    counts = count_draws(shapes)
     print(table(counts))
     if args.list:
-        fn = draw_fn(cases()[args.list], SHAPES[0])
-        print(f"{args.list} at {SHAPES[0]}:", " ".join(kernel_ops(fn)))
+        fn = draw_fn(cases()[args.list], shapes[0])
+        print(f"{args.list} at {shapes[0]}:", " ".join(kernel_ops(fn)))
     if args.train_step:
         step = count_train_step()
-        plain = step["plain"]
-        for name in ("plain", "TrainStep", "TrainStep check_every=100"):
-            extra = Counter(step[name + " ops"]) - Counter(step["plain ops"])
-            print(f"{name}: {step[name]} kernel ops ({step[name] - plain:+d} vs plain): {dict(extra)}")
+        plain, draw = step["plain step"], step["default draw"]
+        print("DnCNN-17 step, 128x1x40x40, SGD momentum (computing ops):\n")
+        for name, ops in step.items():
+            line = f"- {name}: {ops.total()}"
+            if name.startswith("TrainStep"):  # beyond the plain step's, less the draw's
+                rest = ops - plain - draw
+                line += f" (+{ops.total() - plain.total()} on the plain step; "
+                line += f"besides the draw: {dict(rest)})"
+            print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(counts, f, indent=1)

@@ -22,6 +22,7 @@ HEADERS = {
     ],
     "bench_gpu": ["| draw | ms | / plain |"],
     "bench_memory": ["| phase | iterations | RSS start MB |"],
+    "bench_ops": ["| draw | computing ops | top-level aten ops |"],
     "bench_sampler": ["| draw | ms | / torch.randn |"],
     "bench_training": ["| step | ms | / plain loop |"],
 }
