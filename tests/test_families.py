@@ -387,3 +387,10 @@ def test_cached_constants_are_never_written():
     one, zero = _const(cpu, (1.0,), (6, 2, 2)), _const(cpu, (0.0,), (6, 2, 2))
     assert _const.cache_info().hits == hits + 2  # the ones the draws used
     assert bool((one == 1).all()) and bool((zero == 0).all())
+
+
+def test_family_draws_take_a_list_shape():  # the cached window counts key on the shape
+    gen = torch.Generator().manual_seed(0)
+    for zero_mean in (False, True):
+        noise = FAMILIES["local"]([2, 1, 12, 12], gen, TSConfig(zero_mean=zero_mean))
+        assert noise.shape == (2, 1, 12, 12)

@@ -170,7 +170,7 @@ class _Base:
         self, shape: Shape, gen: torch.Generator, zero_mean: bool, window: int | None
     ) -> None:
         b, c, h, w = shape
-        self.shape, self.n, self.zero_mean, self.window = shape, c * h * w, zero_mean, window
+        self.shape, self.n, self.zero_mean, self.window = tuple(shape), c * h * w, zero_mean, window
         g = torch.randn(shape, generator=gen, device=gen.device)
         cell = (window, window) if window is not None else (h, w)
         pad_h, pad_w = (-h) % cell[0], (-w) % cell[1]
