@@ -40,25 +40,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _attack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--images",
-        nargs="*",
-        default=["bundled"],
-        help="'bundled', 'set12', bundled image names or image files",
-    )
-    p.add_argument(
-        "--size",
-        type=int,
-        default=64,
-        help="resize bundled / centre-crop other images to this (0: keep)",
-    )
+    images = "'bundled', 'set12', bundled image names or image files"
+    p.add_argument("--images", nargs="*", default=["bundled"], help=images)
+    size = "resize bundled / centre-crop other images to this (0: keep)"
+    p.add_argument("--size", type=int, default=64, help=size)
     p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
-    p.add_argument(
-        "--eps",
-        type=float,
-        default=8.0,
-        help="budget in 0..255 units (L-inf; obsatk: RMS per pixel)",
-    )
+    eps = "budget in 0..255 units (L-inf; obsatk: RMS per pixel)"
+    p.add_argument("--eps", type=float, default=8.0, help=eps)
     p.add_argument("--rho", type=float, default=0.1, help="pgd-l2 budget / noise norm")
     p.add_argument("--steps", type=int, default=10, help="attack steps")
     p.add_argument("--objective", default="clean", help="choices: clean, output, noisy")
@@ -74,18 +62,9 @@ def _attack(args: argparse.Namespace) -> int:
         a: attack_options(a, args.eps, args.rho, args.steps, args.objective, args.seed)
         for a in args.attacks
     }
-    print(
-        attack_report(
-            args.model,
-            args.attacks,
-            images,
-            args.sigma / 255,
-            args.out,
-            opts,
-            seed=args.seed,
-            data_dir=args.data,
-        )
-    )
+    where = {"seed": args.seed, "data_dir": args.data}
+    sigma = args.sigma / 255
+    print(attack_report(args.model, args.attacks, images, sigma, args.out, opts, **where))
     print(f"\nreport written to {Path(args.out).resolve()}/attack.{{md,json}}")
     return 0
 
@@ -95,16 +74,9 @@ def _transfer(args: argparse.Namespace) -> int:
 
     images = load_images(args.images, args.size or None, args.data)
     opts = attack_options(args.attack, args.eps, args.rho, args.steps, args.objective, args.seed)
-    result = transfer_report(
-        args.models,
-        args.attack,
-        images,
-        args.sigma / 255,
-        args.out,
-        opts,
-        seed=args.seed,
-        data_dir=args.data,
-    )
+    where = {"seed": args.seed, "data_dir": args.data}
+    sigma = args.sigma / 255
+    result = transfer_report(args.models, args.attack, images, sigma, args.out, opts, **where)
     print(result.to_markdown())
     print(f"\nreport written to {Path(args.out).resolve()}/transfer.{{md,json,png}}")
     return 0
