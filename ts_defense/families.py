@@ -131,7 +131,7 @@ def _linear_gain(scale: int) -> float:
     return sum((1 - i / scale) ** 2 + (i / scale) ** 2 for i in range(scale)) / scale
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # size x size / scale floats each: a few of the last sizes
 def _interpolation(size: int, scale: int, device: torch.device) -> Tensor:
     """(size, nodes) matrix of linear interpolation from nodes on every ``scale``-th pixel;
     built once per (size, scale, device). Never written to."""
