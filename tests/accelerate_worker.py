@@ -85,6 +85,10 @@ def main():
         },
         args.out / f"rank{acc.process_index}.pt",
     )
+    # Join gloo's threads before the interpreter exits: without it a rank can abort at exit
+    # ("terminate called without an active exception") after all its work is done.
+    acc.wait_for_everyone()
+    acc.end_training()
 
 
 if __name__ == "__main__":
