@@ -157,6 +157,7 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
         ax.hist(stats[name]["d"], bins=60, range=(-lim, lim), color="tab:blue")
         ax.set_title(f"{name}: deviation d")
         ax.set_xlabel("d = (|n|^2 / (N sigma^2) - 1) / 2")
+        ax.set_ylabel("samples")
         if k == 0:
             ax.legend(fontsize=7, loc="upper left")
         ax = axes[1, k]
@@ -165,7 +166,7 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
         ax.set_title(f"{name}: {window}x{window} window map", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="window deviation")
     fig.suptitle("TS sampler: deviation from the entropy rate (orange: OOD band)")
     return fig
 
