@@ -281,10 +281,7 @@ class TSSampler:
             self._edges[key] = edges
         if key not in self._lookup:  # bucket -> family: (bucket + 1) % len(slots), as a table
             k = len(self._slots)
-            table = torch.empty(k, dtype=torch.long, device=gen.device)
-            for i in range(k):
-                table[i] = (i + 1) % k
-            self._lookup[key] = table
+            self._lookup[key] = torch.arange(1, k + 1, device=gen.device).remainder_(k)
         u = torch.rand(batch, generator=gen, device=gen.device)
         pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
         return self._lookup[key].index_select(0, pos)
@@ -317,8 +314,7 @@ class TSSampler:
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)
-        noisy = noisy if noisy.dtype == clean.dtype else noisy.to(clean.dtype)
-        return TSDraw(noisy, noise, sig, family, cfg.family_names)
+        return TSDraw(noisy.to(clean.dtype), noise, sig, family, cfg.family_names)
 
     def state_dict(self) -> dict[str, Any]:
         """Seed, generator states (per device) and configuration, in plain types."""
