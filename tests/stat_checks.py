@@ -103,14 +103,15 @@ def binomial_share(hits: Tensor, p: float) -> None:
     assert tail > alpha / 2, f"{k}/{n} hits, p={p}: tail probability {tail:.2g}"
 
 
-def resumes_exactly(cfg, clean: Tensor, seed: int, steps: int = 1) -> None:
-    """A sampler restored from ``state_dict`` after ``steps`` draws continues the same stream."""
-    first = TSSampler(cfg, seed=seed)
+def resumes_exactly(cfg, clean: Tensor, seed: int, steps: int = 1, **options) -> None:
+    """A sampler restored from ``state_dict`` after ``steps`` draws continues the same stream
+    (``options``: the samplers' other arguments, e.g. ``compile=True``)."""
+    first = TSSampler(cfg, seed=seed, **options)
     for _ in range(steps):
         first.draw(clean)
     state = first.state_dict()
     expected = [first.draw(clean) for _ in range(3)]
-    resumed = TSSampler(cfg, seed=seed + 1)
+    resumed = TSSampler(cfg, seed=seed + 1, **options)
     resumed.load_state_dict(state)
     for want in expected:
         got = resumed.draw(clean)

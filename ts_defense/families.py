@@ -21,7 +21,9 @@ picked per sample with one ``gather``, and the gain is their ratio's square root
 the batch (``structured`` adds its smooth field, then is rescaled to the nominal power). Each
 sample's noise depends only on its own ``g`` and its own family parameters, so sharing ``g``
 leaves every family's law unchanged. The draw is kept to few ops, each a kernel launch on a GPU
-(``benchmarks/bench_ops.py`` counts them).
+(``benchmarks/bench_ops.py`` counts them). Every random tensor is drawn first
+(:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`) is a pure function
+that ``torch.compile`` can fuse (``TSSampler(compile=True)``).
 
 Register more with :func:`register_family`: a :class:`Family` subclass (a frozen dataclass whose
 ``draw(shape, generator, zero_mean)`` returns unit-level float32 noise), an instance of one with
@@ -38,7 +40,6 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -157,35 +158,63 @@ class Parts(NamedTuple):
     smooth: Tensor | None = None
 
 
-class _Base:
-    """The shared white noise ``g`` (zero-padded to whole cells) and its per-cell statistics,
-    computed when a family asks for them.
+class Grid(NamedTuple):
+    """Where a batch draw's gains are constant: cells of ``cell`` pixels (the windows of the
+    first ``local`` family drawn, else whole images) on the image zero-padded to ``padded``,
+    ``grid`` cells down and across. Depends on the shape only, so the random draws can be
+    made before any arithmetic."""
 
-    Cells are the windows of the (first) ``local`` family drawn, else whole images. ``bands``
-    views ``g`` as (B, C, cells down, cell height, Wp): reductions and per-cell factors then
-    run along whole contiguous rows (much faster on the CPU than along short runs).
+    shape: Shape
+    window: int | None
+    cell: tuple[int, int]
+    grid: tuple[int, int]
+    padded: tuple[int, int]
+
+    @classmethod
+    def of(cls, shape: Shape, window: int | None) -> Grid:
+        h, w = shape[2:]
+        cell = (window, window) if window is not None else (h, w)
+        grid = (-(-h // cell[0]), -(-w // cell[1]))
+        return cls(tuple(shape), window, cell, grid, (grid[0] * cell[0], grid[1] * cell[1]))
+
+
+class _once:  # noqa: N801 (a decorator)
+    """``functools.cached_property`` without its lock (Python 3.11), which ``torch.compile``
+    cannot trace: the value is computed on first read and stored on the instance."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
+class _Base:
+    """The shared white noise ``g`` (zero-padded to whole cells of ``grid``) and its per-cell
+    statistics, computed when a family asks for them.
+
+    ``bands`` views ``g`` as (B, C, cells down, cell height, Wp): reductions and per-cell
+    factors then run along whole contiguous rows (much faster on the CPU than along short runs).
     """
 
-    def __init__(
-        self, shape: Shape, gen: torch.Generator, zero_mean: bool, window: int | None
-    ) -> None:
-        b, c, h, w = shape
-        self.shape, self.n, self.zero_mean, self.window = tuple(shape), c * h * w, zero_mean, window
-        g = torch.randn(shape, generator=gen, device=gen.device)
-        cell = (window, window) if window is not None else (h, w)
-        pad_h, pad_w = (-h) % cell[0], (-w) % cell[1]
+    def __init__(self, grid: Grid, g: Tensor, zero_mean: bool) -> None:
+        b, c, h, w = grid.shape
+        self.shape, self.n, self.zero_mean = grid.shape, c * h * w, zero_mean
+        pad_h, pad_w = grid.padded[0] - h, grid.padded[1] - w
         if pad_h or pad_w:
             g = F.pad(g, (0, pad_w, 0, pad_h))
-        self.g, self.cell = g, cell
-        self.grid = (g.shape[2] // cell[0], g.shape[3] // cell[1])
-        self.bands = g.view(b, c, self.grid[0], cell[0], g.shape[3])
+        self.g, self.cell, self.grid = g, grid.cell, grid.grid
+        self.bands = g.view(b, c, self.grid[0], self.cell[0], g.shape[3])
 
     def cell_sum(self, x: Tensor) -> Tensor:
         """Sum of ``x`` (shaped like ``bands``) over each cell, (B, gh, gw)."""
         b, c = self.shape[:2]
         return x.sum(3).view(b, c, self.grid[0], self.grid[1], self.cell[1]).sum((1, 4))
 
-    @cached_property
+    @_once
     def energy(self) -> Tensor:
         """``|g|^2`` per cell, (B, gh, gw)."""
         b, c, hp, wp = self.g.shape  # norms first: no temporary the size of g
@@ -195,22 +224,22 @@ class _Base:
         runs = torch.linalg.vector_norm(runs, dim=4).square_()  # (B, C, Hp, gw)
         return runs.view(b, c, self.grid[0], self.cell[0], self.grid[1]).sum((1, 3))
 
-    @cached_property
+    @_once
     def sums(self) -> Tensor:
         """Sum of ``g`` per cell, (B, gh, gw)."""
         return self.cell_sum(self.bands)
 
-    @cached_property
+    @_once
     def mean(self) -> Tensor | None:
         """Sample mean of ``g`` when the noise is zero-mean, else None."""
         return self.sums.sum((1, 2)) / self.n if self.zero_mean else None
 
-    @cached_property
+    @_once
     def neg_mean(self) -> Tensor | None:
         """``-mean`` when the noise is zero-mean, else None."""
         return None if self.mean is None else self.mean.neg()
 
-    @cached_property
+    @_once
     def centred_power(self) -> Tensor:
         """``|g - mean|^2`` per sample."""
         if self.mean is None and self.grid == (1, 1):  # one cell: its energy (same bits)
@@ -251,7 +280,8 @@ class Family:
     Subclass as a frozen dataclass with a ``name`` and fields of defaults; check the fields in
     ``__post_init__`` with errors that name ``families.<name>.<field>`` (:meth:`key`), and
     implement :meth:`draw` (unit-level float32 noise for a whole batch). The built-in families
-    implement :meth:`parts` instead, which :func:`draw_batch` fuses into one pass.
+    implement :meth:`randoms` and :meth:`parts` instead, which :func:`draw_batch` fuses into
+    one pass.
     """
 
     name: ClassVar[str] = ""
@@ -262,9 +292,14 @@ class Family:
         """The option path of ``field`` in error messages: ``families.<name>.<field>``."""
         return f"families.{self.name}.{field}"
 
-    def parts(self, base: _Base, gen: torch.Generator) -> Parts | None:
-        """This family on the batch's shared noise (:class:`Parts`); None: use :meth:`draw`."""
+    def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...] | None:
+        """The random tensors :meth:`parts` takes, drawn from ``gen`` (all of this family's
+        randomness, so :meth:`parts` is a pure function); None: use :meth:`draw`."""
         return None
+
+    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+        """This family on the batch's shared noise (:class:`Parts`), from its :meth:`randoms`."""
+        raise NotImplementedError
 
     def draw(self, shape: Shape, gen: torch.Generator, zero_mean: bool = False) -> Tensor:
         """Unit-level float32 noise of this family for every sample of ``shape``."""
@@ -332,9 +367,11 @@ class Radial(_Banded):
     name: ClassVar[str] = "radial"
     FLAT: ClassVar[Mapping[str, str]] = {"band": "band", "sides": "sides"}
 
-    def parts(self, base: _Base, gen: torch.Generator) -> Parts:
-        u = _rand((_uniforms(self), base.shape[0]), gen)  # = one draw per row, on the CPU
-        target = _power_factor(u, self).mul_(base.n)
+    def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
+        return (_rand((_uniforms(self), grid.shape[0]), gen),)  # = one draw per row, on the CPU
+
+    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+        target = _power_factor(randoms[0], self).mul_(base.n)
         return Parts(target, base.centred_power, base.neg_mean)
 
 
@@ -358,15 +395,22 @@ class Local(_Banded):
         check_positive(self.key("window"), self.window, integer=True, maximum=MAX_WINDOW)
         check_probability(self.key("fraction"), self.fraction)
 
-    def parts(self, base: _Base, gen: torch.Generator) -> Parts | None:
-        if base.window != self.window:  # another local family set the cells: drawn alone
+    def _picks(self, cells: tuple[int, int]) -> tuple[int, int, int]:
+        """Windows per sample, windows set off the typical set, uniforms per deviation."""
+        n_win = cells[0] * cells[1]
+        return n_win, max(1, round(self.fraction * n_win)), _uniforms(self)
+
+    def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...] | None:
+        if grid.window != self.window:  # another local family set the cells: drawn alone
             return None
+        n_win, k, rows = self._picks(grid.grid)  # one draw: the windows' keys, then the deviations
+        return (_rand(grid.shape[0] * (n_win + rows * k), gen),)
+
+    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
         b, grid = base.shape[0], base.grid
         counts = window_counts(base.shape, self.window, base.g.device)
-        n_win = grid[0] * grid[1]
-        k = max(1, round(self.fraction * n_win))
-        rows = _uniforms(self)  # one draw: the windows' keys, then each deviation's uniforms
-        u = _rand(b * n_win + rows * b * k, gen)
+        n_win, k, rows = self._picks(grid)
+        u = randoms[0]
         chosen = u[: b * n_win].view(b, n_win).topk(k, 1).indices
         factor = _power_factor(u[b * n_win :].view(rows, b, k), self)  # 1 + 2 d
         factor = torch.ones(b, n_win, device=base.g.device).scatter_(1, chosen, factor)
@@ -398,15 +442,20 @@ class Structured(Family):
             raise ValueError(f"{self.key('corr_mix')}={self.corr_mix} must lie in [0, 1]")
         object.__setattr__(self, "corr_mix", mix)
 
-    def parts(self, base: _Base, gen: torch.Generator) -> Parts:
+    def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
+        nodes = tuple(-(-size // self.corr_scale) + 1 for size in grid.padded)
+        coarse = torch.randn((grid.shape[0], *nodes), generator=gen, device=gen.device)
+        return coarse, _rand(grid.shape[0], gen)
+
+    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
         """:func:`draw_batch` then centres it (zero-mean) and scales it to the nominal power,
         from the drawn noise itself."""
         b = base.shape[0]
         s = self.corr_scale
         up_h, up_w = (_interpolation(size, s, base.g.device) for size in base.g.shape[2:])
-        coarse = torch.randn((b, up_h.shape[1], up_w.shape[1]), generator=gen, device=gen.device)
+        coarse, a = randoms
         lo, hi = self.corr_mix
-        a = _rand(b, gen).mul_(hi - lo).add_(lo)
+        a = a.mul_(hi - lo).add_(lo)
         coarse *= (a.sqrt() / _linear_gain(s)).view(b, 1, 1)  # unit power times the smooth share
         smooth = up_h @ coarse @ up_w.T  # (B, Hp, Wp), bilinear; g is zero beyond (h, w)
         return Parts(torch.rsub(a, 1), base.ones(), None, smooth)  # gain sqrt(1 - a)
@@ -417,7 +466,10 @@ class _Gaussian(Family):
 
     name: ClassVar[str] = "gaussian"
 
-    def parts(self, base: _Base, gen: torch.Generator) -> Parts:
+    def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
+        return ()
+
+    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
         n = base.n
         gain = math.sqrt(n / max(n - 1, 1)) if base.zero_mean else 1.0
         return Parts(base.ones(_square_root_of(gain)), base.ones(), base.neg_mean)
@@ -673,17 +725,42 @@ def draw_batch(
         zero_mean = config.zero_mean
         fams = config.families
         families = [GAUSSIAN, *(None if n is None else fams.family(n) for n in names[1:])]
-    b, c, h, w = shape
-    sig = torch.ones(b, device=gen.device) if sigma is None else sigma
-    if len(families) == 1 and not zero_mean:  # Gaussian only: scale g in place
-        return torch.randn(shape, generator=gen, device=gen.device).mul_(sig.view(b, 1, 1, 1))
+    sig = torch.ones(shape[0], device=gen.device) if sigma is None else sigma
+    grid, g, randoms = draw_randoms(shape, gen, families)
+    noise = shape_noise(grid, families, zero_mean, family, sig, g, randoms)
+    return draw_others(noise, gen, families, family, sig, zero_mean, randoms, config)
+
+
+def draw_randoms(
+    shape: Shape, gen: torch.Generator, families: Sequence[Family | None]
+) -> tuple[Grid, Tensor, list[tuple[Tensor, ...] | None]]:
+    """Every random tensor :func:`shape_noise` takes, in a fixed order: the shared white noise
+    ``g``, then each family's :meth:`Family.randoms` (None for a family drawn by itself)."""
     window = next((f.window for f in families if isinstance(f, Local)), None)
-    base = _Base(shape, gen, zero_mean, window)
-    parts: dict[int, Parts] = {}
-    for k, member in enumerate(families):
-        got = None if member is None else member.parts(base, gen)
-        if got is not None:
-            parts[k] = got
+    grid = Grid.of(shape, window)
+    g = torch.randn(shape, generator=gen, device=gen.device)
+    return grid, g, [None if m is None else m.randoms(grid, gen) for m in families]
+
+
+def shape_noise(
+    grid: Grid,
+    families: Sequence[Family | None],
+    zero_mean: bool,
+    family: Tensor,
+    sig: Tensor,
+    g: Tensor,
+    randoms: Sequence[tuple[Tensor, ...] | None],
+) -> Tensor:
+    """The noise of :func:`draw_batch` from its random tensors (:func:`draw_randoms`), for the
+    families with parts; a pure function of tensors (it writes into them), so ``torch.compile``
+    can fuse it (the sampler's ``compile=True``). Families drawn by themselves keep the
+    Gaussian noise here; :func:`draw_others` puts theirs in."""
+    b, _, h, w = grid.shape
+    if len(families) == 1 and not zero_mean:  # Gaussian only: scale g in place
+        return g.mul_(sig.view(b, 1, 1, 1))
+    base = _Base(grid, g, zero_mean)
+    pairs = enumerate(zip(families, randoms, strict=True))
+    parts = {k: m.parts(base, r) for k, (m, r) in pairs if r is not None}
     slots = [parts.get(k, parts[0]) for k in range(len(families))]
     gain, *neg_mean = _picked_gain(base, family, slots)
     base.bands.mul_(base.spread(gain, sig))
@@ -696,8 +773,24 @@ def draw_batch(
             coef = torch.where(picked, sig, 0.0).view(b, 1, 1, 1)
             noise.addcmul_(smooth[:, None, :h, :w], coef)
             noise = _to_nominal_power(noise, picked, sig, zero_mean)
-    for k, member in enumerate(families):  # the others: whole batch, then torch.where
-        if member is not None and k not in parts:
+    return noise
+
+
+def draw_others(
+    noise: Tensor,
+    gen: torch.Generator,
+    families: Sequence[Family | None],
+    family: Tensor,
+    sig: Tensor,
+    zero_mean: bool,
+    randoms: Sequence[tuple[Tensor, ...] | None],
+    config: Any = None,
+) -> Tensor:
+    """``noise`` with the samples of the families without parts (registered functions, a
+    second ``local``) drawn now, each for the whole batch and put in with ``torch.where``."""
+    shape, b = tuple(noise.shape), noise.shape[0]
+    for k, member in enumerate(families):
+        if member is not None and randoms[k] is None:
             if isinstance(member, FunctionFamily):
                 drawn = member(shape, gen, member if config is None else config)
             else:

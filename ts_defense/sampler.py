@@ -11,6 +11,7 @@ drawn with the ``families`` weights. The model is always told the *nominal* sigm
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -31,9 +32,21 @@ from ._checks import (
     check_probability,
     check_seed,
     is_finite_number,
+    shown,
 )
 from ._io import plain
-from .families import GAUSSIAN, MAX_DEVIATION, MAX_WINDOW, SIDES, Families, draw_batch
+from .families import (
+    GAUSSIAN,
+    MAX_DEVIATION,
+    MAX_WINDOW,
+    SIDES,
+    Families,
+    Family,
+    Grid,
+    draw_others,
+    draw_randoms,
+    shape_noise,
+)
 from .seeding import stream_seed
 from .sigma import SigmaSchedule
 
@@ -177,6 +190,32 @@ for _keyword in FLAT:
     setattr(TSConfig, _keyword, _flat_reader(_keyword))
 
 
+def _family_of(u: Tensor, edges: Tensor, lookup: Tensor) -> Tensor:
+    """Family index per sample from its uniform ``u``: ``u < p_ood`` splits by the weights."""
+    pos = torch.bucketize(u, edges, right=True)  # len(edges) when u >= p_ood
+    return lookup.index_select(0, pos)
+
+
+def _shape(
+    slots: tuple[Family | None, ...],
+    zero_mean: bool,
+    grid: Grid,
+    u: Tensor | None,
+    edges: Tensor | None,
+    lookup: Tensor | None,
+    sig: Tensor,
+    g: Tensor,
+    randoms: list[tuple[Tensor, ...] | None],
+) -> tuple[Tensor, Tensor]:
+    """Family per sample and noise from the draw's random tensors: the pure part of
+    :meth:`TSSampler.draw` (what ``compile=True`` hands to ``torch.compile``)."""
+    if u is None or edges is None or lookup is None:  # Gaussian noise only
+        family = g.new_zeros(grid.shape[0], dtype=torch.long)
+    else:
+        family = _family_of(u, edges, lookup)
+    return family, shape_noise(grid, slots, zero_mean, family, sig, g, randoms)
+
+
 @dataclass
 class TSDraw:
     """One batch drawn by :class:`TSSampler`.
@@ -221,7 +260,16 @@ class TSSampler:
     unless it checks ``clean`` for NaN/Inf (``check_finite``, on by default).
     """
 
-    def __init__(self, config: TSConfig | None = None, seed: int = 0, **options: Any) -> None:
+    def __init__(
+        self,
+        config: TSConfig | None = None,
+        seed: int = 0,
+        *,
+        compile: bool = False,
+        **options: Any,
+    ) -> None:
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {shown(compile)}")
         if config is not None and options:
             raise TypeError("pass either a TSConfig or keyword options, not both")
         if config is not None and not isinstance(config, TSConfig):
@@ -238,6 +286,9 @@ class TSSampler:
         # Families drawn: only Gaussian when p_ood is 0; never a family of weight 0.
         fams = cfg.families if cfg.p_ood > 0 else {}
         self._slots = (GAUSSIAN, *(fams.family(k) if w > 0 else None for k, w in fams.items()))
+        self.compile = compile
+        shaping = functools.partial(_shape, self._slots, cfg.zero_mean)
+        self._shape = torch.compile(shaping, fullgraph=True, dynamic=False) if compile else shaping
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator used for draws on ``device`` (created and seeded on first use)."""
@@ -270,21 +321,27 @@ class TSSampler:
 
     def draw_family(self, batch: int, gen: torch.Generator) -> Tensor:
         """Family index per sample: one uniform ``u``; ``u < p_ood`` splits by the weights."""
-        if len(self._slots) == 1:
+        edges, lookup = self._tables(gen.device)
+        if edges is None or lookup is None:
             return torch.zeros(batch, dtype=torch.long, device=gen.device)
-        key = str(gen.device)
+        return _family_of(torch.rand(batch, generator=gen, device=gen.device), edges, lookup)
+
+    def _tables(self, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+        """The cumulative family weights times ``p_ood`` and the bucket -> family table, built
+        once per device (None with Gaussian noise only)."""
+        if len(self._slots) == 1:
+            return None, None
+        key = str(device)
         if key not in self._edges:  # cumulative weights times p_ood; filled, not copied
             weights = list(self.config.families.values())
-            edges = torch.empty(len(weights), device=gen.device)
+            edges = torch.empty(len(weights), device=device)
             for i, cum in enumerate(itertools.accumulate(weights)):
                 edges[i] = self.config.p_ood * cum / sum(weights)
             self._edges[key] = edges
         if key not in self._lookup:  # bucket -> family: (bucket + 1) % len(slots), as a table
             k = len(self._slots)
-            self._lookup[key] = torch.arange(1, k + 1, device=gen.device).remainder_(k)
-        u = torch.rand(batch, generator=gen, device=gen.device)
-        pos = torch.bucketize(u, self._edges[key], right=True)  # len(edges) when u >= p_ood
-        return self._lookup[key].index_select(0, pos)
+            self._lookup[key] = torch.arange(1, k + 1, device=device).remainder_(k)
+        return self._edges[key], self._lookup[key]
 
     def draw(
         self, clean: Tensor, sigma: Tensor | float | None = None, check_finite: bool = True
@@ -309,8 +366,10 @@ class TSSampler:
                     f"sigma must be a number or a ({b},) vector, got {tuple(sig.shape)}"
                 )
             sig = sig.reshape(-1).expand(b).contiguous()
-        family = self.draw_family(b, gen)
-        noise = draw_batch(shape, gen, self._slots, family, sig, cfg.zero_mean, cfg)
+        u = torch.rand(b, generator=gen, device=gen.device) if len(self._slots) > 1 else None
+        grid, g, randoms = draw_randoms(shape, gen, self._slots)
+        family, noise = self._shape(grid, u, *self._tables(gen.device), sig, g, randoms)
+        noise = draw_others(noise, gen, self._slots, family, sig, cfg.zero_mean, randoms, cfg)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)
