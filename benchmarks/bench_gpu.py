@@ -4,9 +4,13 @@
     python benchmarks/bench_gpu.py --device cpu --smoke     # tiny sizes, checks the script runs
 
 Draws: each family and the default mix against ``clean + sigma * randn_like(clean)``, at
-128x1x64x64 and 16x3x256x256. Steps: DnCNN-17 on 128x1x40x40 and a small SwinIR (if spandrel is
-installed), fp32 and bf16 autocast, Adam: the plain loop step against ``TrainStep`` with the
-default TS draw, checking every step (the default) and every 100 steps (``check_every=100``).
+128x1x64x64 and 16x3x256x256; the default mix also with ``TSSampler(compile=True)`` (compiled
+on the first call, not timed) and, on CUDA, as an experiment: the eager draw captured in a CUDA
+graph with the sampler's generator registered (one replay per draw), with a check that its
+replays give the eager draws' bits. Steps: DnCNN-17 on 128x1x40x40 and a small SwinIR (if
+spandrel is installed), fp32 and bf16 autocast, Adam: the plain loop step against
+``TrainStep`` with the default TS draw, checking every step (the default) and every 100 steps
+(``check_every=100``), and the latter with the compiled sampler.
 Timing: CUDA events (wall clock on the CPU), interleaved rounds, medians after warm-up; the
 whole run stops adding rounds at ``--max-seconds``. Prints Markdown; ``--out`` appends JSON lines.
 """
@@ -83,6 +87,40 @@ class Timer:
         return start.elapsed_time(end) / 1e3 / reps
 
 
+MIX = "default mix (p_ood 0.2)"
+
+
+def graphed_draw(sampler: TSSampler, clean: torch.Tensor) -> tuple[Callable[[], object], object]:
+    """The eager draw of ``clean`` captured in a CUDA graph, the sampler's generator registered
+    so that each replay advances it: (replay, the draw whose tensors each replay refills)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: cached constants, the allocator
+        for _ in range(2):
+            sampler.draw(clean, check_finite=False)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(sampler.generator(clean.device))
+    with torch.cuda.graph(graph):
+        out = sampler.draw(clean, check_finite=False)
+    return graph.replay, out
+
+
+def graph_matches_eager(clean: torch.Tensor, draws: int = 3) -> bool:
+    """Whether graph replays give the same noise, bit for bit, as eager draws of the same seed
+    after the same number of draws (the capture's warm-up and the capture itself each count)."""
+    eager = TSSampler(TSConfig(), seed=5)
+    for _ in range(3):
+        eager.draw(clean, check_finite=False)
+    want = [eager.draw(clean, check_finite=False).noise.clone() for _ in range(draws)]
+    replay, out = graphed_draw(TSSampler(TSConfig(), seed=5), clean)
+    got = []
+    for _ in range(draws):
+        replay()
+        got.append(out.noise.clone())
+    return all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+
+
 def draw_cases(shape: tuple[int, ...], device: torch.device) -> dict[str, Callable[[], object]]:
     clean = torch.rand(shape, device=device)
     cases: dict[str, Callable[[], object]] = {
@@ -91,6 +129,10 @@ def draw_cases(shape: tuple[int, ...], device: torch.device) -> dict[str, Callab
     for name, cfg in FAMILIES.items():
         sampler = TSSampler(cfg, seed=0)
         cases[name] = lambda s=sampler: s.draw(clean, check_finite=False)
+    compiled = TSSampler(TSConfig(), seed=0, compile=True)
+    cases[f"{MIX}, compiled"] = lambda: compiled.draw(clean, check_finite=False)
+    if device.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+        cases[f"{MIX}, CUDA graph (experiment)"] = graphed_draw(TSSampler(seed=0), clean)[0]
     return cases
 
 
@@ -109,8 +151,9 @@ def step_cases(model: torch.nn.Module, predicts: str, clean: torch.Tensor, bf16:
         loss.backward()
         opt.step()
 
-    def ts_step(check_every: int) -> Callable[[], object]:
-        step = TrainStep(model, opt, TSSampler(seed=0), predicts=predicts, check_every=check_every)
+    def ts_step(check_every: int, compile: bool = False) -> Callable[[], object]:
+        sampler = TSSampler(seed=0, compile=compile)
+        step = TrainStep(model, opt, sampler, predicts=predicts, check_every=check_every)
 
         def run() -> None:
             with autocast():
@@ -118,7 +161,12 @@ def step_cases(model: torch.nn.Module, predicts: str, clean: torch.Tensor, bf16:
 
         return run
 
-    return {"plain step": plain, "TrainStep": ts_step(1), "TrainStep check_every=100": ts_step(100)}
+    return {
+        "plain step": plain,
+        "TrainStep": ts_step(1),
+        "TrainStep check_every=100": ts_step(100),
+        "TrainStep check_every=100, compiled sampler": ts_step(100, compile=True),
+    }
 
 
 def models(smoke: bool) -> list[tuple[str, Callable[[], torch.nn.Module], str, tuple]]:
@@ -156,6 +204,11 @@ def main() -> None:
             print(f"| {case} | {sec * 1e3:.3f} | {ratio:.2f} |")
             records.append({"part": "draw", "shape": label, "case": case, "ms": sec * 1e3,
                             "ratio": ratio, **meta})  # fmt: skip
+        if f"{MIX}, CUDA graph (experiment)" in t:
+            same = graph_matches_eager(torch.rand(shape, device=device))
+            print(f"\nCUDA graph replays give the eager draws' bits: {same}")
+            records.append({"part": "check", "shape": label, "case": "graph matches eager",
+                            "value": same, **meta})  # fmt: skip
         print()
     timer.deadline = start + args.max_seconds
     for model_name, make, predicts, shape in models(args.smoke):

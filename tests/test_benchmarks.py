@@ -92,6 +92,7 @@ def test_gpu_benchmark_runs_on_the_cpu_and_writes_json_lines(tmp_path):
     assert {r["case"] for r in records if r["part"] == "draw"} >= {
         "plain",
         "default mix (p_ood 0.2)",
+        "default mix (p_ood 0.2), compiled",
     }
     assert all(r["ratio"] > 0 for r in records) and "| TrainStep |" in run.stdout
 
