@@ -29,7 +29,7 @@ fi
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } | tee "$OUT/machine.txt"
 
-timeout 90 $PY -m pytest -q -rs --noconftest -p no:cacheprovider tests/test_cuda.py \
+timeout 180 $PY -m pytest -q -rs --noconftest -p no:cacheprovider tests/test_cuda.py \
   >"$OUT/cuda_tests.log" 2>&1
 echo "cuda tests rc=$? ($(left) s left)"; tail -5 "$OUT/cuda_tests.log"
 
