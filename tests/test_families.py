@@ -357,35 +357,35 @@ def test_adapter_states_saved_with_sigma_top_still_resume():
     ],
 )
 def test_power_factor_is_one_plus_twice_the_band_deviation_bit_for_bit(family):
-    from ts_defense.families import _power_factor, _rand, _uniforms, band_deviation
+    from ts_defense._fused import band_deviation, power_factor, rand, uniforms
 
     for shape in [(1,), (257,), (9, 5)]:
         a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
         want = band_deviation(shape, family, a).mul_(2).add_(1)
-        got = _power_factor(_rand((_uniforms(family), *shape), b), family)
+        got = power_factor(rand((uniforms(family), *shape), b), family)
         assert torch.equal(got, want) and torch.equal(a.get_state(), b.get_state())
 
 
 def test_square_root_of_gives_the_float32_gain_back():
-    from ts_defense.families import _square_root_of
+    from ts_defense._fused import square_root_of
 
     for n in [*range(2, 300), 3 * 64 * 64, 3 * 256 * 256, 2**24 + 1]:
         gain = (n / (n - 1)) ** 0.5
         g = torch.tensor(gain, dtype=torch.float32)
-        assert torch.equal(torch.tensor(_square_root_of(gain), dtype=torch.float32).sqrt(), g)
+        assert torch.equal(torch.tensor(square_root_of(gain), dtype=torch.float32).sqrt(), g)
 
 
 def test_cached_constants_are_never_written():
-    from ts_defense.families import _const
+    from ts_defense._fused import const
 
     cpu = torch.device("cpu")
     for zero_mean in (False, True):
         sampler = TSSampler(TSConfig(p_ood=0.9, zero_mean=zero_mean), seed=1)
         for _ in range(3):
             sampler.draw(torch.rand(6, 2, 16, 12))  # 8x8 windows: a 2x2 grid of cells
-    hits = _const.cache_info().hits
-    one, zero = _const(cpu, (1.0,), (6, 2, 2)), _const(cpu, (0.0,), (6, 2, 2))
-    assert _const.cache_info().hits == hits + 2  # the ones the draws used
+    hits = const.cache_info().hits
+    one, zero = const(cpu, (1.0,), (6, 2, 2)), const(cpu, (0.0,), (6, 2, 2))
+    assert const.cache_info().hits == hits + 2  # the ones the draws used
     assert bool((one == 1).all()) and bool((zero == 0).all())
 
 

@@ -14,16 +14,12 @@ the statistics below hold at every sigma.
   ``corr_scale``, shared across channels).
 
 :func:`draw_batch` draws a whole batch without synchronising the host with the device and with
-shapes that never depend on the data: one white Gaussian ``g`` for the batch, and every built-in
-family is ``gain * g + offset`` with a gain and offset per sample (per window for ``local``):
-each family gives the power its noise should have and the power of ``g`` (:class:`Parts`), both
-picked per sample with one ``gather``, and the gain is their ratio's square root, taken once for
-the batch (``structured`` adds its smooth field, then is rescaled to the nominal power). Each
-sample's noise depends only on its own ``g`` and its own family parameters, so sharing ``g``
-leaves every family's law unchanged. The draw is kept to few ops, each a kernel launch on a GPU
-(``benchmarks/bench_ops.py`` counts them). Every random tensor is drawn first
-(:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`) is a pure function
-that ``torch.compile`` can fuse (``TSSampler(compile=True)``).
+shapes that never depend on the data: every built-in family is a gain and an offset per sample
+(per window for ``local``) on one white Gaussian shared by the batch (the arithmetic lives in
+:mod:`ts_defense._fused`). Each sample's noise depends only on its own part of that noise and
+its own family parameters, so sharing it leaves every family's law unchanged. Every random
+tensor is drawn first (:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`)
+is a pure function that ``torch.compile`` can fuse (``TSSampler(compile=True)``).
 
 Register more with :func:`register_family`: a :class:`Family` subclass (a frozen dataclass whose
 ``draw(shape, generator, zero_mean)`` returns unit-level float32 noise), an instance of one with
@@ -34,16 +30,13 @@ drawn for the whole batch and selected with ``torch.where``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -55,8 +48,22 @@ from ._checks import (
     is_finite_number,
     shown,
 )
+from ._fused import (
+    Grid,
+    Parts,
+    Shape,
+    SharedNoise,
+    interpolation,
+    linear_gain,
+    picked_gain,
+    power_factor,
+    rand,
+    square_root_of,
+    to_nominal_power,
+    uniforms,
+    window_counts,
+)
 
-Shape = tuple[int, int, int, int]
 FamilyFn = Callable[[Shape, torch.Generator, Any], Tensor]
 
 SIDES = ("both", "above", "below")
@@ -65,213 +72,6 @@ SIDES = ("both", "above", "below")
 MAX_DEVIATION = 1e6
 MAX_WINDOW = 4096  # window and corr_scale, in pixels
 BUILTIN = ("radial", "local", "structured")
-
-
-def _rand(shape: int | tuple[int, ...], gen: torch.Generator) -> Tensor:
-    return torch.rand(shape, generator=gen, device=gen.device)
-
-
-def band_deviation(shape: int | tuple[int, ...], family: Any, gen: torch.Generator) -> Tensor:
-    """Deviations uniform in ``family.band`` ``[eps_in, eps_out]``, on ``family.sides``."""
-    lo, hi = family.band
-    d = _rand(shape, gen).mul_(hi - lo).add_(lo)
-    if family.sides == "below":
-        return d.neg_()
-    if family.sides == "both":  # the sign from a second uniform: -1 below 1/2, +1 above
-        return d.mul_(_rand(shape, gen).ge_(0.5).mul_(2).sub_(1))
-    return d
-
-
-def _uniforms(family: Any) -> int:
-    """How many uniforms per deviation :func:`_power_factor` takes (2 with a random sign)."""
-    return 2 if family.sides == "both" else 1
-
-
-def _power_factor(u: Tensor, family: Any) -> Tensor:
-    """``1 + 2 d`` for deviations ``d`` of :func:`band_deviation`, from its uniforms ``u``
-    (``_uniforms(family)`` rows: magnitudes, then signs) in fewer ops and to the same bits:
-    the factor 2 is folded into the band (exact: a power of two), the sign is a ``copysign``."""
-    lo, hi = family.band
-    if family.sides != "both":
-        two_d = u[0].mul_(2 * (hi - lo)).add_(2 * lo)
-        return two_d.add_(1) if family.sides == "above" else torch.rsub(two_d, 1)
-    rows = (2, *[1] * (u.dim() - 1))  # magnitudes 2 |d|; signs u - 1/2 (+0 at 1/2: plus)
-    u.mul_(_const(u.device, (2 * (hi - lo), 1.0), rows))
-    magnitude, sign = u.add_(_const(u.device, (2 * lo, -0.5), rows)).unbind(0)
-    return magnitude.copysign_(sign).add_(1)
-
-
-@functools.lru_cache(maxsize=256)
-def _const(device: torch.device, values: tuple[float, ...], shape: tuple[int, ...]) -> Tensor:
-    """float32 ``values`` on ``device`` viewed or expanded to ``shape``, built once (filled on
-    the device: no host copy). Shared: never written to."""
-    table = torch.empty(len(values), device=device)
-    for i, v in enumerate(values):
-        table[i] = v
-    return table.view(-1, *[1] * (len(shape) - 1)).expand(shape)
-
-
-@functools.lru_cache(maxsize=64)
-def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | float:
-    """Entries (channels x pixels) per window of the padded grid: (h, w), or one number when
-    the windows tile the image. Built once per (shape, window, device): never written to."""
-    _, c, h, w = shape
-    if h % window == 0 and w % window == 0:
-        return float(c * window * window)
-
-    def sides(size: int) -> Tensor:  # window, ..., window, remainder (no indexed write: a sync)
-        n = -(-size // window)
-        last = torch.arange(n, device=device) == n - 1
-        return torch.where(last, float(size - window * (n - 1)), float(window))
-
-    return c * sides(h)[:, None] * sides(w)[None, :]
-
-
-def _linear_gain(scale: int) -> float:
-    """Mean variance of linear interpolation of unit iid nodes over one period."""
-    return sum((1 - i / scale) ** 2 + (i / scale) ** 2 for i in range(scale)) / scale
-
-
-@functools.lru_cache(maxsize=16)  # size x size / scale floats each: a few of the last sizes
-def _interpolation(size: int, scale: int, device: torch.device) -> Tensor:
-    """(size, nodes) matrix of linear interpolation from nodes on every ``scale``-th pixel;
-    built once per (size, scale, device). Never written to."""
-    nodes = -(-size // scale) + 1
-    eye = torch.eye(nodes, device=device)[None]
-    full = F.interpolate(eye, size=(nodes - 1) * scale + 1, mode="linear", align_corners=True)
-    return full[0, :, :size].T
-
-
-TINY = torch.finfo(torch.float32).tiny
-
-
-class Parts(NamedTuple):
-    """A built-in family on the batch's shared noise ``g``: ``gain * (g - mean) + smooth`` with
-    ``gain = sqrt(target / max(power, TINY))``. ``target`` and ``power`` are per sample (B,) or
-    per cell (B, gh, gw); ``neg_mean`` (``-mean``, same shapes) only for zero-mean noise (None:
-    no offset); ``smooth`` a field (B, Hp, Wp) or None. :func:`draw_batch` picks each sample's
-    parts first, then takes the square root and divides once for the whole batch."""
-
-    target: Tensor
-    power: Tensor
-    neg_mean: Tensor | None = None
-    smooth: Tensor | None = None
-
-
-class Grid(NamedTuple):
-    """Where a batch draw's gains are constant: cells of ``cell`` pixels (the windows of the
-    first ``local`` family drawn, else whole images) on the image zero-padded to ``padded``,
-    ``grid`` cells down and across. Depends on the shape only, so the random draws can be
-    made before any arithmetic."""
-
-    shape: Shape
-    window: int | None
-    cell: tuple[int, int]
-    grid: tuple[int, int]
-    padded: tuple[int, int]
-
-    @classmethod
-    def of(cls, shape: Shape, window: int | None) -> Grid:
-        h, w = shape[2:]
-        cell = (window, window) if window is not None else (h, w)
-        grid = (-(-h // cell[0]), -(-w // cell[1]))
-        return cls(tuple(shape), window, cell, grid, (grid[0] * cell[0], grid[1] * cell[1]))
-
-
-class _once:  # noqa: N801 (a decorator)
-    """``functools.cached_property`` without its lock (Python 3.11), which ``torch.compile``
-    cannot trace: the value is computed on first read and stored on the instance."""
-
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn, self.name = fn, fn.__name__
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        value = obj.__dict__[self.name] = self.fn(obj)
-        return value
-
-
-class _Base:
-    """The shared white noise ``g`` (zero-padded to whole cells of ``grid``) and its per-cell
-    statistics, computed when a family asks for them.
-
-    ``bands`` views ``g`` as (B, C, cells down, cell height, Wp): reductions and per-cell
-    factors then run along whole contiguous rows (much faster on the CPU than along short runs).
-    """
-
-    def __init__(self, grid: Grid, g: Tensor, zero_mean: bool) -> None:
-        b, c, h, w = grid.shape
-        self.shape, self.n, self.zero_mean = grid.shape, c * h * w, zero_mean
-        pad_h, pad_w = grid.padded[0] - h, grid.padded[1] - w
-        if pad_h or pad_w:
-            g = F.pad(g, (0, pad_w, 0, pad_h))
-        self.g, self.cell, self.grid = g, grid.cell, grid.grid
-        self.bands = g.view(b, c, self.grid[0], self.cell[0], g.shape[3])
-
-    def cell_sum(self, x: Tensor) -> Tensor:
-        """Sum of ``x`` (shaped like ``bands``) over each cell, (B, gh, gw)."""
-        b, c = self.shape[:2]
-        return x.sum(3).view(b, c, self.grid[0], self.grid[1], self.cell[1]).sum((1, 4))
-
-    @_once
-    def energy(self) -> Tensor:
-        """``|g|^2`` per cell, (B, gh, gw)."""
-        b, c, hp, wp = self.g.shape  # norms first: no temporary the size of g
-        if self.grid == (1, 1):
-            return torch.linalg.vector_norm(self.g.flatten(1), dim=1).square_().view(b, 1, 1)
-        runs = self.g.view(b, c, hp, self.grid[1], self.cell[1])
-        runs = torch.linalg.vector_norm(runs, dim=4).square_()  # (B, C, Hp, gw)
-        return runs.view(b, c, self.grid[0], self.cell[0], self.grid[1]).sum((1, 3))
-
-    @_once
-    def sums(self) -> Tensor:
-        """Sum of ``g`` per cell, (B, gh, gw)."""
-        return self.cell_sum(self.bands)
-
-    @_once
-    def mean(self) -> Tensor | None:
-        """Sample mean of ``g`` when the noise is zero-mean, else None."""
-        return self.sums.sum((1, 2)) / self.n if self.zero_mean else None
-
-    @_once
-    def neg_mean(self) -> Tensor | None:
-        """``-mean`` when the noise is zero-mean, else None."""
-        return None if self.mean is None else self.mean.neg()
-
-    @_once
-    def centred_power(self) -> Tensor:
-        """``|g - mean|^2`` per sample."""
-        if self.mean is None and self.grid == (1, 1):  # one cell: its energy (same bits)
-            return self.energy.view(self.shape[0])
-        power = self.energy.sum((1, 2))
-        return power if self.mean is None else power - self.n * self.mean.square()
-
-    def ones(self, value: float = 1.0) -> Tensor:
-        """``value`` for every sample, (B,), or every cell, (B, gh, gw): a cached constant
-        (never written to)."""
-        cells = self.grid if self.grid != (1, 1) else ()
-        return _const(self.g.device, (value,), (self.shape[0], *cells))
-
-    def cells(self, x: Tensor) -> Tensor:
-        """``x`` of shape (B,) or (B, gh, gw) as (B, gh, gw)."""
-        b = self.shape[0]
-        return x.view(b, 1, 1).expand(b, *self.grid) if x.dim() == 1 else x
-
-    def spread(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
-        """Per-cell ``x`` (B, gh, gw), times a per-sample ``scale`` (B,) if given, broadcastable
-        to ``bands``; one op (the product repeats ``x`` along the rows)."""
-        b, (gh, gw), cw = self.shape[0], self.grid, self.cell[1]
-        if x.dim() == 1:  # per sample (one cell)
-            return (x if scale is None else x * scale).view(b, 1, 1, 1, 1)
-        if scale is not None:
-            if gw > 1:
-                x = torch.mul(x.unsqueeze(3).expand(b, gh, gw, cw), scale.view(b, 1, 1, 1))
-            else:
-                x = x * scale.view(b, 1, 1)
-        elif gw > 1:
-            x = x.repeat_interleave(cw, 2)
-        return x.view(b, 1, gh, 1, -1)
 
 
 class Family:
@@ -297,7 +97,7 @@ class Family:
         randomness, so :meth:`parts` is a pure function); None: use :meth:`draw`."""
         return None
 
-    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+    def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
         """This family on the batch's shared noise (:class:`Parts`), from its :meth:`randoms`."""
         raise NotImplementedError
 
@@ -368,10 +168,10 @@ class Radial(_Banded):
     FLAT: ClassVar[Mapping[str, str]] = {"band": "band", "sides": "sides"}
 
     def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
-        return (_rand((_uniforms(self), grid.shape[0]), gen),)  # = one draw per row, on the CPU
+        return (rand((uniforms(self), grid.shape[0]), gen),)  # = one draw per row, on the CPU
 
-    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
-        target = _power_factor(randoms[0], self).mul_(base.n)
+    def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
+        target = power_factor(randoms[0], self).mul_(base.n)
         return Parts(target, base.centred_power, base.neg_mean)
 
 
@@ -398,21 +198,21 @@ class Local(_Banded):
     def _picks(self, cells: tuple[int, int]) -> tuple[int, int, int]:
         """Windows per sample, windows set off the typical set, uniforms per deviation."""
         n_win = cells[0] * cells[1]
-        return n_win, max(1, round(self.fraction * n_win)), _uniforms(self)
+        return n_win, max(1, round(self.fraction * n_win)), uniforms(self)
 
     def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...] | None:
         if grid.window != self.window:  # another local family set the cells: drawn alone
             return None
         n_win, k, rows = self._picks(grid.grid)  # one draw: the windows' keys, then the deviations
-        return (_rand(grid.shape[0] * (n_win + rows * k), gen),)
+        return (rand(grid.shape[0] * (n_win + rows * k), gen),)
 
-    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+    def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
         b, grid = base.shape[0], base.grid
         counts = window_counts(base.shape, self.window, base.g.device)
         n_win, k, rows = self._picks(grid)
         u = randoms[0]
         chosen = u[: b * n_win].view(b, n_win).topk(k, 1).indices
-        factor = _power_factor(u[b * n_win :].view(rows, b, k), self)  # 1 + 2 d
+        factor = power_factor(u[b * n_win :].view(rows, b, k), self)  # 1 + 2 d
         factor = torch.ones(b, n_win, device=base.g.device).scatter_(1, chosen, factor)
         target = factor.view(b, *grid).mul_(counts)
         if not base.zero_mean:
@@ -445,18 +245,18 @@ class Structured(Family):
     def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
         nodes = tuple(-(-size // self.corr_scale) + 1 for size in grid.padded)
         coarse = torch.randn((grid.shape[0], *nodes), generator=gen, device=gen.device)
-        return coarse, _rand(grid.shape[0], gen)
+        return coarse, rand(grid.shape[0], gen)
 
-    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+    def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
         """:func:`draw_batch` then centres it (zero-mean) and scales it to the nominal power,
         from the drawn noise itself."""
         b = base.shape[0]
         s = self.corr_scale
-        up_h, up_w = (_interpolation(size, s, base.g.device) for size in base.g.shape[2:])
+        up_h, up_w = (interpolation(size, s, base.g.device) for size in base.g.shape[2:])
         coarse, a = randoms
         lo, hi = self.corr_mix
         a = a.mul_(hi - lo).add_(lo)
-        coarse *= (a.sqrt() / _linear_gain(s)).view(b, 1, 1)  # unit power times the smooth share
+        coarse *= (a.sqrt() / linear_gain(s)).view(b, 1, 1)  # unit power times the smooth share
         smooth = up_h @ coarse @ up_w.T  # (B, Hp, Wp), bilinear; g is zero beyond (h, w)
         return Parts(torch.rsub(a, 1), base.ones(), None, smooth)  # gain sqrt(1 - a)
 
@@ -469,10 +269,10 @@ class _Gaussian(Family):
     def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
         return ()
 
-    def parts(self, base: _Base, randoms: tuple[Tensor, ...]) -> Parts:
+    def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
         n = base.n
         gain = math.sqrt(n / max(n - 1, 1)) if base.zero_mean else 1.0
-        return Parts(base.ones(_square_root_of(gain)), base.ones(), base.neg_mean)
+        return Parts(base.ones(square_root_of(gain)), base.ones(), base.neg_mean)
 
 
 GAUSSIAN = _Gaussian()
@@ -650,57 +450,6 @@ def _with_flat(member: Family, flat: Mapping[str, Any]) -> Family:
         raise type(err)(message) from err
 
 
-@functools.lru_cache(maxsize=64)
-def _square_root_of(gain: float) -> float:
-    """A float32 ``x`` whose float32 square root is exactly ``float32(gain)``: its square
-    (computed on the host; the float32 square is the double one rounded, which is exact)."""
-
-    def f32(v: float) -> float:
-        return struct.unpack("f", struct.pack("f", v))[0]
-
-    g = f32(gain)
-    x = f32(g * g)
-    if f32(math.sqrt(x)) != g:  # never in IEEE binary arithmetic
-        raise AssertionError(f"float32 sqrt({x!r}) != {g!r}")
-    return x
-
-
-def _picked_gain(base: _Base, family: Tensor, slots: Sequence[Parts]) -> tuple[Tensor, ...]:
-    """Per sample ``b``: the gain of ``slots[family[b]]`` and, for zero-mean noise, its
-    ``-mean``, each (B,) or (B, gh, gw): the parts are picked with one stack and one gather,
-    then the gain is taken once for the batch (no division when every power is 1)."""
-    b, one, zero = base.shape[0], base.ones(), base.ones(0.0)
-    divide = any(p.power is not one for p in slots)
-    columns = [
-        (
-            p.target,
-            *[p.power] * divide,
-            *[zero if p.neg_mean is None else p.neg_mean] * base.zero_mean,
-        )
-        for p in slots
-    ]
-    m, cells = len(columns[0]), base.grid != (1, 1)
-    shape = (b, *base.grid) if cells else (b,)  # one cell: per sample, no views to cells
-    each = base.cells if cells else lambda x: x if x.dim() == 1 else x.view(b)
-    stacked = torch.stack([each(x) for c in columns for x in c])
-    index = family.view(1, 1, b, *[1] * (len(shape) - 1)).expand(1, m, *shape)
-    picked = stacked.view(len(slots), m, *shape).gather(0, index)[0].unbind(0)
-    gain = picked[0].div_(picked[1].clamp_min_(TINY)) if divide else picked[0]
-    return gain.sqrt_(), *picked[1 + divide :]
-
-
-def _to_nominal_power(noise: Tensor, picked: Tensor, sig: Tensor, zero_mean: bool) -> Tensor:
-    """Centre (if ``zero_mean``) and rescale the ``picked`` samples to power ``N sig^2``."""
-    b, n = noise.shape[0], noise[0].numel()
-    power = torch.linalg.vector_norm(noise, dim=(1, 2, 3)).square_()
-    if zero_mean:
-        mean = noise.sum((1, 2, 3)) / n
-        power = power - n * mean.square()
-        noise.sub_(torch.where(picked, mean, 0.0).view(b, 1, 1, 1))
-    scale = (n * sig.square() / power.clamp_min(TINY)).sqrt_()
-    return noise.mul_(torch.where(picked, scale, 1.0).view(b, 1, 1, 1))
-
-
 def draw_batch(
     shape: Shape,
     gen: torch.Generator,
@@ -758,11 +507,11 @@ def shape_noise(
     b, _, h, w = grid.shape
     if len(families) == 1 and not zero_mean:  # Gaussian only: scale g in place
         return g.mul_(sig.view(b, 1, 1, 1))
-    base = _Base(grid, g, zero_mean)
+    base = SharedNoise(grid, g, zero_mean)
     pairs = enumerate(zip(families, randoms, strict=True))
     parts = {k: m.parts(base, r) for k, (m, r) in pairs if r is not None}
     slots = [parts.get(k, parts[0]) for k in range(len(families))]
-    gain, *neg_mean = _picked_gain(base, family, slots)
+    gain, *neg_mean = picked_gain(base, family, slots)
     base.bands.mul_(base.spread(gain, sig))
     if zero_mean:  # the offset -gain * mean
         base.bands.add_(base.spread(gain.mul_(neg_mean[0]), sig))
@@ -772,7 +521,7 @@ def shape_noise(
             picked = family == k
             coef = torch.where(picked, sig, 0.0).view(b, 1, 1, 1)
             noise.addcmul_(smooth[:, None, :h, :w], coef)
-            noise = _to_nominal_power(noise, picked, sig, zero_mean)
+            noise = to_nominal_power(noise, picked, sig, zero_mean)
     return noise
 
 
