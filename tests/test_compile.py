@@ -136,3 +136,15 @@ def test_train_step_with_a_compiled_model_and_sampler():
 def test_compile_must_be_a_bool():
     with pytest.raises(TypeError, match="compile must be True or False"):
         TSSampler(TSConfig(), compile="max-autotune")
+
+
+def test_a_compiled_sampler_pickles_and_continues_its_stream():
+    import pickle
+
+    sampler = TSSampler(TSConfig(p_ood=0.5), seed=4, compile=True)
+    clean = torch.rand(4, 1, 8, 8)
+    sampler.draw(clean)
+    copy = pickle.loads(pickle.dumps(sampler))  # e.g. into a spawned data-loader worker
+    assert copy.compile
+    a, b = sampler.draw(clean), copy.draw(clean)
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.family, b.family)

@@ -287,8 +287,19 @@ class TSSampler:
         fams = cfg.families if cfg.p_ood > 0 else {}
         self._slots = (GAUSSIAN, *(fams.family(k) if w > 0 else None for k, w in fams.items()))
         self.compile = compile
-        shaping = functools.partial(_shape, self._slots, cfg.zero_mean)
-        self._shape = torch.compile(shaping, fullgraph=True, dynamic=False) if compile else shaping
+        self._shape = self._shaping()
+
+    def _shaping(self) -> Any:
+        """The pure part of :meth:`draw` for this sampler's families, compiled if asked."""
+        shaping = functools.partial(_shape, self._slots, self.config.zero_mean)
+        return torch.compile(shaping, fullgraph=True, dynamic=False) if self.compile else shaping
+
+    def __getstate__(self) -> dict[str, Any]:  # a compiled function does not pickle: rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "_shape"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._shape = self._shaping()
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator used for draws on ``device`` (created and seeded on first use)."""
