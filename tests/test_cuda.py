@@ -99,6 +99,20 @@ def test_cpu_train_step_with_deferred_check_reads_nothing_back():
     assert not names & SYNC_OPS, sorted(names & SYNC_OPS)
 
 
+def test_cpu_train_step_checking_every_step_reads_back_once():
+    torch.manual_seed(0)
+    model = DnCNN(depth=3, features=8)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    for clip in (None, 1.0):  # the loss and the gradient norm are checked in one read
+        step = TrainStep(model, opt, TSSampler(seed=0), predicts="noise", max_grad_norm=clip)
+        clean = torch.rand(4, 1, 16, 16)
+        step(clean)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(clean)
+        reads = [e.name for e in prof.events() if e.name == "aten::_local_scalar_dense"]
+        assert len(reads) == 1, reads
+
+
 def free_hat_step(device="cpu"):
     torch.manual_seed(0)
     model = DnCNN(depth=3, features=8).to(device)

@@ -176,6 +176,23 @@ def test_skip_drops_nan_loss_steps_and_keeps_training():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_a_raised_bad_step_leaves_no_gradient_behind():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def flaky(p, t):
+        calls.append(1)
+        return F.mse_loss(p, t) * (math.nan if len(calls) == 1 else 1.0)
+
+    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=flaky)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        step(batch())
+    assert all(p.grad is None for p in model.parameters())  # caught: the next step is clean
+    assert not step(batch()).skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 # ---- the README diff, run as printed ----
 
 

@@ -211,24 +211,28 @@ def ts_loss(
     check_perturbation(perturbation)
     loss = resolve_loss(loss)
     draw = sampler.draw(clean, check_finite=check_finite)
-    noisy, sigma, ood = draw.noisy, draw.sigma, draw.ood
+    noisy, sigma = draw.noisy, draw.sigma
     adv, deviation = None, None
     if perturbation is not None:
         noisy, clean, sigma, adv = perturbation(denoiser, noisy, clean, sigma)
-        ood = ood & ~adv
         with torch.no_grad():
             deviation = typical.sample_deviation(noisy - clean, sigma)
     pred = denoiser(noisy, sigma).float()
     target = clean.float()
-    plain = ~ood if adv is None else ~(ood | adv)
-    masks = (plain, ood, torch.zeros_like(ood) if adv is None else adv)
+
+    def masks() -> tuple[Tensor, Tensor, Tensor]:  # (plain, OOD, adversarial) rows, when read
+        if adv is None:
+            return ~draw.ood, draw.ood, torch.zeros_like(draw.ood)
+        ood = draw.ood & ~adv
+        return ~(ood | adv), ood, adv
+
     if isinstance(loss, str):
         per_sample = _PER_SAMPLE[loss](pred - target)
         value = per_sample.mean()
         done = per_sample.detach()
 
         def parts() -> tuple[Tensor, Tensor, Tensor]:
-            return tuple(_masked_mean(done, m) for m in masks)  # type: ignore[return-value]
+            return tuple(_masked_mean(done, m) for m in masks())  # type: ignore[return-value]
 
     else:
         value = loss(pred, target)
@@ -244,7 +248,7 @@ def ts_loss(
                     return torch.tensor(math.nan, device=pred.device)
                 return loss(pred[mask], target[mask]).float()
 
-            return tuple(part(m) for m in masks)  # type: ignore[return-value]
+            return tuple(part(m) for m in masks())  # type: ignore[return-value]
 
     return StepResult(value, draw, parts, adversarial=adv, noise_deviation=deviation)
 
@@ -267,7 +271,7 @@ class TrainStep:
         way buffers the forward pass moved (batch-norm running statistics) are restored. A NaN
         or Inf in ``clean`` raises ``ValueError`` (found through the loss, not checked apart).
     check_every: read the non-finite check every this many steps. 1 (default) checks each
-        step before its update, which waits for the device once or twice per step. N > 1 keeps
+        step before its update, which waits for the device once per step. N > 1 keeps
         the check on the device and reads it every N steps (and in :meth:`check`): no wait in
         between, but a bad step's update is applied and reported up to N - 1 steps late
         (``on_nonfinite="raise"`` only).
@@ -345,6 +349,7 @@ class TrainStep:
         if self._buffers:
             with torch.no_grad():
                 torch._foreach_copy_(self._buffers, self._saved)
+        self.optimizer.zero_grad(set_to_none=True)  # the bad step's gradients go
         check_images(clean, "clean")  # a NaN/Inf input: say so (ValueError)
         if self.on_nonfinite == "raise":
             loss = float(result.loss.detach())
@@ -353,7 +358,6 @@ class TrainStep:
                 f"the weights were not updated. Check the model output and the loss, or pass "
                 f"on_nonfinite='skip' to drop such steps"
             )
-        self.optimizer.zero_grad(set_to_none=True)
         result.skipped = True
         return result
 
@@ -384,11 +388,12 @@ class TrainStep:
             )
 
     def _flag(self, value: Tensor) -> bool:
-        """Is ``value`` finite? Read now when checking every step, else recorded on the device."""
+        """Is all of ``value`` finite? Read now when checking every step, else recorded on the
+        device."""
+        finite = torch.isfinite(value).all()
         if self.check_every == 1:
-            return bool(torch.isfinite(value))
-        bad = ~torch.isfinite(value)
-        self._bad = bad if self._bad is None else self._bad | bad
+            return bool(finite)
+        self._bad = ~finite if self._bad is None else self._bad | ~finite
         return True
 
     def _guarded(self, loss: Tensor) -> Tensor:
@@ -401,9 +406,10 @@ class TrainStep:
         return loss + 0.0 * torch.stack(torch._foreach_norm(floats)).sum()
 
     def _update(self, result: StepResult, clean: Tensor, sync: bool) -> StepResult:
+        """Backward, then one finite check of the (guarded) loss and the gradient norm together
+        (one host read per step when checking every step), then the update."""
         acc = self.accelerator
-        if not self._flag(self._guarded(result.loss)):
-            return self._nonfinite("loss or batch statistics", result, clean)
+        checked = self._guarded(result.loss.detach())
         if acc is None:
             result.loss.backward()
         else:
@@ -417,8 +423,12 @@ class TrainStep:
                 grads = [p.grad for p in self.params if p.grad is not None]
                 norm = nn.utils.get_total_norm(grads) if grads and not scaled else None
             # fp16 loss scaling: the GradScaler itself skips steps with inf gradients.
-            if norm is not None and not scaled and not self._flag(norm):
-                return self._nonfinite("gradient", result, clean)
+            if norm is not None and not scaled:
+                checked = torch.stack([checked.float(), norm.detach().float().to(checked.device)])
+        if not self._flag(checked):
+            loss_ok = bool(torch.isfinite(checked.reshape(-1)[0]))
+            what = "gradient" if loss_ok else "loss or batch statistics"
+            return self._nonfinite(what, result, clean)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result
