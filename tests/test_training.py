@@ -159,16 +159,22 @@ def test_nonfinite_gradient_raises_or_skips():
     assert math.isfinite(float(model.w)) and float(model.w) != 1.0
 
 
-def test_skip_drops_nan_loss_steps_and_keeps_training():
-    model = tiny()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+def nan_once():
+    """A loss that is NaN on its first call only."""
     calls = []
 
     def flaky(p, t):
         calls.append(1)
         return F.mse_loss(p, t) * (math.nan if len(calls) == 1 else 1.0)
 
-    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=flaky, on_nonfinite="skip")
+    return flaky
+
+
+def test_skip_drops_nan_loss_steps_and_keeps_training():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampler = TSSampler(TSConfig(p_ood=0.0))
+    step = TrainStep(model, opt, sampler, loss=nan_once(), on_nonfinite="skip")
     before = _frozen_copy(model)
     assert step(batch()).skipped
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -179,13 +185,7 @@ def test_skip_drops_nan_loss_steps_and_keeps_training():
 def test_a_raised_bad_step_leaves_no_gradient_behind():
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    calls = []
-
-    def flaky(p, t):
-        calls.append(1)
-        return F.mse_loss(p, t) * (math.nan if len(calls) == 1 else 1.0)
-
-    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=flaky)
+    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=nan_once())
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         step(batch())
     assert all(p.grad is None for p in model.parameters())  # caught: the next step is clean

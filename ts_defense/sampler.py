@@ -190,12 +190,6 @@ for _keyword in FLAT:
     setattr(TSConfig, _keyword, _flat_reader(_keyword))
 
 
-def _family_of(u: Tensor, edges: Tensor, lookup: Tensor) -> Tensor:
-    """Family index per sample from its uniform ``u``: ``u < p_ood`` splits by the weights."""
-    pos = torch.bucketize(u, edges, right=True)  # len(edges) when u >= p_ood
-    return lookup.index_select(0, pos)
-
-
 def _shape(
     slots: tuple[Family | None, ...],
     zero_mean: bool,
@@ -211,8 +205,8 @@ def _shape(
     :meth:`TSSampler.draw` (what ``compile=True`` hands to ``torch.compile``)."""
     if u is None or edges is None or lookup is None:  # Gaussian noise only
         family = g.new_zeros(grid.shape[0], dtype=torch.long)
-    else:
-        family = _family_of(u, edges, lookup)
+    else:  # u < p_ood splits by the weights; u >= p_ood falls in the last bucket: Gaussian
+        family = lookup.index_select(0, torch.bucketize(u, edges, right=True))
     return family, shape_noise(grid, slots, zero_mean, family, sig, g, randoms)
 
 
@@ -258,6 +252,10 @@ class TSSampler:
     :meth:`state_dict` and :meth:`load_state_dict` save and restore it so a resumed run
     continues the same stream. A draw never waits for the device (no host synchronisation)
     unless it checks ``clean`` for NaN/Inf (``check_finite``, on by default).
+
+    ``compile=True`` draws the random tensors eagerly (the same stream) and runs the rest of
+    the draw as one ``torch.compile`` graph, compiled once per batch shape: fewer kernel
+    launches on a GPU, the eager draw's noise to float32 rounding; slower on the CPU.
     """
 
     def __init__(
@@ -329,13 +327,6 @@ class TSSampler:
         if isinstance(sigma, Tensor) and not bool((sig <= top).all()):
             raise ValueError(f"sigma exceeds data_range={top:g}: give sigma in image units")
         return sig
-
-    def draw_family(self, batch: int, gen: torch.Generator) -> Tensor:
-        """Family index per sample: one uniform ``u``; ``u < p_ood`` splits by the weights."""
-        edges, lookup = self._tables(gen.device)
-        if edges is None or lookup is None:
-            return torch.zeros(batch, dtype=torch.long, device=gen.device)
-        return _family_of(torch.rand(batch, generator=gen, device=gen.device), edges, lookup)
 
     def _tables(self, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
         """The cumulative family weights times ``p_ood`` and the bucket -> family table, built
