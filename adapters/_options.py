@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ts_defense._checks import check_choice, check_seed
+from ts_defense._checks import check_choice, check_seed, shown
 from ts_defense.adversarial import Adversarial
 from ts_defense.recipes import make_recipe
 from ts_defense.sampler import TSConfig, TSSampler
@@ -113,6 +113,11 @@ def sampler_from_options(
                 f"{key}.{model_only} belongs to the model's ts block (BasicSR model_type TSModel, "
                 f"KAIR model ts_plain): a dataset cannot attack the model it feeds"
             )
+    if "compile" in opts:
+        raise ValueError(
+            f"{key}.compile belongs to the model's ts block (BasicSR model_type TSModel, KAIR "
+            f"model ts_plain): data loaders draw on the CPU, where the compiled draw is slower"
+        )
     if sigma is None:
         if "sigma" not in opts:
             raise ValueError(f"{key}.sigma is required: the nominal sigma in grey levels, e.g. 25")
@@ -133,8 +138,9 @@ def training_from_options(
     """A model's ``ts`` block -> sampler, sigma and adversarial share (None without one).
 
     Besides the sampler's options the block takes ``recipe`` (a name of
-    ``ts_defense.recipes.RECIPES``, default ``"ts"``) and ``adversarial`` (the share's options,
-    with ``eps`` in grey levels: ``8`` or ``[0, 8]``).
+    ``ts_defense.recipes.RECIPES``, default ``"ts"``), ``adversarial`` (the share's options,
+    with ``eps`` in grey levels: ``8`` or ``[0, 8]``) and ``compile`` (``TSSampler(compile=...)``:
+    the draw's arithmetic as one ``torch.compile`` graph, for GPUs).
     """
     if block is None:
         block = {}
@@ -146,13 +152,16 @@ def training_from_options(
     if isinstance(adversarial, Mapping) and "eps" in adversarial:
         eps = grey_budget(f"{key}.adversarial.eps", adversarial["eps"])
         adversarial = {**adversarial, "eps": eps}
+    compile = opts.pop("compile", False)
+    if not isinstance(compile, bool):
+        raise TypeError(f"{key}.compile must be true or false, got {shown(compile)}")
     seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
     sampler, sigma = sampler_from_options(opts, key, seed=seed)
     try:
         plan = make_recipe(recipe, sampler.config, adversarial)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
-    return TSSampler(plan.config, seed=seed), sigma, plan.perturbation(seed)
+    return TSSampler(plan.config, seed=seed, compile=compile), sigma, plan.perturbation(seed)
 
 
 def grey_budget(key: str, value: object) -> float | tuple[float, float]:

@@ -110,6 +110,19 @@ def test_adversarial_options_belong_to_the_model(image_dirs):
         TSGaussianDenoisingDataset(_dataset_opt(image_dirs, ts={"recipe": "hat"}))
 
 
+def test_compile_in_the_model_block_compiles_the_draw(image_dirs, tmp_path):
+    opt = _model_options(image_dirs, tmp_path)
+    eager = TSModel(copy.deepcopy(opt))  # BasicSR pops keys off its options
+    opt["ts"] = {**opt["ts"], "compile": True}
+    model = TSModel(opt)
+    assert model.ts_sampler.compile and not eager.ts_sampler.compile
+    gt = torch.rand(2, 3, 16, 16)
+    for m in (model, eager):
+        m.gt = gt
+        m.optimize_parameters(1)
+    torch.testing.assert_close(model.lq, eager.lq, rtol=1e-5, atol=1e-6)  # same seed and stream
+
+
 def test_list_outputs_are_reduced_to_the_last(image_dirs, tmp_path):
     model = TSModel(_model_options(image_dirs, tmp_path))
     net = model.get_bare_model(model.net_g)
@@ -158,6 +171,7 @@ def test_dataset_validation_noise_is_fixed_per_image(image_dirs):
         ({"sigma_range": 300}, r"sigma_range=300 is outside 0\.\.255"),
         ({"sigma_type": "uniform"}, r"unknown datasets\.train\.sigma_type 'uniform'"),
         ({"ts": {"sigma": 25}}, r"datasets\.train\.ts\.sigma is set by the dataset options"),
+        ({"ts": {"compile": True}}, r"datasets\.train\.ts\.compile belongs to the model"),
     ],
 )
 def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, message):
@@ -175,6 +189,7 @@ def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, mes
         ({"sigma": 25, "recipe": "pgd"}, r"ts: unknown recipe 'pgd'"),
         ({"sigma": 25, "recipe": "hat", "adversarial": {"eps": 0.03}}, r"adversarial\.eps"),
         ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial share"),
+        ({"sigma": 25, "compile": "yes"}, r"ts\.compile must be true or false, got 'yes'"),
     ],
 )
 def test_model_options_are_validated_naming_the_key(image_dirs, tmp_path, ts, message):

@@ -175,6 +175,7 @@ def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
         ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
         ({"sigma": 0.1}, r"ts\.sigma=0\.1 looks like \[0, 1\] units"),
         ({"p_ood": 0.5}, r"ts\.sigma is required"),
+        ({"sigma": 25, "compile": 1}, r"ts\.compile must be true or false, got 1"),
     ],
 )
 def test_launcher_rejects_bad_ts_options_naming_the_key(workdir, ts, message):

@@ -7,8 +7,6 @@ statistics, run nothing but random draws outside the compiled region, and stay r
 Each new (families, shape) compiles once (10-40 s here), so the cases are few and small.
 """
 
-import warnings
-
 import pytest
 import stat_checks as chk
 import torch
@@ -27,9 +25,7 @@ def fresh_dynamo():
     """Each test starts with empty compile caches (torch recompiles a function at most 8 times
     before falling back to eager, which would hide a failure to compile)."""
     torch._dynamo.reset()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*lru_cache.*", category=UserWarning)
-        yield
+    yield
     torch._dynamo.reset()
 
 

@@ -24,6 +24,23 @@ from torch import Tensor
 Shape = tuple[int, int, int, int]
 
 
+def cached(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``functools.lru_cache`` for eager draws; under ``torch.compile`` the function itself,
+    traced into the graph (dynamo would ignore the cache anyway, with a warning)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        memo = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args: Any) -> Any:
+            return fn(*args) if torch.compiler.is_compiling() else memo(*args)
+
+        call.cache_info = memo.cache_info  # type: ignore[attr-defined]
+        return call
+
+    return wrap
+
+
 def rand(shape: int | tuple[int, ...], gen: torch.Generator) -> Tensor:
     return torch.rand(shape, generator=gen, device=gen.device)
 
@@ -58,7 +75,7 @@ def power_factor(u: Tensor, family: Any) -> Tensor:
     return magnitude.copysign_(sign).add_(1)
 
 
-@functools.lru_cache(maxsize=256)
+@cached(maxsize=256)
 def const(device: torch.device, values: tuple[float, ...], shape: tuple[int, ...]) -> Tensor:
     """float32 ``values`` on ``device`` viewed or expanded to ``shape``, built once (filled on
     the device: no host copy). Shared: never written to."""
@@ -68,7 +85,7 @@ def const(device: torch.device, values: tuple[float, ...], shape: tuple[int, ...
     return table.view(-1, *[1] * (len(shape) - 1)).expand(shape)
 
 
-@functools.lru_cache(maxsize=64)
+@cached(maxsize=64)
 def window_counts(shape: Shape, window: int, device: torch.device) -> Tensor | float:
     """Entries (channels x pixels) per window of the padded grid: (h, w), or one number when
     the windows tile the image. Built once per (shape, window, device): never written to."""
@@ -89,7 +106,7 @@ def linear_gain(scale: int) -> float:
     return sum((1 - i / scale) ** 2 + (i / scale) ** 2 for i in range(scale)) / scale
 
 
-@functools.lru_cache(maxsize=16)  # size x size / scale floats each: a few of the last sizes
+@cached(maxsize=16)  # size x size / scale floats each: a few of the last sizes
 def interpolation(size: int, scale: int, device: torch.device) -> Tensor:
     """(size, nodes) matrix of linear interpolation from nodes on every ``scale``-th pixel;
     built once per (size, scale, device). Never written to."""
@@ -231,7 +248,7 @@ class SharedNoise:
         return x.view(b, 1, gh, 1, -1)
 
 
-@functools.lru_cache(maxsize=64)
+@cached(maxsize=64)
 def square_root_of(gain: float) -> float:
     """A float32 ``x`` whose float32 square root is exactly ``float32(gain)``: its square
     (computed on the host; the float32 square is the double one rounded, which is exact)."""
