@@ -144,3 +144,11 @@ def test_a_compiled_sampler_pickles_and_continues_its_stream():
     assert copy.compile
     a, b = sampler.draw(clean), copy.draw(clean)
     assert torch.equal(a.noise, b.noise) and torch.equal(a.family, b.family)
+
+
+def test_more_batch_shapes_than_the_recompile_limit_still_draw():
+    sampler = TSSampler(TSConfig(p_ood=1.0, families={"radial": 1}), seed=0, compile=True)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for batch in (1, 2, 3, 4):  # the last two run eagerly
+            draw = sampler.draw(torch.rand(batch, 1, 8, 8))
+            chk.in_band(draw.noise, SIGMA, (0.05, 0.35), "both")

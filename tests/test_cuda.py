@@ -262,3 +262,7 @@ def test_cuda_compiled_draw_never_syncs_and_matches_the_eager_draw(name):
         for _ in range(3):
             draw = compiled.draw(clean, check_finite=False)
     assert draw.noise.is_cuda and torch.isfinite(draw.noise).all()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:  # one graph: no break on CUDA
+        compiled.draw(clean, check_finite=False)
+    top = [e.name for e in prof.events() if e.cpu_parent is None]
+    assert sum(n.startswith("Torch-Compiled Region") for n in top) == 1, top
