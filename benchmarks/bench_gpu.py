@@ -189,7 +189,12 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     meta = {"device": name, "torch": torch.__version__}
-    records: list[dict] = []
+
+    def record(row: dict) -> None:  # appended as measured: a run cut short keeps what it had
+        if args.out is not None:
+            with args.out.open("a") as f:
+                f.write(json.dumps({**row, **meta}) + "\n")
+
     print(f"Device: {name}, torch {torch.__version__}; medians of interleaved rounds.\n")
     shapes = [(4, 1, 16, 16)] if args.smoke else [(128, 1, 64, 64), (16, 3, 256, 256)]
     rounds, reps = (3, 2) if args.smoke else (30, 10)
@@ -202,13 +207,11 @@ def main() -> None:
         for case, sec in t.items():
             ratio = sec / t["plain"]
             print(f"| {case} | {sec * 1e3:.3f} | {ratio:.2f} |")
-            records.append({"part": "draw", "shape": label, "case": case, "ms": sec * 1e3,
-                            "ratio": ratio, **meta})  # fmt: skip
+            record({"part": "draw", "shape": label, "case": case, "ms": sec * 1e3, "ratio": ratio})
         if f"{MIX}, CUDA graph (experiment)" in t:
             same = graph_matches_eager(torch.rand(shape, device=device))
             print(f"\nCUDA graph replays give the eager draws' bits: {same}")
-            records.append({"part": "check", "shape": label, "case": "graph matches eager",
-                            "value": same, **meta})  # fmt: skip
+            record({"part": "check", "shape": label, "case": "graph matches eager", "value": same})
         print()
     timer.deadline = start + args.max_seconds
     for model_name, make, predicts, shape in models(args.smoke):
@@ -227,14 +230,11 @@ def main() -> None:
             for case, sec in t.items():
                 ratio = sec / t["plain step"]
                 print(f"| {case} | {sec * 1e3:.2f} | {ratio:.3f} |")
-                records.append({"part": "step", "model": model_name, "shape": label,
-                                "precision": precision, "case": case, "ms": sec * 1e3,
-                                "ratio": ratio, **meta})  # fmt: skip
+                record({"part": "step", "model": model_name, "shape": label,
+                        "precision": precision, "case": case, "ms": sec * 1e3,
+                        "ratio": ratio})  # fmt: skip
             print()
     print(f"Total {time.perf_counter() - start:.0f} s.")
-    if args.out is not None:
-        with args.out.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 if __name__ == "__main__":
