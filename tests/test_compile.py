@@ -17,7 +17,7 @@ from ts_defense.families import FAMILIES
 from ts_defense.models import DnCNN
 
 SIGMA = 25 / 255
-RANDOM_OPS = {"aten::rand", "aten::randn", "aten::randint", "aten::full", "aten::normal_"}
+RANDOM_OPS = {"aten::rand", "aten::randn", "aten::randint"}
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +54,9 @@ def test_compiled_draw_matches_the_eager_draw(config):
         torch.testing.assert_close(compiled.noisy, eager.noisy, rtol=1e-5, atol=1e-6)
 
 
-def test_only_random_draws_run_outside_the_compiled_graph():
-    sampler = TSSampler(TSConfig(p_ood=0.5), seed=0, compile=True)
+@pytest.mark.parametrize("sigma", [SIGMA, (5 / 255, 50 / 255)], ids=["fixed", "range"])
+def test_only_random_draws_run_outside_the_compiled_graph(sigma):
+    sampler = TSSampler(TSConfig(p_ood=0.5, sigma=sigma), seed=0, compile=True)
     clean = torch.rand(8, 1, 16, 16)
     sampler.draw(clean, check_finite=False)  # compiles
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -65,7 +66,8 @@ def test_only_random_draws_run_outside_the_compiled_graph():
     assert len(regions) == 1, top
     eager = [n for n in top if n.startswith("aten::") and n not in RANDOM_OPS]
     assert set(eager) <= {"aten::add", "aten::to"}, eager  # clean + noise, the dtype cast
-    eager_draw = TSSampler(TSConfig(p_ood=0.5), seed=0)
+    assert len([n for n in top if n in RANDOM_OPS]) == 6 + isinstance(sigma, tuple), top
+    eager_draw = TSSampler(TSConfig(p_ood=0.5, sigma=sigma), seed=0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         eager_draw.draw(clean, check_finite=False)
     many = [e.name for e in prof.events() if e.cpu_parent is None]

@@ -191,23 +191,29 @@ for _keyword in FLAT:
 
 
 def _shape(
+    schedule: SigmaSchedule,
     slots: tuple[Family | None, ...],
     zero_mean: bool,
     grid: Grid,
+    sig_random: Tensor | None,
+    sig: Tensor | None,
     u: Tensor | None,
     edges: Tensor | None,
     lookup: Tensor | None,
-    sig: Tensor,
     g: Tensor,
     randoms: list[tuple[Tensor, ...] | None],
-) -> tuple[Tensor, Tensor]:
-    """Family per sample and noise from the draw's random tensors: the pure part of
-    :meth:`TSSampler.draw` (what ``compile=True`` hands to ``torch.compile``)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sigma, family and noise per sample from the draw's random tensors (``sig`` given
+    overrides the schedule): the pure part of :meth:`TSSampler.draw`, what ``compile=True``
+    hands to ``torch.compile``."""
+    b = grid.shape[0]
+    if sig is None:
+        sig = schedule.from_random(sig_random, b, g.device)
     if u is None or edges is None or lookup is None:  # Gaussian noise only
-        family = g.new_zeros(grid.shape[0], dtype=torch.long)
+        family = g.new_zeros(b, dtype=torch.long)
     else:  # u < p_ood splits by the weights; u >= p_ood falls in the last bucket: Gaussian
         family = lookup.index_select(0, torch.bucketize(u, edges, right=True))
-    return family, shape_noise(grid, slots, zero_mean, family, sig, g, randoms)
+    return sig, family, shape_noise(grid, slots, zero_mean, family, sig, g, randoms)
 
 
 @dataclass
@@ -289,7 +295,8 @@ class TSSampler:
 
     def _shaping(self) -> Any:
         """The pure part of :meth:`draw` for this sampler's families, compiled if asked."""
-        shaping = functools.partial(_shape, self._slots, self.config.zero_mean)
+        cfg = self.config
+        shaping = functools.partial(_shape, cfg.sigma_schedule, self._slots, cfg.zero_mean)
         # Not fullgraph: past torch's recompile limit (8 batch shapes) dynamo then runs new
         # shapes eagerly, where fullgraph=True would raise (tests check it is one graph).
         return torch.compile(shaping, dynamic=False) if self.compile else shaping
@@ -314,10 +321,6 @@ class TSSampler:
                 gen.set_state(self._pending.pop(key))
             self._generators[key] = gen
         return self._generators[key]
-
-    def draw_sigma(self, batch: int, gen: torch.Generator) -> Tensor:
-        """Nominal sigma per sample, from the configured schedule (fixed, range or choice)."""
-        return self.config.sigma_schedule.draw(batch, gen)
 
     def _sigma_override(self, sigma: Tensor | float, clean: Tensor) -> Tensor:
         """The ``sigma`` given to :meth:`draw` as float32, checked to lie in
@@ -361,8 +364,9 @@ class TSSampler:
         shape = tuple(clean.shape)
         gen = self.generator(clean.device)
         b = shape[0]
+        sig, sig_random = None, None
         if sigma is None:
-            sig = self.draw_sigma(b, gen)
+            sig_random = cfg.sigma_schedule.draw_random(b, gen)
         else:
             sig = self._sigma_override(sigma, clean)
             if sig.numel() not in (1, b):
@@ -372,7 +376,8 @@ class TSSampler:
             sig = sig.reshape(-1).expand(b).contiguous()
         u = torch.rand(b, generator=gen, device=gen.device) if len(self._slots) > 1 else None
         grid, g, randoms = draw_randoms(shape, gen, self._slots)
-        family, noise = self._shape(grid, u, *self._tables(gen.device), sig, g, randoms)
+        edges, lookup = self._tables(gen.device)
+        sig, family, noise = self._shape(grid, sig_random, sig, u, edges, lookup, g, randoms)
         noise = draw_others(noise, gen, self._slots, family, sig, cfg.zero_mean, randoms, cfg)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from ._checks import (
     is_finite_number,
     shown,
 )
+from ._fused import const
 
 KINDS = ("fixed", "range", "choice")
 
@@ -40,7 +41,6 @@ class SigmaSchedule:
     kind: str
     values: tuple[float, ...]
     floor: float = 0.0
-    _tables: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_choice("sigma kind", self.kind, KINDS)
@@ -114,23 +114,25 @@ class SigmaSchedule:
 
     def draw(self, batch: int, gen: torch.Generator) -> Tensor:
         """``batch`` nominal sigmas (float32), drawn with ``gen`` on its device; no host sync."""
+        return self.from_random(self.draw_random(batch, gen), batch, gen.device)
+
+    def draw_random(self, batch: int, gen: torch.Generator) -> Tensor | None:
+        """The random part of :meth:`draw`: uniforms (range), indices (choice) or None (fixed)."""
         dev = gen.device
-        if self.kind == "fixed":
-            sigma = torch.full((batch,), self.values[0], device=dev)
+        if self.kind == "range":
+            return torch.rand(batch, generator=gen, device=dev)
+        if self.kind == "choice":
+            return torch.randint(len(self.values), (batch,), generator=gen, device=dev)
+        return None
+
+    def from_random(self, random: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """The sigmas of :meth:`draw` from its random part: arithmetic only, so the sampler's
+        ``compile=True`` takes it into its graph."""
+        if random is None:
+            sigma = torch.full((batch,), self.values[0], device=device)
         elif self.kind == "range":
             lo, hi = self.values
-            sigma = lo + (hi - lo) * torch.rand(batch, generator=gen, device=dev)
-        else:
-            pick = torch.randint(len(self.values), (batch,), generator=gen, device=dev)
-            sigma = self._table(dev)[pick]
+            sigma = lo + (hi - lo) * random
+        else:  # the values filled on the device once (not copied from the host: no sync)
+            sigma = const(device, self.values, (len(self.values),))[random]
         return sigma.clamp_min(self.floor) if self.floor else sigma
-
-    def _table(self, device: torch.device) -> Tensor:
-        """The choice values on ``device``, filled there (not copied from the host: no sync)."""
-        key = str(device)
-        if key not in self._tables:
-            table = torch.empty(len(self.values), device=device)
-            for i, v in enumerate(self.values):
-                table[i] = v
-            self._tables[key] = table
-        return self._tables[key]
