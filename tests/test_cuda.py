@@ -266,3 +266,13 @@ def test_cuda_compiled_draw_never_syncs_and_matches_the_eager_draw(name):
         compiled.draw(clean, check_finite=False)
     top = [e.name for e in prof.events() if e.cpu_parent is None]
     assert sum(n.startswith("Torch-Compiled Region") for n in top) == 1, top
+
+
+@cuda
+def test_cuda_noise_is_float32_under_autocast():
+    cfg = TSConfig(p_ood=1.0, families={"structured": 1.0})
+    clean = torch.rand(4, 1, 32, 32, device="cuda")
+    plain = TSSampler(cfg, seed=1).draw(clean)
+    with torch.autocast("cuda", dtype=torch.float16):
+        mixed = TSSampler(cfg, seed=1).draw(clean)
+    assert torch.equal(plain.noise, mixed.noise)

@@ -309,3 +309,13 @@ def test_registered_family_is_drawn_for_its_samples_only():
         chk.in_band(draw.noise[~mine], 0.1, (0.05, 0.35), "both")
     finally:
         FAMILIES.pop("test-ones")
+
+
+def test_mixed_precision_leaves_the_noise_in_float32():
+    cfg = TSConfig(p_ood=0.9, families={"structured": 1.0, "local": 1.0}, zero_mean=True)
+    clean = torch.rand(6, 1, 24, 20)
+    plain = TSSampler(cfg, seed=2).draw(clean)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the smooth field is a matmul
+        mixed = TSSampler(cfg, seed=2).draw(clean)
+        assert torch.is_autocast_enabled("cpu")  # the caller's setting is left as it was
+    assert torch.equal(plain.noise, mixed.noise) and torch.equal(plain.noisy, mixed.noisy)

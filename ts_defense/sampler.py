@@ -16,6 +16,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -188,6 +189,14 @@ def _flat_reader(keyword: str) -> property:
 
 for _keyword in FLAT:
     setattr(TSConfig, _keyword, _flat_reader(_keyword))
+
+
+def _float32(device_type: str) -> AbstractContextManager[Any]:
+    """Autocast off on ``device_type``: noise is computed in float32 whatever the caller's
+    mixed precision (the same bits with and without it)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
 
 
 def _shape(
@@ -377,8 +386,9 @@ class TSSampler:
         u = torch.rand(b, generator=gen, device=gen.device) if len(self._slots) > 1 else None
         grid, g, randoms = draw_randoms(shape, gen, self._slots)
         edges, lookup = self._tables(gen.device)
-        sig, family, noise = self._shape(grid, sig_random, sig, u, edges, lookup, g, randoms)
-        noise = draw_others(noise, gen, self._slots, family, sig, cfg.zero_mean, randoms, cfg)
+        with _float32(clean.device.type):  # autocast would run the matmuls in half precision
+            sig, family, noise = self._shape(grid, sig_random, sig, u, edges, lookup, g, randoms)
+            noise = draw_others(noise, gen, self._slots, family, sig, cfg.zero_mean, randoms, cfg)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)
