@@ -4,6 +4,7 @@
     python benchmarks/bench_ops.py --list radial   # also the op names of one case
     python benchmarks/bench_ops.py --json ops.json # the counts as JSON (for a before/after diff)
     python benchmarks/bench_ops.py --smoke         # tiny shapes, checks the script runs
+    python benchmarks/bench_ops.py --compiled      # also TSSampler(compile=True) (compiles)
 
 On a GPU the draw is bound by kernel launches, and nearly every elementwise, reduction, random
 or copy op is one launch. Two counts per draw, after a warm-up draw (constants cached per
@@ -14,6 +15,10 @@ device are then built):
   out. This is the launch proxy.
 - ``top-level``: aten ops at the top of the profiler's tree, views included (what
   ``tests/test_cuda.py`` bounds).
+
+``--compiled`` also counts, for ``TSSampler(compile=True)``, the ops run outside the compiled
+graph (random draws, ``clean + noise``) and inside it the fused kernels and library calls that
+inductor made on the CPU (Triton on a GPU fuses differently: a proxy again).
 
 ``--train-step`` also counts one DnCNN-17 step at 128x1x40x40 (run once each on the CPU): the
 default ``TrainStep`` against a plain loop step, and what it adds besides the draw.
@@ -99,6 +104,45 @@ def count_draws(shapes=SHAPES) -> dict[str, dict[str, tuple[int, int]]]:
     return out
 
 
+LIBRARY_SKIP = {"aten::empty", "aten::resolve_conj", "aten::alias"}  # no kernel behind them
+
+
+def compiled_launches(config: TSConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(ops outside the graph, fused kernels, library calls in it) of one compiled draw."""
+    import torch._inductor.config as inductor
+
+    torch._dynamo.reset()  # a fresh compile per case: torch recompiles a function 8 times at most
+    with inductor.patch({"cpp.enable_kernel_profile": True}):  # fused kernels in the profile
+        sampler, clean = TSSampler(config, seed=0, compile=True), torch.rand(shape)
+        sampler.draw(clean, check_finite=False)  # compiles
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            sampler.draw(clean, check_finite=False)
+    outside = fused = library = 0
+    for e in prof.events():
+        parent = e.cpu_parent
+        if parent is None and e.name.startswith("aten::") and e.name != "aten::to":  # same dtype
+            outside += 1
+        elif parent is not None and parent.name.startswith("## Call CompiledFxGraph"):
+            fused += "_cpp_fused_" in e.name
+            library += e.name.startswith("aten::") and e.name not in LIBRARY_SKIP
+    return outside, fused, library
+
+
+def compiled_table(shapes=SHAPES) -> str:
+    lines = ["Compiled draws (CPU inductor), per draw after compiling:\n"]
+    for shape in shapes:
+        lines += [
+            f"Shape {'x'.join(map(str, shape))}:\n",
+            "| draw | eager ops | fused kernels | library calls | total |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, cfg in cases().items():
+            out, fused, lib = compiled_launches(cfg, shape)
+            lines.append(f"| {name} | {out} | {fused} | {lib} | {out + fused + lib} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _plain_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[Tensor], None]:
     def step(clean: Tensor) -> None:
         noisy = clean + (25 / 255) * torch.randn_like(clean)
@@ -155,10 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the counts as JSON")
     parser.add_argument("--train-step", action="store_true", help="count a DnCNN-17 step too")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks the script")
+    parser.add_argument("--compiled", action="store_true", help="count compiled draws too")
     args = parser.parse_args(argv)
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     counts = count_draws(shapes)
     print(table(counts))
+    if args.compiled:
+        print(compiled_table(shapes))
     if args.list:
         fn = draw_fn(cases()[args.list], shapes[0])
         print(f"{args.list} at {shapes[0]}:", " ".join(kernel_ops(fn)))

@@ -117,3 +117,14 @@ def test_defense_tables_of_the_committed_results(results, parts):
 def test_defense_refuses_to_run_nothing():
     run = run_benchmark(["-m", "benchmarks.defense"])
     assert run.returncode == 2 and "give --part, --smoke or --table" in run.stderr
+
+
+def test_compiled_draw_launch_count_sees_the_graph_and_what_runs_around_it():
+    from benchmarks.bench_ops import compiled_launches
+    from ts_defense import TSConfig
+
+    outside, fused, library = compiled_launches(
+        TSConfig(p_ood=1.0, families={"radial": 1.0}), (2, 1, 8, 8)
+    )
+    # rand (family), randn (shared noise), rand (radial), add (clean + noise); the rest fused
+    assert outside == 4 and fused >= 1 and library >= 1
