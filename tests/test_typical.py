@@ -112,6 +112,7 @@ def test_deviation_std_matches_chi_square():
         (lambda: typical.window_deviation(torch.zeros(1, 1, 4, 4), 1.0, 0), "window"),
         (lambda: typical.is_typical(torch.zeros(1, 1, 4, 4), 1.0, -0.1), "eps"),
         (lambda: typical.shell_radii(0, 1.0, 0.1), "n_dims"),
+        (lambda: typical.shell_radii(248, 1e300, 1e300), "sigma=.*eps=.*beyond float"),
         (lambda: typical.entropy_rate(0.0), "sigma"),
         (lambda: typical.deviation(torch.zeros(0, 1, 4, 4), 1.0), "empty"),
     ],

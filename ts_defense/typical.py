@@ -129,8 +129,13 @@ def shell_radii(n_dims: int, sigma: float, eps: float) -> tuple[float, float]:
     check_positive("n_dims", n_dims, integer=True)
     check_positive("sigma", sigma)
     check_positive("eps", eps)
-    inner = sigma * math.sqrt(n_dims * max(0.0, 1 - 2 * eps))
-    return inner, sigma * math.sqrt(n_dims * (1 + 2 * eps))
+    outer = sigma * math.sqrt(n_dims * (1 + 2 * eps))
+    if not math.isfinite(outer):
+        raise ValueError(
+            f"sigma={sigma:g}, eps={eps:g} and n_dims={n_dims} give a shell radius beyond "
+            f"float range"
+        )
+    return sigma * math.sqrt(n_dims * max(0.0, 1 - 2 * eps)), outer
 
 
 def deviation_std(n_dims: int) -> float:
