@@ -1,3 +1,4 @@
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -190,6 +191,45 @@ def test_a_raised_bad_step_leaves_no_gradient_behind():
         step(batch())
     assert all(p.grad is None for p in model.parameters())  # caught: the next step is clean
     assert not step(batch()).skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class Accumulating:
+    """The part of accelerate.Accelerator that TrainStep uses, accumulating over ``every``
+    batches; records which batches reached backward."""
+
+    scaler = None
+    num_processes, process_index = 1, 0
+
+    def __init__(self, every):
+        self.every, self.calls, self.backwards = every, 0, []
+
+    def prepare(self, *objects):
+        return objects
+
+    def register_for_checkpointing(self, obj):
+        pass
+
+    @contextlib.contextmanager
+    def accumulate(self, model):
+        self.calls += 1
+        self.sync_gradients = self.calls % self.every == 0
+        yield
+
+    def backward(self, loss):
+        self.backwards.append(self.calls)
+        loss.backward()
+
+
+def test_a_bad_micro_batch_never_reaches_the_accumulated_gradients():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    acc = Accumulating(every=2)
+    sampler = TSSampler(TSConfig(p_ood=0.0))
+    step = TrainStep(model, opt, sampler, loss=nan_once(), accelerator=acc, on_nonfinite="skip")
+    assert step(batch()).skipped  # micro-batch 1 of 2: NaN loss, left out before backward
+    assert not step(batch()).skipped  # micro-batch 2 updates with its own gradients
+    assert acc.backwards == [2]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -406,10 +406,14 @@ class TrainStep:
         return loss + 0.0 * torch.stack(torch._foreach_norm(floats)).sum()
 
     def _update(self, result: StepResult, clean: Tensor, sync: bool) -> StepResult:
-        """Backward, then one finite check of the (guarded) loss and the gradient norm together
-        (one host read per step when checking every step), then the update."""
+        """Backward and update, with one finite check (one host read when checking every
+        step): of the (guarded) loss and the gradient norm together after backward on a step
+        that updates; of the loss before backward on a step that only accumulates, so that a
+        bad micro-batch never reaches the accumulated gradients."""
         acc = self.accelerator
         checked = self._guarded(result.loss.detach())
+        if not sync and not self._flag(checked):
+            return self._nonfinite("loss or batch statistics", result, clean)
         if acc is None:
             result.loss.backward()
         else:
@@ -425,10 +429,10 @@ class TrainStep:
             # fp16 loss scaling: the GradScaler itself skips steps with inf gradients.
             if norm is not None and not scaled:
                 checked = torch.stack([checked.float(), norm.detach().float().to(checked.device)])
-        if not self._flag(checked):
-            loss_ok = bool(torch.isfinite(checked.reshape(-1)[0]))
-            what = "gradient" if loss_ok else "loss or batch statistics"
-            return self._nonfinite(what, result, clean)
+            if not self._flag(checked):
+                loss_ok = bool(torch.isfinite(checked.reshape(-1)[0]))
+                what = "gradient" if loss_ok else "loss or batch statistics"
+                return self._nonfinite(what, result, clean)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result
