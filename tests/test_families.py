@@ -346,6 +346,17 @@ def test_adapter_states_saved_with_sigma_top_still_resume():
 # --- fewer ops, same bits (issue 13) ---------------------------------------------------------
 
 
+def band_deviation(shape, family, gen):
+    """The plain formula: deviations uniform in the band, the sign from a second uniform."""
+    lo, hi = family.band
+    d = torch.rand(shape, generator=gen).mul_(hi - lo).add_(lo)
+    if family.sides == "below":
+        return d.neg_()
+    if family.sides == "both":  # -1 below 1/2, +1 above
+        return d.mul_(torch.rand(shape, generator=gen).ge_(0.5).mul_(2).sub_(1))
+    return d
+
+
 @pytest.mark.parametrize(
     "family",
     [
@@ -357,7 +368,7 @@ def test_adapter_states_saved_with_sigma_top_still_resume():
     ],
 )
 def test_power_factor_is_one_plus_twice_the_band_deviation_bit_for_bit(family):
-    from ts_defense._fused import band_deviation, power_factor, rand, uniforms
+    from ts_defense._fused import power_factor, rand, uniforms
 
     for shape in [(1,), (257,), (9, 5)]:
         a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)

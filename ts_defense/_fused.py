@@ -45,26 +45,16 @@ def rand(shape: int | tuple[int, ...], gen: torch.Generator) -> Tensor:
     return torch.rand(shape, generator=gen, device=gen.device)
 
 
-def band_deviation(shape: int | tuple[int, ...], family: Any, gen: torch.Generator) -> Tensor:
-    """Deviations uniform in ``family.band`` ``[eps_in, eps_out]``, on ``family.sides``."""
-    lo, hi = family.band
-    d = rand(shape, gen).mul_(hi - lo).add_(lo)
-    if family.sides == "below":
-        return d.neg_()
-    if family.sides == "both":  # the sign from a second uniform: -1 below 1/2, +1 above
-        return d.mul_(rand(shape, gen).ge_(0.5).mul_(2).sub_(1))
-    return d
-
-
 def uniforms(family: Any) -> int:
     """How many uniforms per deviation :func:`power_factor` takes (2 with a random sign)."""
     return 2 if family.sides == "both" else 1
 
 
 def power_factor(u: Tensor, family: Any) -> Tensor:
-    """``1 + 2 d`` for deviations ``d`` of :func:`band_deviation`, from its uniforms ``u``
-    (``uniforms(family)`` rows: magnitudes, then signs) in fewer ops and to the same bits:
-    the factor 2 is folded into the band (exact: a power of two), the sign is a ``copysign``."""
+    """``1 + 2 d`` for deviations ``d`` uniform in ``family.band`` on ``family.sides``, from
+    uniforms ``u`` (``uniforms(family)`` rows: magnitudes, then signs: minus below 1/2) in few
+    ops: the factor 2 is folded into the band (exact: a power of two), the sign is a
+    ``copysign`` (``tests/test_families.py`` holds it to the plain formula bit for bit)."""
     lo, hi = family.band
     if family.sides != "both":
         two_d = u[0].mul_(2 * (hi - lo)).add_(2 * lo)
