@@ -114,8 +114,7 @@ class StepResult:
 
     @property
     def n_ood(self) -> Tensor:
-        ood = self.draw.ood
-        return (ood if self.adversarial is None else ood & ~self.adversarial).sum()
+        return _kept_ood(self.draw, self.adversarial).sum()
 
     @property
     def n_adv(self) -> Tensor:
@@ -184,6 +183,11 @@ def check_perturbation(perturbation: object) -> Perturbation | None:
     return perturbation  # type: ignore[return-value]
 
 
+def _kept_ood(draw: TSDraw, adversarial: Tensor | None) -> Tensor:
+    """The rows that got out-of-distribution noise and kept it (not replaced by a perturbation)."""
+    return draw.ood if adversarial is None else draw.ood & ~adversarial
+
+
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     count = mask.sum()
     return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
@@ -221,9 +225,9 @@ def ts_loss(
     target = clean.float()
 
     def masks() -> tuple[Tensor, Tensor, Tensor]:  # (plain, OOD, adversarial) rows, when read
+        ood = _kept_ood(draw, adv)
         if adv is None:
-            return ~draw.ood, draw.ood, torch.zeros_like(draw.ood)
-        ood = draw.ood & ~adv
+            return ~ood, ood, torch.zeros_like(ood)
         return ~(ood | adv), ood, adv
 
     if isinstance(loss, str):
