@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from ts_defense._checks import check_choice, check_seed, shown
-from ts_defense.adversarial import Adversarial
-from ts_defense.recipes import make_recipe
-from ts_defense.sampler import TSConfig, TSSampler
-from ts_defense.sigma import SigmaSchedule
+from ts_defense.noise.sampler import TSConfig, TSSampler
+from ts_defense.noise.sigma import SigmaSchedule
+from ts_defense.training.adversarial import Adversarial
+from ts_defense.training.recipes import make_recipe
 
 GREY = 255.0
 SIGMA_TYPES = ("constant", "random", "choice")
@@ -48,7 +48,7 @@ class GreySigma:
     """Nominal sigma per sample as option files give it: ``constant``, ``random`` in a range,
     or a ``choice`` among values (the keys of Restormer's ``Dataset_GaussianDenoising``).
     ``values`` are stored in image units ([0, 1]); the sampler draws them with the shared
-    :class:`~ts_defense.sigma.SigmaSchedule` (:attr:`schedule`)."""
+    :class:`~ts_defense.noise.sigma.SigmaSchedule` (:attr:`schedule`)."""
 
     kind: str
     values: tuple[float, ...]
@@ -138,7 +138,8 @@ def training_from_options(
     """A model's ``ts`` block -> sampler, sigma and adversarial share (None without one).
 
     Besides the sampler's options the block takes ``recipe`` (a name of
-    ``ts_defense.recipes.RECIPES``, default ``"ts"``), ``adversarial`` (the share's options,
+    ``ts_defense.training.recipes.RECIPES``, default ``"ts"``), ``adversarial`` (the share's
+    options,
     with ``eps`` in grey levels: ``8`` or ``[0, 8]``) and ``compile`` (``TSSampler(compile=...)``:
     the draw's arithmetic as one ``torch.compile`` graph, for GPUs).
     """

@@ -24,7 +24,7 @@ from common import interleaved, machine  # noqa: E402
 
 from ts_defense import Denoiser  # noqa: E402
 from ts_defense.attacks import DenoisingPGD  # noqa: E402
-from ts_defense.attacks.transfer import transfer_matrix  # noqa: E402
+from ts_defense.evaluation.transfer import transfer_matrix  # noqa: E402
 from ts_defense.models import DnCNN  # noqa: E402
 
 SIGMA = 25 / 255

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ts_defense import TrainStep, TSSampler, rank_seed
 from ts_defense.models import DnCNN
-from ts_defense.recipes import make_recipe
+from ts_defense.training.recipes import make_recipe
 
 
 def main():

@@ -8,7 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from ts_defense import TSSampler, typical
+from ts_defense import TSSampler
+from ts_defense.noise import typical
 
 Z = 5.0  # two-sided z of about 6e-7: false alarms are negligible over a whole test run
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ts_defense import Denoiser, TrainStep, TSSampler, fit, ts_loss
-from ts_defense.adversarial import Adversarial, AdversarialConfig
 from ts_defense.models import DnCNN
-from ts_defense.recipes import RECIPES, make_recipe
+from ts_defense.training.adversarial import Adversarial, AdversarialConfig
+from ts_defense.training.recipes import RECIPES, make_recipe
 
 SIGMA = 25 / 255
 

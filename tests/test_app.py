@@ -2,7 +2,6 @@
 untouched), titles that say what was run, and the old import paths (a warning, the same
 objects)."""
 
-import importlib
 import subprocess
 import sys
 
@@ -91,16 +90,16 @@ def test_audit_page_strips_have_no_colour_bar_and_count_steps_right():
 
 BACKEND_SCRIPT = """
 import warnings
-warnings.filterwarnings("error", message=".* moved to ts_defense")  # no old path inside
 import sys, torch
-import ts_defense, ts_defense.attacks.transfer, ts_defense.robustness, ts_defense.detect
-import ts_defense.models.zoo, ts_defense.recipes, ts_defense.fit, ts_defense.adversarial
+import ts_defense, ts_defense.evaluation.transfer, ts_defense.evaluation.budget
+import ts_defense.evaluation.detect, ts_defense.models.zoo, ts_defense.training.recipes
+import ts_defense.training.fit, ts_defense.training.adversarial
 assert not [m for m in sys.modules if m.startswith(("ts_defense.app", "matplotlib"))]
 import matplotlib
 matplotlib.use("svg")
 from ts_defense.app import cli, demo, report, plots, audit
-from ts_defense.attacks.transfer import TransferResult
-from ts_defense.sampler import TSConfig
+from ts_defense.evaluation.transfer import TransferResult
+from ts_defense.noise.sampler import TSConfig
 out = sys.argv[1]
 curve = {"budget": [0.0, 0.03], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.0]}
 plots.plot_budget_curves({"a": curve}, out + "/c.png")
@@ -124,50 +123,6 @@ def test_plots_leave_the_callers_backend_alone(tmp_path):
     )
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
     assert (tmp_path / "sampler.png").read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize(
-    "old, new",
-    [
-        ("ts_defense.cli", "ts_defense.app.cli"),
-        ("ts_defense.demo", "ts_defense.app.demo"),
-        ("ts_defense.attacks.report", "ts_defense.app.report"),
-        ("ts_defense.attacks.zoo", "ts_defense.models.zoo"),
-        ("ts_defense.audit", "ts_defense.app.audit"),
-    ],
-)
-def test_old_module_paths_warn_and_give_the_same_module(old, new, monkeypatch):
-    for name in [m for m in sys.modules if m == old or m.startswith(old + ".")]:
-        monkeypatch.delitem(sys.modules, name)
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}") as caught:
-        module = importlib.import_module(old)
-    assert caught[0].filename.endswith("importlib/__init__.py")  # who imported: not the shim
-    assert module is importlib.import_module(new)
-    if old == "ts_defense.audit":
-        assert importlib.import_module(old + ".page") is importlib.import_module(new + ".page")
-
-
-@pytest.mark.parametrize(
-    "old, name, new, new_name",
-    [
-        ("ts_defense.robustness", "plot_budget_curves", "ts_defense.app.plots", None),
-        ("ts_defense.robustness", "draw_budget_curves", "ts_defense.app.plots", None),
-        ("ts_defense.attacks.transfer", "plot_transfer", "ts_defense.app.plots", None),
-        ("ts_defense.attacks.transfer", "draw_transfer", "ts_defense.app.plots", None),
-        ("ts_defense.attacks.transfer", "save_transfer", "ts_defense.app.report", None),
-        ("ts_defense.report", "sampler_report", "ts_defense.app.report", None),
-        ("ts_defense.report", "format_table", "ts_defense.app.report", "sampler_table"),
-        ("ts_defense.report", "plot_statistics", "ts_defense.app.plots", None),
-    ],
-)
-def test_old_names_warn_and_give_the_same_object(old, name, new, new_name):
-    module = importlib.import_module(old)
-    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to") as caught:
-        found = getattr(module, name)
-    assert caught[0].filename == __file__  # shown to the code that used the old name
-    assert found is getattr(importlib.import_module(new), new_name or name)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        module.no_such_name  # noqa: B018
 
 
 def test_the_demo_trains_the_librarys_small_dncnn():

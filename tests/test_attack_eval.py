@@ -11,16 +11,16 @@ from skimage.metrics import peak_signal_noise_ratio
 from ts_defense import Denoiser
 from ts_defense.app.report import save_transfer
 from ts_defense.attacks import DenoisingFGSM, DenoisingPGD, L2DenoisingPGD
-from ts_defense.attacks.evaluate import (
+from ts_defense.data import bundled_images
+from ts_defense.evaluation.metrics import (
     add_noise,
     evaluate_attack,
     psnr,
     ssim,
     worst_case,
 )
-from ts_defense.attacks.transfer import transfer_matrix
-from ts_defense.attacks.typicality import typicality, typicality_table
-from ts_defense.data import bundled_images
+from ts_defense.evaluation.transfer import transfer_matrix
+from ts_defense.evaluation.typicality import typicality, typicality_table
 from ts_defense.models import DnCNN
 from ts_defense.models.zoo import MODELS, load_model, register_model
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ts_defense.attacks import DenoisingPGD
-from ts_defense.attacks.transfer import transfer_matrix
 from ts_defense.data import set12
+from ts_defense.evaluation.transfer import transfer_matrix
 from ts_defense.models.zoo import load_model
 
 SIGMA = 25 / 255

@@ -15,7 +15,7 @@ from ts_defense import Denoiser
 from ts_defense.app.audit.images import per_image, prepare
 from ts_defense.app.cli import build_parser, main
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
-from ts_defense.attacks.evaluate import psnr
+from ts_defense.evaluation.metrics import psnr
 from ts_defense.models import DnCNN
 from ts_defense.models.zoo import SOURCES, weights_file
 

@@ -13,8 +13,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ts_defense import TrainStep, TSConfig, TSSampler, register_family
-from ts_defense.families import FAMILIES
 from ts_defense.models import DnCNN
+from ts_defense.noise.families import FAMILIES
 
 SIGMA = 25 / 255
 RANDOM_OPS = {"aten::rand", "aten::randn", "aten::randint"}

@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ts_defense import Local, SigmaSchedule, TrainStep, TSConfig, TSSampler
 from ts_defense.models import DnCNN
-from ts_defense.recipes import make_recipe
+from ts_defense.training.recipes import make_recipe
 
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero"}
 SIGMA = 25 / 255

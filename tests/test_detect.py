@@ -2,8 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from ts_defense import Denoiser, typical
-from ts_defense.detect import TypicalityDetector, detection_auc, roc_auc, typicality_scores
+from ts_defense import Denoiser
+from ts_defense.evaluation.detect import (
+    TypicalityDetector,
+    detection_auc,
+    roc_auc,
+    typicality_scores,
+)
+from ts_defense.noise import typical
 
 
 def test_roc_auc_is_the_mann_whitney_statistic():

@@ -18,7 +18,7 @@ import hashlib, json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from ts_defense import Denoiser, TSSampler, fit
 from ts_defense.attacks import make_attack
-from ts_defense.attacks.evaluate import evaluate_attack
+from ts_defense.evaluation.metrics import evaluate_attack
 from ts_defense.models import DnCNN
 
 def digest(t):

@@ -22,7 +22,7 @@ from ts_defense import (
     TSSampler,
     register_family,
 )
-from ts_defense.families import GAUSSIAN, draw_batch
+from ts_defense.noise.families import GAUSSIAN, draw_batch
 
 FLAT = {
     "band": (0.1, 0.3),
@@ -368,7 +368,7 @@ def band_deviation(shape, family, gen):
     ],
 )
 def test_power_factor_is_one_plus_twice_the_band_deviation_bit_for_bit(family):
-    from ts_defense._fused import power_factor, rand, uniforms
+    from ts_defense.noise._fused import power_factor, rand, uniforms
 
     for shape in [(1,), (257,), (9, 5)]:
         a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
@@ -378,7 +378,7 @@ def test_power_factor_is_one_plus_twice_the_band_deviation_bit_for_bit(family):
 
 
 def test_square_root_of_gives_the_float32_gain_back():
-    from ts_defense._fused import square_root_of
+    from ts_defense.noise._fused import square_root_of
 
     for n in [*range(2, 300), 3 * 64 * 64, 3 * 256 * 256, 2**24 + 1]:
         gain = (n / (n - 1)) ** 0.5
@@ -387,7 +387,7 @@ def test_square_root_of_gives_the_float32_gain_back():
 
 
 def test_cached_constants_are_never_written():
-    from ts_defense._fused import const
+    from ts_defense.noise._fused import const
 
     cpu = torch.device("cpu")
     for zero_mean in (False, True):

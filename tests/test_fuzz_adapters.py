@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ts_defense.adapters._options import GreySigma, grey_level, sampler_from_options
 
-from ts_defense.sampler import TSConfig
+from ts_defense.noise.sampler import TSConfig
 
 OPTION_NAMES = [*TSConfig.__dataclass_fields__, "sigma_type", "seed", "bogus", "sigma_range"]
 grey = st.one_of(

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from ts_defense import Denoiser
 from ts_defense.attacks import ATTACKS, make_attack
-from ts_defense.attacks.evaluate import add_noise, evaluate_attack, psnr, ssim, worst_case
-from ts_defense.attacks.transfer import transfer_matrix
-from ts_defense.attacks.typicality import typicality
-from ts_defense.detect import TypicalityDetector, roc_auc, typicality_scores
+from ts_defense.evaluation.detect import TypicalityDetector, roc_auc, typicality_scores
+from ts_defense.evaluation.metrics import add_noise, evaluate_attack, psnr, ssim, worst_case
+from ts_defense.evaluation.transfer import transfer_matrix
+from ts_defense.evaluation.typicality import typicality
 from ts_defense.models import DnCNN
 
 ATTACK_PARAMS = (
@@ -225,7 +225,7 @@ def test_fuzz_roc_auc(negatives, positives):
 
 @given(lengths=st.lists(st.integers(0, 3), min_size=0, max_size=3))
 def test_fuzz_worst_case(lengths):
-    from ts_defense.attacks.evaluate import AttackEvaluation
+    from ts_defense.evaluation.metrics import AttackEvaluation
 
     evals = {
         f"a{i}": AttackEvaluation(f"a{i}", [30.0] * n, [20.0 + i] * n, [0.9] * n, [0.5] * n)

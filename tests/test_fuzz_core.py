@@ -5,8 +5,9 @@ from fuzz_support import outcome, sigmas, tensors, values
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ts_defense import TSConfig, TSSampler, typical
-from ts_defense.sampler import TSConfig as _Config
+from ts_defense import TSConfig, TSSampler
+from ts_defense.noise import typical
+from ts_defense.noise.sampler import TSConfig as _Config
 
 NOISE_PARAMS = ("noise", "sigma", "window", "stride", "eps")
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ts_defense import Denoiser, PatchSampler, TSConfig, TSSampler
-from ts_defense.detect import TypicalityDetector
+from ts_defense.evaluation.detect import TypicalityDetector
 from ts_defense.models import DnCNN, ProxGradUnfolded
 
 HUGE = 10**400  # a 400-digit int: math.isfinite(HUGE) raises OverflowError

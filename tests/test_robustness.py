@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from ts_defense import Denoiser, TSConfig
+from ts_defense.evaluation.budget import budget_curve, family_psnr
 from ts_defense.models import DnCNN
-from ts_defense.robustness import budget_curve, family_psnr
 
 
 class Smooth(nn.Module):

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ts_defense import TSConfig, TSSampler, typical
+from ts_defense import TSConfig, TSSampler
+from ts_defense.noise import typical
 
 seeds = st.integers(0, 2**31 - 1)
 sigmas = st.floats(1 / 255, 100 / 255)
@@ -297,7 +298,7 @@ def test_gaussian_zero_mean_keeps_unit_power():
 
 def test_registered_family_is_drawn_for_its_samples_only():
     from ts_defense import register_family
-    from ts_defense.families import FAMILIES
+    from ts_defense.noise.families import FAMILIES
 
     register_family("test-ones")(lambda shape, gen, cfg: torch.ones(shape))
     try:

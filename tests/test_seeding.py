@@ -5,8 +5,8 @@ import torch
 
 from ts_defense import TSSampler
 from ts_defense.attacks import DenoisingPGD, ObsAtk
-from ts_defense.attacks.evaluate import add_noise
-from ts_defense.denoiser import Denoiser
+from ts_defense.evaluation.metrics import add_noise
+from ts_defense.models.denoiser import Denoiser
 from ts_defense.seeding import PURPOSES, stream_seed
 
 SIGMA = 25 / 255

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ts_defense import typical
+from ts_defense.noise import typical
 
 
 def test_entropy_rate_matches_formula():

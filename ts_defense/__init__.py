@@ -1,21 +1,19 @@
 """ts-defense: out-of-distribution typical-set (TS) training for robust image denoisers.
 
-Layers, each importing only from those before it: :mod:`ts_defense.typical` (statistics),
-:mod:`ts_defense.sampler` (the TS sampler), training (:mod:`~ts_defense.training`,
-:mod:`~ts_defense.fit`, :mod:`~ts_defense.recipes`), attacks and their measurement
-(:mod:`ts_defense.attacks`, :mod:`~ts_defense.robustness`, :mod:`~ts_defense.detect`), the
-adapters for BasicSR and KAIR, and the application (:mod:`ts_defense.app`: command line, demo,
-reports, audit, plots). Models and named pretrained weights are in :mod:`ts_defense.models`.
+The folders are the layers, each importing only from those before it: :mod:`.noise`
+(typical-set statistics, sigma schedules, noise families, the TS sampler), :mod:`.models` (the
+:class:`Denoiser` convention, DnCNN and the other definitions, the named pretrained models),
+:mod:`.attacks` (torchattacks-compatible attacks on denoisers), :mod:`.training` (the TS step,
+adversarial training, recipes, ``fit``, checkpoints), :mod:`.evaluation` (metrics, transfer,
+budget curves, typicality and detection), the adapters for BasicSR and KAIR, and :mod:`.app`
+(command line, demo, reports, audit, plots). Private helpers live at the root.
 """
 
-from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from .denoiser import Denoiser
-from .families import FAMILIES, Family, Local, Radial, Structured, register_family
-from .fit import History, PatchSampler, fit
-from .sampler import TSConfig, TSDraw, TSSampler
-from .sigma import SigmaSchedule
-from .training import LOSSES, RankState, StepResult, TrainStep, rank_seed, ts_loss
-from .typical import (
+from .models.denoiser import Denoiser
+from .noise.families import FAMILIES, Family, Local, Radial, Structured, register_family
+from .noise.sampler import TSConfig, TSDraw, TSSampler
+from .noise.sigma import SigmaSchedule
+from .noise.typical import (
     chebyshev_bound,
     deviation,
     entropy_rate,
@@ -24,6 +22,9 @@ from .typical import (
     shell_radii,
     window_deviation,
 )
+from .training.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from .training.fit import History, PatchSampler, fit
+from .training.step import LOSSES, RankState, StepResult, TrainStep, rank_seed, ts_loss
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils import data
 
 from ts_defense._checks import check_choice, check_positive
-from ts_defense.sampler import TSSampler
+from ts_defense.noise.sampler import TSSampler
 from ts_defense.seeding import stream_seed
 
 from .._options import (

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ts_defense._io import safe_load
-from ts_defense.denoiser import Denoiser
+from ts_defense.models.denoiser import Denoiser
 
 from .._options import draw_noisy, load_sampler_state, training_from_options
 

@@ -13,7 +13,7 @@ soon as it is measured): ``scratch``: small DnCNNs (no BN, residual) trained fro
 eight bundled pictures per variant (``config.VARIANTS``: Gaussian, blind, TS settings, HAT);
 ``finetune``: the pretrained DnCNN-S-25 fine-tuned per variant; both evaluated on Set12 crops by
 white-box attacks (denoising-PGD L-inf 3/255 x 5 steps and 8/255 x 10 steps, L2-denoising-PGD,
-ObsAtk) with the pass-through PSNR and gain at 8/255 (``ts_defense.robustness``). ``zoo``:
+ObsAtk) with the pass-through PSNR and gain at 8/255 (``ts_defense.evaluation.budget``). ``zoo``:
 DRUNet, SwinIR, an unfolded network and PnP-HQS. ``detect``: ROC AUC of the typical-set
 detector per attack and budget. ``transfer``: perturbations crafted on the small baseline and on
 the two pretrained DnCNNs, evaluated on every saved model and BM3D. ``protocol``: the reference

@@ -14,14 +14,14 @@ import torch
 from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler
 from ts_defense.app.plots import plot_budget_curves
 from ts_defense.attacks import DenoisingPGD
-from ts_defense.attacks.evaluate import add_noise, evaluate_attack
-from ts_defense.attacks.transfer import transfer_matrix
 from ts_defense.data import bundled_images, centre_crop, set12, tiles
-from ts_defense.detect import detection_auc
-from ts_defense.fit import PatchSampler
+from ts_defense.evaluation.budget import budget_curve
+from ts_defense.evaluation.detect import detection_auc
+from ts_defense.evaluation.metrics import add_noise, evaluate_attack
+from ts_defense.evaluation.transfer import transfer_matrix
 from ts_defense.models.zoo import load_model
-from ts_defense.recipes import make_recipe
-from ts_defense.robustness import budget_curve
+from ts_defense.training.fit import PatchSampler
+from ts_defense.training.recipes import make_recipe
 
 from ..common import interleaved
 from .config import ATTACKS, CURVE_MODELS, HAT, HAT_RECIPE, SIGMA, VARIANTS, Sizes

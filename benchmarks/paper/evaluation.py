@@ -18,8 +18,8 @@ from torch import Tensor
 
 from ts_defense import Denoiser
 from ts_defense.attacks import DenoisingPGD, ObsAtk
-from ts_defense.attacks.evaluate import add_noise, denoise, psnr, ssim
 from ts_defense.data import centre_crop
+from ts_defense.evaluation.metrics import add_noise, denoise, psnr, ssim
 
 from .plan import SIGMA, Plan
 

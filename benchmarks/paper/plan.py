@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ts_defense.recipes import RECIPES
+from ts_defense.training.recipes import RECIPES
 
 SIGMA = 25 / 255
 PUBLIC = {"dncnn-s-25": "DnCNN-S-25.pth", "kair-dncnn-25": "kair_dncnn_25.pth"}

@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ts_defense import Denoiser, fit
-from ts_defense.attacks.evaluate import denoise, psnr
 from ts_defense.data import bsd68, bsd400, shared_data_dir
+from ts_defense.evaluation.metrics import denoise, psnr
 from ts_defense.models import DnCNN, load_dncnn
 
 from . import tables

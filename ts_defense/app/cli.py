@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._checks import check_positive
-from ..sampler import TSConfig
+from ..noise.sampler import TSConfig
 
 
 def _sampler_report(args: argparse.Namespace) -> int:

@@ -19,16 +19,16 @@ import torch
 
 from ..attacks import DenoisingPGD
 from ..attacks.base import steps_text
-from ..attacks.evaluate import add_noise, denoise
-from ..attacks.transfer import transfer_matrix
 from ..data import bundled_images, tiles
-from ..denoiser import Denoiser
-from ..detect import detection_auc
-from ..fit import fit
+from ..evaluation.budget import budget_curve, family_psnr
+from ..evaluation.detect import detection_auc
+from ..evaluation.metrics import add_noise, denoise
+from ..evaluation.transfer import transfer_matrix
 from ..models import SmallDnCNN
+from ..models.denoiser import Denoiser
 from ..models.zoo import load_model
-from ..robustness import budget_curve, family_psnr
-from ..sampler import TSConfig
+from ..noise.sampler import TSConfig
+from ..training.fit import fit
 from .plots import (
     deviation_figure,
     image_strip_figure,

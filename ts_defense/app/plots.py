@@ -17,13 +17,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .. import typical
 from ..attacks import BUDGET_UNITS, attack_class
 from ..attacks.base import steps_text
-from ..attacks.evaluate import psnr
-from ..attacks.transfer import TransferResult
 from ..data import centre_crop
-from ..sampler import TSConfig
+from ..evaluation.metrics import psnr
+from ..evaluation.transfer import TransferResult
+from ..noise import typical
+from ..noise.sampler import TSConfig
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:

@@ -13,17 +13,17 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import typical
 from .._checks import check_choice, check_positive
 from ..attacks import ATTACKS, budget_options, make_attack
 from ..attacks.base import DenoiserAttack
-from ..attacks.evaluate import add_noise, evaluate_attack, worst_case
-from ..attacks.transfer import TransferResult, transfer_matrix
-from ..attacks.typicality import typicality, typicality_table
 from ..data import BUNDLED, bundled_images, centre_crop, load_image, set12, tiles
-from ..denoiser import Denoiser
+from ..evaluation.metrics import add_noise, evaluate_attack, worst_case
+from ..evaluation.transfer import TransferResult, transfer_matrix
+from ..evaluation.typicality import typicality, typicality_table
+from ..models.denoiser import Denoiser
 from ..models.zoo import load_model
-from ..sampler import TSConfig, TSSampler
+from ..noise import typical
+from ..noise.sampler import TSConfig, TSSampler
 from .plots import plot_statistics, plot_transfer
 
 

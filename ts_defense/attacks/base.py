@@ -36,7 +36,7 @@ from .._checks import (
     check_positive,
     check_seed,
 )
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from ..seeding import stream_seed
 
 try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from .base import as_denoisers
 from .pgd import DenoisingPGD
 

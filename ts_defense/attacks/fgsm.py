@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from .pgd import DenoisingPGD
 
 

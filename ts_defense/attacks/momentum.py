@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from .._checks import check_nonnegative
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from .pgd import DenoisingPGD
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from .constraints import project_l2, zero_mean, zero_mean_in_box
 from .pgd_l2 import L2DenoisingPGD
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser
+from ..models.denoiser import Denoiser
 from .base import DenoiserAttack
 from .constraints import normalize_l2, project_l2
 

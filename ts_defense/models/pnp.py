@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive
-from ..denoiser import Denoiser, per_sample_sigma
+from .denoiser import Denoiser, per_sample_sigma
 
 
 class PnPHQS(nn.Module):

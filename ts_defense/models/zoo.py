@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import shared_data_dir
-from ..denoiser import Denoiser
+from .denoiser import Denoiser
 from .dncnn import load_dncnn
 from .pnp import PnPHQS
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._io import safe_load
-from ...denoiser import Denoiser
 from ...models import load_dncnn
+from ...models.denoiser import Denoiser
 from ...models.zoo import MODELS, load_model, model_source
 
 # spandrel architecture id -> how its network takes sigma (the rest predict the clean image)

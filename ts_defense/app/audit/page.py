@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ...attacks.base import steps_text
-from ...attacks.transfer import TransferResult
+from ...evaluation.transfer import TransferResult
 from ..plots import audit_figure, save_figure
 from .run import AuditResult
 

@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 from ..._checks import check_positive, check_seed
 from ...attacks import make_attack
 from ...attacks.base import steps_text
-from ...attacks.evaluate import add_noise, denoise, psnr, ssim
-from ...attacks.transfer import TransferResult, transfer_matrix
-from ...attacks.typicality import typicality
+from ...evaluation.budget import attacked_metrics
+from ...evaluation.metrics import add_noise, denoise, psnr, ssim
+from ...evaluation.transfer import TransferResult, transfer_matrix
+from ...evaluation.typicality import typicality
 from ...models.zoo import load_model
-from ...robustness import attacked_metrics
 from .images import AuditImage, per_image, prepare
 from .models import AuditModel
 

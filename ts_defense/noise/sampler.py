@@ -24,8 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import typical
-from ._checks import (
+from .._checks import (
     check_float32,
     check_images,
     check_interval,
@@ -35,7 +34,9 @@ from ._checks import (
     is_finite_number,
     shown,
 )
-from ._io import plain
+from .._io import plain
+from ..seeding import stream_seed
+from . import typical
 from .families import (
     GAUSSIAN,
     MAX_DEVIATION,
@@ -48,7 +49,6 @@ from .families import (
     draw_randoms,
     shape_noise,
 )
-from .seeding import stream_seed
 from .sigma import SigmaSchedule
 
 __all__ = ["MAX_DEVIATION", "MAX_WINDOW", "SIDES", "TSConfig", "TSDraw", "TSSampler"]
@@ -61,12 +61,12 @@ class TSConfig:
     """What the sampler draws. Sigma is in the units of the images (``data_range``).
 
     sigma: nominal noise level: a number, ``(low, high)`` for blind training (uniform per
-        sample), or a :class:`~ts_defense.sigma.SigmaSchedule` (e.g. a choice among values).
+        sample), or a :class:`~ts_defense.noise.sigma.SigmaSchedule` (e.g. a choice among values).
     p_ood: probability that a sample gets out-of-distribution noise.
     families: weights of the out-of-distribution families, keyed by registered name (its
-        registered parameters) or by family object (:class:`~ts_defense.families.Radial`,
-        :class:`~ts_defense.families.Local`, :class:`~ts_defense.families.Structured`, ... with
-        their own parameters). A value may be a nested block ``{"weight": w, <parameter>: v}``.
+        registered parameters) or by family object (:class:`~.families.Radial`,
+        :class:`~.families.Local`, :class:`~.families.Structured`, ... with their own
+        parameters). A value may be a nested block ``{"weight": w, <parameter>: v}``.
         Read back as a mapping name -> weight; ``families.family(name)`` is the family object.
     zero_mean: draw zero-mean noise (each sample's noise sums to zero).
     clip: clamp the noisy image to this range, or None (default: no clipping).
@@ -157,7 +157,7 @@ class TSConfig:
 
     @cached_property
     def sigma_schedule(self) -> SigmaSchedule:
-        """``sigma`` as a :class:`~ts_defense.sigma.SigmaSchedule` (what the sampler draws)."""
+        """``sigma`` as a :class:`~.sigma.SigmaSchedule` (what the sampler draws)."""
         return SigmaSchedule.parse(self.sigma)
 
     @property

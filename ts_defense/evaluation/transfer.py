@@ -14,10 +14,9 @@ import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._deprecated import moved_attribute
-from ..denoiser import Denoiser
-from .base import DenoiserAttack, is_differentiable
-from .evaluate import Images, add_noise, as_batches, denoise, psnr
+from ..attacks.base import DenoiserAttack, is_differentiable
+from ..models.denoiser import Denoiser
+from .metrics import Images, add_noise, as_batches, denoise, psnr
 
 AttackFactory = Callable[[Denoiser], DenoiserAttack]
 
@@ -134,18 +133,5 @@ def transfer_matrix(
             "seed": seed,
             "images": sum(len(x) for x in xs),
             "description": f"{described}; sigma {sigma * 255:.3g}/255".lstrip("; "),
-        },
-    )
-
-
-def __getattr__(name: str) -> object:
-    # the plots and the report writer moved to the application (ts_defense.app)
-    return moved_attribute(
-        __name__,
-        name,
-        {
-            "draw_transfer": "ts_defense.app.plots",
-            "plot_transfer": "ts_defense.app.plots",
-            "save_transfer": "ts_defense.app.report",
         },
     )

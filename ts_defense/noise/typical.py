@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_images, check_positive
+from .._checks import check_images, check_positive
 
 SigmaLike = float | Tensor
 

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_type
-from ._io import plain, safe_load
-from .sampler import TSSampler
+from .._checks import check_type
+from .._io import plain, safe_load
+from ..noise.sampler import TSSampler
 
 FORMAT = "ts-defense-checkpoint-2"
 

@@ -16,7 +16,7 @@ the statistics below hold at every sigma.
 :func:`draw_batch` draws a whole batch without synchronising the host with the device and with
 shapes that never depend on the data: every built-in family is a gain and an offset per sample
 (per window for ``local``) on one white Gaussian shared by the batch (the arithmetic lives in
-:mod:`ts_defense._fused`). Each sample's noise depends only on its own part of that noise and
+:mod:`ts_defense.noise._fused`). Each sample's noise depends only on its own part of that noise and
 its own family parameters, so sharing it leaves every family's law unchanged. Every random
 tensor is drawn first (:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`)
 is a pure function that ``torch.compile`` can fuse (``TSSampler(compile=True)``).
@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._checks import (
+from .._checks import (
     check_choice,
     check_float32,
     check_interval,

@@ -26,17 +26,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from . import typical
-from ._checks import check_choice, check_images, check_positive
-from .denoiser import Denoiser
-from .sampler import TSDraw, TSSampler
+from .._checks import check_choice, check_images, check_positive
+from ..models.denoiser import Denoiser
+from ..noise import typical
+from ..noise.sampler import TSDraw, TSSampler
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ON_NONFINITE = ("raise", "skip")
 
 
 class Perturbation(Protocol):
-    """Replaces part of a training batch (e.g. :class:`ts_defense.adversarial.Adversarial`).
+    """Replaces part of a training batch (e.g. :class:`~.adversarial.Adversarial`).
 
     Called with the denoiser, the drawn noisy batch, its clean target and the nominal sigma
     per sample; returns the four to train on and a (B,) mask of the perturbed rows. With
@@ -280,8 +280,8 @@ class TrainStep:
         between, but a bad step's update is applied and reported up to N - 1 steps late
         (``on_nonfinite="raise"`` only).
     perturbation: replaces part of each batch after the draw, e.g. an
-        :class:`~ts_defense.adversarial.Adversarial` (adversarial training); its state is saved
-        with the sampler's under Accelerate.
+        :class:`~.adversarial.Adversarial` (adversarial training); its state is saved with
+        the sampler's under Accelerate.
     float16 weights are refused (``ValueError``): their optimizer updates overflow unchecked;
     use Accelerate's ``mixed_precision="fp16"`` (float32 weights) or bfloat16 weights.
     """

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import (
+from .._checks import (
     MAX_INT,
     check_images,
     check_nonnegative,
@@ -30,12 +30,12 @@ from ._checks import (
     check_seed,
     check_type,
 )
+from ..noise.sampler import TSConfig
+from ..seeding import stream_seed
 from .adversarial import AdversarialConfig
 from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
 from .recipes import Recipe, make_recipe
-from .sampler import TSConfig
-from .seeding import stream_seed
-from .training import LossFn, TrainStep, check_accelerator, rank_seed
+from .step import LossFn, TrainStep, check_accelerator, rank_seed
 
 
 @dataclass
@@ -146,7 +146,7 @@ def fit(
     """Train ``model`` in place with TS noise on random patches of ``images`` for ``steps``.
 
     config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
-    recipe: a name of ``ts_defense.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
+    recipe: a name of ``ts_defense.training.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
         ``"ts-hat"``, ``"free-hat"``, ...) or a resolved ``Recipe``; ``adversarial`` refines its
         adversarial share (share, eps, threat, steps).
     optimizer: default ``Adam(model.parameters(), lr)``.

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_positive, check_probability, check_seed
-from .attacks import DenoiserAttack, make_attack
-from .denoiser import Denoiser
-from .seeding import stream_seed
+from .._checks import check_choice, check_positive, check_probability, check_seed
+from ..attacks import DenoiserAttack, make_attack
+from ..models.denoiser import Denoiser
+from ..seeding import stream_seed
 
 # threat model -> the attack whose step and projection craft it
 THREATS = {"linf": "pgd", "l2": "obsatk"}

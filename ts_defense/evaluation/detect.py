@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import typical
-from ._checks import check_choice, check_finite, check_images, check_probability
-from .denoiser import Denoiser
+from .._checks import check_choice, check_finite, check_images, check_probability
+from ..models.denoiser import Denoiser
+from ..noise import typical
 
 
 def typicality_scores(

@@ -1,4 +1,4 @@
-"""The arithmetic of the fused batch draw (:func:`ts_defense.families.draw_batch`).
+"""The arithmetic of the fused batch draw (:func:`ts_defense.noise.families.draw_batch`).
 
 Every built-in family is ``gain * g + offset`` on one white Gaussian ``g`` shared by the batch,
 with a gain and an offset per sample (per window for ``local``). :class:`SharedNoise` holds

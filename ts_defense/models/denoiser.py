@@ -13,8 +13,8 @@ import inspect
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_images
-from .typical import sigma_tensor
+from .._checks import check_choice, check_images
+from ..noise.typical import sigma_tensor
 
 PREDICTS = ("clean", "noise")
 NOISE_LEVEL = ("none", "map", "argument")

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_choice
+from .._checks import check_choice
+from ..noise.sampler import TSConfig, TSSampler
 from .adversarial import Adversarial, AdversarialConfig
-from .sampler import TSConfig, TSSampler
 
 # name -> (draws TS noise, adversarial options or None)
 RECIPES: dict[str, tuple[bool, dict[str, Any] | None]] = {

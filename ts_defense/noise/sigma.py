@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import (
+from .._checks import (
     check_choice,
     check_float32,
     check_interval,

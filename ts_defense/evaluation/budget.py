@@ -17,11 +17,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._deprecated import moved_attribute
-from .attacks import budget_options, make_attack
-from .attacks.evaluate import Images, add_noise, as_batches, denoise, psnr, ssim
-from .denoiser import Denoiser
-from .sampler import TSConfig, TSSampler
+from ..attacks import budget_options, make_attack
+from ..models.denoiser import Denoiser
+from ..noise.sampler import TSConfig, TSSampler
+from .metrics import Images, add_noise, as_batches, denoise, psnr, ssim
 
 
 def attacked_metrics(
@@ -119,9 +118,3 @@ def family_psnr(
             ]
             table[name][family] = float(np.mean(scores))
     return table
-
-
-def __getattr__(name: str) -> object:
-    # the plots moved to the application (ts_defense.app.plots)
-    moved = {n: "ts_defense.app.plots" for n in ("draw_budget_curves", "plot_budget_curves")}
-    return moved_attribute(__name__, name, moved)

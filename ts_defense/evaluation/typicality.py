@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 from torch import Tensor
 
-from .. import typical
 from .._checks import check_images, check_positive
+from ..noise import typical
 
 
 def typicality(

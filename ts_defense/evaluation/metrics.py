@@ -17,10 +17,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 
 from .._checks import check_images, check_positive
-from ..denoiser import Denoiser
-from ..sampler import TSSampler
+from ..attacks.base import DenoiserAttack, preserved_modes
+from ..models.denoiser import Denoiser
+from ..noise.sampler import TSSampler
 from ..seeding import stream_seed
-from .base import DenoiserAttack, preserved_modes
 
 Images = Tensor | Sequence[Tensor]
 SSIM_WINDOW = 7  # skimage's default window
