@@ -21,16 +21,17 @@ from ts_defense import TSConfig, TSSampler
         ({"families": {"radial": 1.0, "pink": 1.0}}, "unknown noise family 'pink'"),
         ({"families": {"radial": -1.0}}, "families"),
         ({"families": {"radial": 0.0}}, "weight > 0"),
-        ({"band": (0.3, 0.1)}, "band"),
-        ({"band": (0.0, 0.1)}, "band"),
-        ({"band": (-0.1, 0.1)}, "band"),
-        ({"band": (0.1, 0.6)}, "eps_out < 0.5"),
-        ({"sides": "left"}, "sides"),
-        ({"window": 0}, "window"),
-        ({"window": 2.5}, "window"),
-        ({"local_fraction": 2.0}, "local_fraction"),
-        ({"corr_scale": 0}, "corr_scale"),
-        ({"corr_mix": (0.5, 1.5)}, "corr_mix"),
+        ({"families": {"radial": {"band": (0.3, 0.1)}}}, r"families\.radial\.band"),
+        ({"families": {"local": {"band": (0.0, 0.1)}}}, r"families\.local\.band"),
+        ({"families": {"radial": {"band": (-0.1, 0.1)}}}, r"families\.radial\.band"),
+        ({"families": {"radial": {"band": (0.1, 0.6)}}}, "eps_out < 0.5"),
+        ({"families": {"radial": {"sides": "left"}}}, r"families\.radial\.sides"),
+        ({"families": {"local": {"window": 0}}}, r"families\.local\.window"),
+        ({"families": {"local": {"window": 2.5}}}, r"families\.local\.window"),
+        ({"families": {"local": {"fraction": 2.0}}}, r"families\.local\.fraction"),
+        ({"families": {"structured": {"corr_scale": 0}}}, r"families\.structured\.corr_scale"),
+        ({"families": {"structured": {"corr_mix": (0.5, 1.5)}}}, "corr_mix"),
+        ({"band": (0.05, 0.35)}, r"unknown TS option.*give 'band' under families\.radial"),
         ({"clip": (1.0, 0.0)}, "clip"),
         ({"zero_mean": "yes"}, "zero_mean"),
         ({"colour": 1}, "unknown TS option"),
@@ -42,7 +43,8 @@ def test_bad_options_name_the_parameter(options, match):
 
 
 def test_wide_band_allowed_above():
-    TSConfig(band=(0.1, 1.5), sides="above")
+    cfg = TSConfig(families={"radial": {"band": (0.1, 1.5), "sides": "above"}})
+    assert cfg.families.family("radial").band == (0.1, 1.5)
 
 
 @pytest.mark.parametrize(
