@@ -48,6 +48,7 @@ from .._checks import (
     is_finite_number,
     shown,
 )
+from .._registry import Registry
 from ._fused import (
     Grid,
     Parts,
@@ -281,7 +282,9 @@ class FunctionFamily(Family):
         return self.fn(shape, gen, zero_mean)
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry(
+    "noise family", [(f.name, f()) for f in (Radial, Local, Structured)]
+)
 
 
 def register_family(name: str, family: Family | type[Family] | FamilyFn | None = None) -> Any:
@@ -294,27 +297,21 @@ def register_family(name: str, family: Family | type[Family] | FamilyFn | None =
     """
 
     def add(member: Any) -> Any:
-        if name in FAMILIES or name == "gaussian":
-            raise ValueError(f"noise family {name!r} is already registered")
+        if name == "gaussian":  # index 0 of every draw, not a family to pick
+            raise ValueError("noise family 'gaussian' is already registered")
         if isinstance(member, type) and issubclass(member, Family):
-            FAMILIES[name] = member()
+            FAMILIES.register(name, member())
         elif isinstance(member, Family):
-            FAMILIES[name] = member
+            FAMILIES.register(name, member)
         elif callable(member):
-            FAMILIES[name] = FunctionFamily(fn=member, label=name)
+            FAMILIES.register(name, FunctionFamily(fn=member, label=name))
         else:
             raise TypeError(
                 f"register_family({name!r}) takes a Family or a function, got {shown(member)}"
             )
         return member
 
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a noise family's name must be a non-empty str, got {shown(name)}")
     return add if family is None else add(family)
-
-
-for _cls in (Radial, Local, Structured):
-    FAMILIES[_cls.name] = _cls()
 
 
 def _registered_name(member: Family) -> str:
@@ -404,10 +401,8 @@ def _resolve(key: object) -> tuple[str, Family]:
     """A key of ``families``: a registered name or a family object -> (name, family)."""
     if isinstance(key, Family):
         return _registered_name(key), key
-    if isinstance(key, str) and key in FAMILIES:
-        return key, FAMILIES[key]
-    known = ", ".join(sorted(FAMILIES))
-    raise ValueError(f"unknown noise family {shown(key)} in families; known: {known}")
+    member = FAMILIES.lookup(key)  # a str, then
+    return str(key), member
 
 
 def _float32(device_type: str) -> AbstractContextManager[Any]:
