@@ -275,7 +275,10 @@ class TSSampler:
             device = torch.device("cuda", torch.cuda.current_device())
         key = str(device)
         if key not in self._generators:
-            gen = torch.Generator(device=device)
+            try:
+                gen = torch.Generator(device=device)
+            except RuntimeError as err:  # e.g. "meta": torch draws no random numbers there
+                raise ValueError(f"the sampler cannot draw on device {key!r}: {err}") from err
             gen.manual_seed(stream_seed(self.seed, "noise"))
             if key in self._pending:
                 gen.set_state(self._pending.pop(key))
