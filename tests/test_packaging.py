@@ -195,7 +195,7 @@ def test_fresh_venv_runs_a_user_basicsr_train_py_with_ts_options(venv, tmp_path)
     from basicsr_support import make_image_dirs, tiny_options
 
     readme = (ROOT / "README.md").read_text()
-    snippet = readme.split("<!-- basicsr-train-py -->\n```python\n", 1)[1].split("```", 1)[0]
+    snippet = readme.split("<!-- basicsr-train-py", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     project = tmp_path / "project"
     project.mkdir()
     (project / "train.py").write_text(snippet + "print('ts_defense:', ts_defense.__file__)\n")
