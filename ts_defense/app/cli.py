@@ -1,6 +1,7 @@
-"""Command line: ``ts-defense demo`` (the main job), ``ts-defense sampler-report``,
-``ts-defense attack``, ``ts-defense transfer``, and ``ts-defense evaluate`` / ``compare`` (audit
-your own denoiser). Noise levels and budgets are in grey levels (0..255) here."""
+"""Command line: ``ts-defense demo`` (the main job; ``--from-scratch``: the toy study),
+``ts-defense sampler-report``, ``ts-defense attack``, ``ts-defense transfer``, and
+``ts-defense evaluate`` / ``compare`` (audit your own denoiser). Noise levels and budgets are in
+grey levels (0..255) here."""
 
 from __future__ import annotations
 
@@ -26,11 +27,21 @@ def _sampler_report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.steps is not None:
+        check_positive("--steps", args.steps, integer=True)
+    if not args.from_scratch:
+        from .hardening import main_job
+
+        return main_job(args.out, args.steps, args.seeds or args.seed, args.sigma, args.no_bm3d)
     from .demo import DemoConfig, format_families, format_table, recommendation, run_demo
 
-    check_positive("--steps", args.steps, integer=True)
+    if args.seeds is not None:
+        raise ValueError("--seeds is for the fine-tunes; --from-scratch takes one --seed")
     cfg = DemoConfig(
-        sigma=args.sigma / 255, steps=args.steps, bm3d=not args.no_bm3d, seed=args.seed
+        sigma=(args.sigma or 25.0) / 255,
+        steps=args.steps or DemoConfig.steps,
+        bm3d=not args.no_bm3d,
+        seed=args.seed or 0,
     )
     results = run_demo(args.out, cfg)
     print(format_table(results))
@@ -189,12 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     attacks, zoo = ", ".join(ATTACKS), ", ".join(MODELS)
     parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="the main job: Gaussian, TS and robust training, attacked")
+    p = sub.add_parser(
+        "demo", help="the main job: harden the public DnCNN-S-25 (free-hat vs Gaussian), audited"
+    )
     p.add_argument("--out", default="reports/demo", help="report folder")
-    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model")
-    p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out of the transfer")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
+    scratch = "train small DnCNNs from scratch (Gaussian, TS, free-hat) instead: the toy study"
+    p.add_argument("--from-scratch", action="store_true", help=scratch)
+    steps = "training steps per model (default: 60 fine-tuning, 300 from scratch)"
+    p.add_argument("--steps", type=int, default=None, help=steps)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tune seeds (0 1)")
+    p.add_argument("--sigma", type=float, default=None, help="--from-scratch: noise level, 0..255")
+    p.add_argument("--no-bm3d", action="store_true", help="--from-scratch: leave BM3D out")
     p.set_defaults(func=_demo)
     p = sub.add_parser(
         "sampler-report", help="draw every TS family, compare its statistics with the theory"
