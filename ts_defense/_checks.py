@@ -28,8 +28,17 @@ def is_finite_number(value: object) -> bool:
     return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1023
 
 
-def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor:
-    """Require a non-empty floating 4-D tensor (B, C, H, W), finite unless ``finite=False``."""
+def check_images(
+    x: object, name: str = "images", finite: bool = True, data_range: float | None = None
+) -> Tensor:
+    """Require a non-empty floating 4-D tensor (B, C, H, W), finite unless ``finite=False``.
+
+    data_range: the images' unit (with ``finite``, read in the same wait for the device): values
+    above twice it are refused as images of another scale, 0..255 given for 0..1. No image in
+    its own unit reaches twice its range (interpolation and sharpening overshoot by far less),
+    while any 0..255 image brighter than 2 grey levels does; noise added to one would be almost
+    nothing.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
@@ -42,14 +51,28 @@ def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor
         raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not finite:
+        return x
     # One cheap reduction: a NaN or Inf anywhere makes the float32 sum non-finite; so do finite
     # values too large to add noise to, which the exact (slower) check then tells apart.
-    if finite and not bool(torch.isfinite(x.sum(dtype=torch.float32))):
+    total = x.sum(dtype=torch.float32)
+    if data_range is None:
+        top = None
+        ok = bool(torch.isfinite(total))
+    else:
+        total, top = torch.stack([total, x.amax().float()]).tolist()
+        ok = math.isfinite(total)
+    if not ok:
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf")
         big = float(x.abs().max())
         raise ValueError(
             f"{name} has values too large for float32 arithmetic (max |x| = {big:.3g})"
+        )
+    if top is not None and top > 2 * data_range:
+        raise ValueError(
+            f"{name} reaches {top:.4g}, more than twice data_range={data_range:g}: images in "
+            f"0..255? Divide them by 255 (or give data_range and sigma in the images' unit)"
         )
     return x
 
