@@ -159,7 +159,7 @@ def test_fuzz_fit(tmp_path_factory, imgs, steps, batch_size, patch_size, options
 
     def call():
         kw = dict(steps=steps, batch_size=batch_size, patch_size=patch_size, progress=False)
-        return fit(model, imgs, checkpoint=ckpt, **kw, **options)
+        return fit(model, imgs, checkpoint=ckpt, **{"predicts": "noise", **kw, **options})
 
     params = (
         "images",
