@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..models.denoiser import Denoiser
 from .base import DenoiserAttack
 from .constraints import normalize_l2, project_l2
 
@@ -60,14 +58,10 @@ class L2DenoisingPGD(L2Attack):
     default_budget = 0.1
 
     def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        rho: float | None = None,
-        steps: int | None = None,
-        **options: Any,
+        self, model: Any, sigma: Any, rho: float | None = None, *args: Any, **options: Any
     ) -> None:
-        super().__init__(model, sigma, rho, steps, **options)  # the budget under its own name
+        """The base's arguments (model, sigma, steps, ...), the budget under its own name."""
+        super().__init__(model, sigma, rho, *args, **options)
 
     def radius(self, noisy: Tensor) -> Tensor:
         """The per-sample L2 budget ``rho * sigma * sqrt(N)``, shape (B, 1, 1, 1)."""
