@@ -196,3 +196,11 @@ def test_json_is_strict():
         "mean": None,
         "n": 3,
     }
+
+
+def test_a_replaced_folder_keeps_its_permissions(tmp_path):
+    out = tmp_path / "rep"
+    write_set(out, OLD)
+    out.chmod(0o750)
+    write_set(out, NEW)
+    assert out.stat().st_mode & 0o777 == 0o750

@@ -115,7 +115,8 @@ def check_out(path: str | os.PathLike, option: str = "out_dir") -> Path:
         if others:
             raise ValueError(
                 f"{option} {shown} holds sub-folders or links ({', '.join(sorted(others)[:3])}):"
-                f" a report replaces its folder whole, give a new or empty one, or a report's"
+                f" a report replaces its folder whole, give a new or empty folder or one a report"
+                f" was written to"
             )
         _probe(out, option, shown)
         _probe(out.parent, option, shown)
@@ -198,6 +199,7 @@ def _replace_folder(out: Path, files: Mapping[str, Content]) -> None:
                 os.link(old, stage / old.name)
             except OSError:
                 shutil.copy2(old, stage / old.name)
+        shutil.copymode(out, stage)  # the folder keeps the permissions it had
         if _exchange(stage, out):  # stage now holds the old report
             shutil.rmtree(stage, ignore_errors=True)
             return
