@@ -118,11 +118,9 @@ class WorstCase:
             for m, images in self.nonfinite.items()
         ]
         clean = float(np.mean(self.psnr_clean))
-        mean = (
-            f"{self.mean:.2f}"
-            if not math.isnan(self.mean)
-            else (f"NaN ({self.mean_finite:.2f} over the finite images)")
-        )
+        mean = f"{self.mean:.2f}"
+        if math.isnan(self.mean):
+            mean = f"NaN ({self.mean_finite:.2f} over the finite images)"
         out.append(f"worst case over {len(self.members)} attacks: {mean} dB (clean {clean:.2f})")
         out.append("wins: " + ", ".join(f"{m} {n}" for m, n in self.wins.items()))
         return out
@@ -158,8 +156,9 @@ def attacked_scores(
 def craft(
     attack: DenoiserAttack, name: str, clean: list[Tensor], noisy: list[Tensor]
 ) -> tuple[list[Tensor], list[int]]:
-    """The attacked inputs of every batch, and the images where crafting met NaN/Inf (APGD
-    records them; other attacks raise, and the error then names the member)."""
+    """The attacked inputs of every batch, and the images where crafting met NaN/Inf: an APGD
+    attack is switched to ``nonfinite="record"``; other attacks raise, and the error then
+    names the member."""
     if isinstance(attack, APGD):
         attack.nonfinite = "record"
     attacked: list[Tensor] = []
