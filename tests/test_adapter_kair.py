@@ -151,7 +151,8 @@ for kind, sigma in (("ts_dncnn", 25), ("ts_ffdnet", [5, 50]), ("ts_fdncnn", [5, 
                                            dataroot_H=root + "/testH")))
     assert torch.equal(test[0]["L"], test[0]["L"]), "fixed-seed test noise"
 for bad, msg in (({"sigma": 0.1}, "datasets.train.sigma=0.1 looks like [0, 1] units"),
-                 ({"ts": {"band": [0.3, 0.1]}}, "datasets.train.ts: band=(0.3, 0.1)")):
+                 ({"ts": {"families": {"radial": {"band": [0.3, 0.1]}}}},
+                  "datasets.train.ts: families.radial.band=(0.3, 0.1)")):
     try:
         dataset_classes()["ts_dncnn"](nd(dict(base, **bad)))
     except ValueError as err:
@@ -172,7 +173,10 @@ def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
     ("ts", "message"),
     [
         ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
-        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        (
+            {"sigma": 25, "families": {"local": {"band": [0.4, 0.2]}}},
+            r"ts: families\.local\.band=\(0\.4, 0\.2\) must satisfy",
+        ),
         ({"sigma": 0.1}, r"ts\.sigma=0\.1 looks like \[0, 1\] units"),
         ({"p_ood": 0.5}, r"ts\.sigma is required"),
         ({"sigma": 25, "compile": 1}, r"ts\.compile must be true or false, got 1"),

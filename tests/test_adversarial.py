@@ -234,20 +234,3 @@ def test_scheduler_must_belong_to_the_optimizer():
         fit(model, batch(b=2, side=24), steps=1, progress=False,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             scheduler=torch.optim.lr_scheduler.StepLR(other, 1))  # fmt: skip
-
-
-def test_readme_recipes_snippet_runs():
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"<!-- recipes -->\n```python\n(.*?)```", text, re.S)
-    assert block, "README lost its recipes example"
-    model = small()
-    short = 'predicts="noise", steps=2, progress=False)'
-    code = block.group(1).replace('predicts="noise")', short, 1)
-    env = {"model": model, "images": batch(b=2, side=48), "torch": torch,
-           "opt": torch.optim.Adam(model.parameters())}  # fmt: skip
-    exec(compile(code, "README recipes", "exec"), env)
-    assert len(env["history"].records) == 2 and env["r"].adversarial.eps == (0, 8 / 255)
-    assert env["step"](batch()).n_adv == 4

@@ -24,14 +24,14 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize(
     ("options", "name"),
     [
-        ({"window": HUGE}, "window"),
-        ({"window": 10**9}, "window"),  # would allocate window**2 tiles per image
-        ({"corr_scale": HUGE}, "corr_scale"),
+        ({"families": {"local": {"window": HUGE}}}, "window"),
+        ({"families": {"local": {"window": 10**9}}}, "window"),  # window**2 tiles per image
+        ({"families": {"structured": {"corr_scale": HUGE}}}, "corr_scale"),
         ({"sigma": HUGE}, "sigma"),
         ({"sigma": (1e-50, 1e-49)}, "sigma"),  # rounds to 0 in float32
         ({"sigma": 1e-45}, "sigma"),
-        ({"band": (0.1, 1e37), "sides": "above"}, r"band\[1\]"),
-        ({"band": (0.1, HUGE), "sides": "above"}, "band"),
+        ({"families": {"radial": {"band": (0.1, 1e37), "sides": "above"}}}, r"band\[1\]"),
+        ({"families": {"radial": {"band": (0.1, HUGE), "sides": "above"}}}, "band"),
         ({"families": {"radial": 1e39}}, "families"),
         ({"families": {"radial": 3e38, "local": 3e38}}, "families"),  # the sum overflows
         ({"families": {"radial": HUGE}}, "families"),

@@ -265,5 +265,5 @@ def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "weights_only=False" not in err and "\x1b" not in err, err
     # a named model's file is checked against its pinned SHA-256 before anything reads it
     assert err.startswith("ts-defense: error: refusing ") and "DnCNN-S-25.pth" in err
-    assert "SHA-256" in err and "SaoYan/DnCNN-PyTorch" in err
+    assert "SHA-256" in err and "DenoisingSimilitude" in err
     assert not marker.exists()

@@ -28,12 +28,30 @@ def is_finite_number(value: object) -> bool:
     return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1023
 
 
+def check_dense(name: str, x: Tensor) -> Tensor:
+    """Require a tensor that holds its values in the ordinary way: strided (not sparse, nested
+    or MKL-DNN), not quantized, not on the meta device (shapes only: no values to compute)."""
+    if x.is_nested:
+        kind = "a nested tensor"
+    elif x.layout != torch.strided:
+        kind = f"a {str(x.layout).removeprefix('torch.').lstrip('_')} tensor"
+    elif x.is_quantized:
+        kind = "a quantized tensor"
+    elif x.is_meta:
+        kind = "a tensor on the meta device (a shape without values)"
+    else:
+        return x
+    raise TypeError(f"{name} must be a dense tensor with values (CPU or GPU), got {kind}")
+
+
 def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor:
-    """Require a non-empty floating 4-D tensor (B, C, H, W), finite unless ``finite=False``."""
+    """Require a non-empty floating 4-D dense tensor (B, C, H, W), finite unless
+    ``finite=False``."""
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
         )
+    check_dense(name, x)
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must have a floating dtype (float32, float16, bfloat16), got {x.dtype}"

@@ -16,7 +16,9 @@ from ..noise.sampler import TSConfig
 def _sampler_report(args: argparse.Namespace) -> int:
     from .report import sampler_report
 
-    cfg = TSConfig(sigma=args.sigma / 255, band=(args.eps_in, args.eps_out), window=args.window)
+    band = [args.eps_in, args.eps_out]
+    families = {"radial": {"band": band}, "local": {"band": band, "window": args.window}}
+    cfg = TSConfig(sigma=args.sigma / 255, families={**families, "structured": 1.0})
     table = sampler_report(args.out, cfg, seed=args.seed)
     print(table)
     print(f"\nreport written to {Path(args.out).resolve()}/sampler.{{md,json,png}}")

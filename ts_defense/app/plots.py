@@ -23,6 +23,7 @@ from ..data import centre_crop
 from ..evaluation.metrics import psnr
 from ..evaluation.transfer import TransferResult
 from ..noise import typical
+from ..noise.families import Local, Radial
 from ..noise.sampler import TSConfig
 
 
@@ -146,8 +147,8 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
     names = [n for n in stats if n != "theory"]
     fig = Figure(figsize=(3.2 * len(names), 6.2), layout="tight")
     axes = fig.subplots(2, len(names), squeeze=False)
-    eps_in, eps_out = config.families.flat("band")
-    window = config.families.flat("window")
+    eps_in, eps_out = config.families.first(Radial, Local).band
+    window = config.families.first(Local).window
     lim = max(eps_out * 1.15, 4 * stats["theory"]["std_d"])
     for k, name in enumerate(names):
         ax = axes[0, k]

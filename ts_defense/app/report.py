@@ -23,6 +23,7 @@ from ..evaluation.typicality import typicality, typicality_table
 from ..models.denoiser import Denoiser
 from ..models.zoo import load_model
 from ..noise import typical
+from ..noise.families import Local, Radial
 from ..noise.sampler import TSConfig, TSSampler
 from .plots import plot_statistics, plot_transfer
 
@@ -34,7 +35,7 @@ def family_statistics(
     """Draw every family (and Gaussian) on bundled-image patches; deviation statistics each."""
     clean = tiles(bundled_images(), patch).repeat(repeats, 1, 1, 1)
     n_dims = clean[0].numel()
-    eps, window = config.families.flat("band")[0], config.families.flat("window")
+    eps, window = config.families.first(Radial, Local).band[0], config.families.first(Local).window
     stats: dict[str, dict[str, Any]] = {}
     for name in config.family_names:
         draw = TSSampler(config.only(name), seed=seed).draw(clean)
