@@ -3,10 +3,10 @@ and for training (``LOSSES``, by name; here at the root so that training needs n
 
 Each is a per-pixel penalty of the difference ``output - reference``, gathered per sample as
 the mean over the sample's pixels (``"sum_mse"``, the DnCNN recipe: the sum of half squares).
-Training descends the batch mean of :meth:`PixelLoss.per_sample`; an attack ascends
-:meth:`PixelLoss.total`, the penalty summed over every pixel: per sample the same direction, at
-a scale that does not shrink with the image size (half-precision gradients stay clear of
-underflow).
+Training descends the batch mean of :meth:`PixelLoss.per_sample`; an attack ascends the
+penalty summed over every pixel (:meth:`PixelLoss.total`; per sample,
+:meth:`PixelLoss.sample_totals`): per sample the same direction, at a scale that does not shrink
+with the image size (half-precision gradients stay clear of underflow).
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ class PixelLoss:
         """The loss of each sample, shape (B,)."""
         pixels = self.penalty(output - reference).flatten(1)
         return pixels.sum(1) if self.summed else pixels.mean(1)
+
+    def sample_totals(self, output: Tensor, reference: Tensor) -> Tensor:
+        """The penalty summed over each sample's pixels, shape (B,): what an attack ascends."""
+        return self.penalty(output - reference).flatten(1).sum(1)
 
     def total(self, output: Tensor, reference: Tensor) -> Tensor:
         """The penalty summed over the whole batch (a scalar)."""

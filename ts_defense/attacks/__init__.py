@@ -3,10 +3,12 @@
 Attacks perturb the noisy input and call models only through :class:`ts_defense.Denoiser`
 with the nominal sigma: :class:`DenoisingPGD` (L-inf), :class:`L2DenoisingPGD` (L2, budget
 relative to the noise norm), :class:`ObsAtk` (zero-mean L2), :class:`DenoisingFGSM`,
-:class:`MomentumPGD` and :class:`EnsemblePGD`. ``make_attack(name, model, sigma, **options)``
-builds one by its short name (``ATTACKS``); each class says what builds it: its budget keyword
-(``budget``), that budget's unit (``budget_unit``, a key of ``BUDGET_UNITS``), its ``norm`` and
-whether it takes ``steps`` (``takes_steps``). ``budget_options`` turns those into keywords.
+:class:`MomentumPGD`, :class:`EnsemblePGD`, and the parameter-free :class:`APGD`,
+:class:`APGDL2` and :class:`APGDObsAtk` (Croce & Hein 2020). ``make_attack(name, model, sigma,
+**options)`` builds one by its short name (``ATTACKS``); each class says what builds it: its
+budget keyword (``budget``), that budget's unit (``budget_unit``, a key of ``BUDGET_UNITS``), its
+``norm`` and whether it takes ``steps`` (``takes_steps``). ``budget_options`` turns those into
+keywords.
 The losses (``LOSSES``) are the ones training uses too.
 """
 
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from .._losses import LOSSES, PixelLoss
 from .._registry import Registry
+from .apgd import APGD, APGDL2, APGDObsAtk
 from .base import BUDGET_UNITS, OBJECTIVES, DenoiserAttack
 from .ensemble import EnsemblePGD
 from .fgsm import DenoisingFGSM
@@ -35,6 +38,9 @@ ATTACKS: Registry[type[DenoiserAttack]] = Registry(
         "fgsm": DenoisingFGSM,
         "mifgsm": MomentumPGD,
         "ensemble-pgd": EnsemblePGD,
+        "apgd": APGD,
+        "apgd-l2": APGDL2,
+        "apgd-obsatk": APGDObsAtk,
     },
 )
 
@@ -55,6 +61,9 @@ def make_attack(name: str, model: Any, sigma: float | Tensor, **options: Any) ->
 
 
 __all__ = [
+    "APGD",
+    "APGDL2",
+    "APGDObsAtk",
     "ATTACKS",
     "BUDGET_UNITS",
     "LOSSES",

@@ -252,21 +252,27 @@ class DenoiserAttack(Attack):
         with torch.no_grad():
             return [den(noisy, self.sigma).detach() for den in self._denoisers]
 
+    def check_loss_value(self, value: object, shape: tuple[int, ...], what: str) -> Tensor:
+        """Require a loss value of ``shape`` (``what`` in words) that carries a gradient: shape
+        and autograd flag only, no device sync."""
+        if not isinstance(value, Tensor) or value.shape != shape:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss {self.loss!r} must return {what}, got {got}")
+        if not value.requires_grad:
+            raise ValueError(
+                "model: its output carries no gradient (no_grad or detach inside?): "
+                "attack a differentiable model, or use it as a transfer target only"
+            )
+        return value
+
     def objective_value(self, adv: Tensor, refs: list[Tensor]) -> Tensor:
         """The quantity the attack ascends: the mean ensemble loss (negated for ``"noisy"``)."""
         losses = [
             self._loss_fn(den(adv, self.sigma), r)
             for den, r in zip(self._denoisers, refs, strict=True)
         ]
-        for value in losses:  # shape and autograd flag only: no device sync
-            if not isinstance(value, Tensor) or value.dim() != 0:
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"loss {self.loss!r} must return a scalar tensor, got {got}")
-            if not value.requires_grad:
-                raise ValueError(
-                    "model: its output carries no gradient (no_grad or detach inside?): "
-                    "attack a differentiable model, or use it as a transfer target only"
-                )
+        for value in losses:
+            self.check_loss_value(value, (), "a scalar tensor")
         total = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         return -total if self.objective == "noisy" else total
 

@@ -45,6 +45,8 @@ def _check_budget(eps: object) -> float | tuple[float, float]:
         isinstance(v, bool) or not isinstance(v, (int, float)) for v in values
     ):
         raise TypeError(f"eps must be a number or a pair (low, high), got {eps!r}")
+    if any(math.isfinite(v) and v < 0 for v in values):
+        raise ValueError(f"eps={eps!r} must be >= 0: a budget is a size, not signed")
     if not all(math.isfinite(v) and 0 <= v <= 1 for v in values):
         raise ValueError(
             f"eps={eps!r} must lie in [0, 1]: budgets are in image units (8/255, not 8)"
