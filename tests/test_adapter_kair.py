@@ -94,7 +94,8 @@ def test_launcher_trains_dncnn_with_ts_model_on_the_standin(workdir):
 def test_launcher_trains_adversarial_recipes(workdir, recipe):
     options = tiny_options(workdir, f"dncnn-{recipe}", gpu_ids=[0])
     opt = read_options(options)
-    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]})
+    p_ood = 0.5 if recipe.startswith("ts") else 0.0  # a recipe without TS refuses p_ood > 0
+    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]}, p_ood=p_ood)
     options.write_text(json.dumps(opt))
     out = launch(STANDIN, options, 6, workdir)
     models = workdir / "out" / f"dncnn-{recipe}" / "models"
@@ -107,7 +108,7 @@ def test_launcher_trains_adversarial_recipes(workdir, recipe):
 def test_adversarial_recipe_needs_a_plain_model(workdir):
     options = tiny_options(workdir, "ffdnet-hat", model="ts_plain2")
     opt = read_options(options)
-    opt["ts"].update(recipe="hat")
+    opt["ts"].update(recipe="hat", p_ood=0.0)
     options.write_text(json.dumps(opt))
     cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
     run = subprocess.run([*cmd, "--opt", str(options), "--max-steps", "2"], cwd=workdir,

@@ -142,7 +142,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, folder, capsys):
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"model.0.weight": Payload()}, f)
     cases = [
-        (["evaluate", str(tmp_path / "missing.pth")], "neither a weights file"),
+        (["evaluate", str(tmp_path / "missing.pth")], f"no such file: {tmp_path / 'missing.pth'}"),
         (["evaluate", str(tmp_path / "evil.pth")], "refusing to load"),
         (["evaluate", "no-such-model"], "named model"),
         (["evaluate", "nomodule_xyz:fn"], "cannot import"),

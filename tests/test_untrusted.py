@@ -259,7 +259,15 @@ def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
     marker = tmp_path / "ran"
     (tmp_path / "weights").mkdir()
     evil_file(tmp_path / "weights" / "DnCNN-S-25.pth", marker)
-    args = ["attack", "--model", "dncnn-s-25", "--data", str(tmp_path), "--out", str(tmp_path)]
+    args = [
+        "attack",
+        "--model",
+        "dncnn-s-25",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args + ["--images", "camera", "--size", "16", "--attacks", "fgsm"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "weights_only=False" not in err and "\x1b" not in err, err

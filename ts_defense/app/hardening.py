@@ -12,14 +12,13 @@ difference: per picture, per seed, and its spread over the seeds run.
 from __future__ import annotations
 
 import copy
-import json
+import os
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,9 +34,7 @@ from ..models.denoiser import Denoiser
 from ..models.zoo import MODELS, load_model
 from ..training.fit import fit
 from ..training.recipes import RECIPES
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from .output import Content, check_out, json_text, write_set
 
 ROBUST, BASELINE = "free-hat", "gaussian"
 CONDITIONS = ("clean", "white_box", "transfer")  # the three PSNRs every model is audited on
@@ -191,9 +188,8 @@ def run_hardening(
     """Audit, fine-tune with both recipes per seed, audit again; write ``report.md``,
     ``report.json`` and the PNGs into ``out_dir``; return the results."""
     cfg = cfg or HardeningConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)  # a bad folder fails before minutes of work
-    start = time.perf_counter()
+    check_out(out_dir)  # a folder no report can be written to fails before minutes of work
+    start, cpu, load = time.perf_counter(), time.process_time(), _load()
     pretrained, source = load_model(cfg.model), load_model(cfg.source)
     train = bundled_images(cfg.train, size=cfg.train_size)
     test = bundled_images(cfg.test, size=cfg.test_size)
@@ -239,13 +235,39 @@ def run_hardening(
         "train_seconds": {str(s): t for s, t in seconds.items()},
         "threads": torch.get_num_threads(),
     }
+    results["summary"] = summarise(results)
     results["paired"] = paired(results)
     results["clear"] = is_clear(results["paired"]["white_box"])
     phases["total"] = time.perf_counter() - start
-    results["seconds"] = phases
+    results["seconds"] = {**phases, "cpu": time.process_time() - cpu}
+    results["load_average"] = {"start": load, "end": _load()}
     results["headline"] = headline(results)
-    write_report(results, out)
+    write_set(out_dir, report_files(results), what="demo report")
     return results
+
+
+def _load() -> float | None:
+    """The machine's one-minute load average (None where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def summarise(results: dict) -> dict:
+    """Per model (``pretrained``, then each recipe's fine-tunes) and measure: the mean over
+    the test pictures, and for the fine-tunes the sd of that mean over the seeds (None with
+    one seed)."""
+    cfg, runs = results["config"], results["runs"]
+    keys = ("clean", "white_box", "pass_through", "gain", "transfer")
+    out = {
+        "pretrained": {
+            k: {"mean": statistics.fmean(results["before"][k]), "sd": None} for k in keys
+        }
+    }
+    for recipe in (cfg["baseline"], cfg["robust"]):
+        out[recipe] = {}
+        for k in keys:
+            per_seed = [statistics.fmean(r[recipe][k]) for r in runs.values()]
+            out[recipe][k] = {"mean": statistics.fmean(per_seed), "sd": _spread(per_seed)}
+    return out
 
 
 def main_job(
@@ -357,15 +379,9 @@ def unclear(results: dict) -> str:
     return f"{what}; {shows}."
 
 
-def _cell(values: list[list[float]]) -> str:
-    """Mean over pictures per seed, then mean ± sd over seeds."""
-    means = [statistics.fmean(v) for v in values]
-    return _pm(statistics.fmean(means), _spread(means), sign=False)
-
-
 def before_after_table(results: dict) -> str:
     """Mean PSNR (dB) of the pretrained model and of each fine-tune (mean ± sd over seeds)."""
-    cfg, runs = results["config"], results["runs"]
+    cfg, summary = results["config"], results["summary"]
     eps = f"{cfg['eps'] * 255:g}/255"
     keys = ("clean", "white_box", "pass_through", "gain", "transfer")
     lines = [
@@ -373,16 +389,13 @@ def before_after_table(results: dict) -> str:
         f"{cfg['source']} | fine-tune CPU s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    b = results["before"]
-    cells = [f"{statistics.fmean(b[k]):.2f}" for k in keys]
-    lines.append(f"| pretrained {cfg['model']} | - | {' | '.join(cells)} | - |")
-    for recipe in (cfg["baseline"], cfg["robust"]):
-        cells = [_cell([r[recipe][k] for r in runs.values()]) for k in keys]
-        cpu = [t[recipe]["cpu"] for t in results["train_seconds"].values()]
-        lines.append(
-            f"| {recipe} fine-tune | {len(runs)} | {' | '.join(cells)} | "
-            f"{statistics.fmean(cpu):.0f} |"
-        )
+    for name, row in summary.items():
+        cells = " | ".join(_pm(row[k]["mean"], row[k]["sd"], sign=False) for k in keys)
+        if name == "pretrained":
+            lines.append(f"| pretrained {cfg['model']} | - | {cells} | - |")
+            continue
+        cpu = statistics.fmean(t[name]["cpu"] for t in results["train_seconds"].values())
+        lines.append(f"| {name} fine-tune | {len(results['runs'])} | {cells} | {cpu:.0f} |")
     src = results["source"]
     lines.append(
         f"| {cfg['source']} (the transfer source) | - | {statistics.fmean(src['clean']):.2f} | "
@@ -448,127 +461,13 @@ def format_report(results: dict) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def write_report(results: dict, out: Path) -> None:
-    """``report.json`` (strict JSON), ``report.md`` and the two PNGs."""
-    from .plots import save_figure
+def report_files(results: dict) -> dict[str, Content]:
+    """The report set: ``report.md``, strict ``report.json`` and the two figures."""
+    from .plots import before_after_figure, paired_gain_figure
 
-    (out / "report.json").write_text(json.dumps(results, indent=2, allow_nan=False))
-    (out / "report.md").write_text(format_report(results))
-    save_figure(before_after_figure(results), out / "psnr_before_after.png")
-    save_figure(paired_figure(results), out / "paired_gain.png")
-
-
-# -- the plots ---------------------------------------------------------------------------------
-def before_after_figure(results: dict) -> Figure:
-    """Mean PSNR per model under clean / white-box / transfer, one panel each (own scale);
-    error bars: sd over seeds; the white-box panel also marks the pass-through reference."""
-    from matplotlib.figure import Figure
-
-    cfg, runs = results["config"], results["runs"]
-    eps = f"{cfg['eps'] * 255:g}/255"
-    names = ["pretrained", f"{cfg['baseline']}\nfine-tune", f"{cfg['robust']}\nfine-tune"]
-    titles = {
-        "clean": "clean (Gaussian noise only)",
-        "white_box": f"white-box PGD {eps}",
-        "transfer": f"PGD {eps} crafted on {cfg['source']}",
+    return {
+        "report.md": format_report(results),
+        "report.json": json_text(results),
+        "psnr_before_after.png": before_after_figure(results),
+        "paired_gain.png": paired_gain_figure(results),
     }
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    axes = fig.subplots(1, len(CONDITIONS))
-    for ax, cond in zip(axes, CONDITIONS, strict=True):
-        keys = [cond, "pass_through"] if cond == "white_box" else [cond]
-        for key, marker, label in zip(
-            keys, ("o", "x"), ("denoised PSNR", "f(y)+delta (pass-through)"), strict=False
-        ):
-            means, spreads = [statistics.fmean(results["before"][key])], [0.0]
-            for recipe in (cfg["baseline"], cfg["robust"]):
-                per_seed = [statistics.fmean(r[recipe][key]) for r in runs.values()]
-                means.append(statistics.fmean(per_seed))
-                spreads.append(_spread(per_seed) or 0.0)
-            ax.errorbar(
-                range(3),
-                means,
-                yerr=spreads,
-                fmt=marker,
-                ms=8,
-                capsize=4,
-                label=label,
-                color="C0" if key == cond else "C7",
-            )
-            if key == cond:
-                for x, m in enumerate(means):
-                    ax.annotate(
-                        f"{m:.2f}",
-                        (x, m),
-                        xytext=(8, 0),
-                        textcoords="offset points",
-                        va="center",
-                        fontsize=8,
-                    )
-        ax.set_xticks(range(3), names)
-        ax.set_xlim(-0.5, 2.7)
-        ax.set_title(titles[cond], fontsize=10)
-        ax.set_ylabel("mean PSNR of the denoised pictures (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    seeds = len(runs)
-    fig.suptitle(
-        f"{cfg['model']} before and after {cfg['steps']}-step fine-tunes: mean over "
-        f"{len(cfg['test'])} test pictures at sigma {cfg['sigma'] * 255:g}/255 (error bars: sd "
-        f"over {seeds} seed{'s' * (seeds > 1)})",
-        fontsize=10,
-    )
-    return fig
-
-
-def paired_figure(results: dict) -> Figure:
-    """Robust minus baseline per condition: each seed and picture, and the mean ± spread."""
-    from matplotlib.figure import Figure
-
-    cfg, diff = results["config"], results["paired"]
-    eps = f"{cfg['eps'] * 255:g}/255"
-    fig = Figure(figsize=(7, 4.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.axhline(0, color="k", lw=0.8)
-    for x, cond in enumerate(CONDITIONS):
-        d = diff[cond]
-        for k, (seed, values) in enumerate(d["per_seed_and_picture"].items()):
-            offsets = [x - 0.25 + 0.5 * (k + 0.5) / len(d["per_seed"])] * len(values)
-            for j, (o, v) in enumerate(zip(offsets, values, strict=True)):
-                ax.plot(
-                    o,
-                    v,
-                    "os^dv"[j % 5],
-                    color=f"C{k + 1}",
-                    ms=5,
-                    alpha=0.7,
-                    label=f"seed {seed}, {cfg['test'][j]}" if x == 0 else None,
-                )
-        ax.errorbar(
-            x,
-            d["mean"],
-            yerr=d["spread"] or 0.0,
-            fmt="D",
-            color="k",
-            ms=9,
-            capsize=6,
-            label=f"mean ± sd over {d['spread_over']}" if x == 0 else None,
-        )
-        ax.annotate(
-            f"{d['mean']:+.2f} dB",
-            (x, d["mean"]),
-            xytext=(12, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=9,
-        )
-    ax.set_xticks(range(3), ["clean", f"white-box PGD {eps}", f"transfer from\n{cfg['source']}"])
-    ax.set_xlim(-0.6, 2.8)
-    ax.set_ylabel(f"PSNR of {cfg['robust']} minus {cfg['baseline']} fine-tune (dB)")
-    ax.set_title(
-        f"{cfg['robust']} against {cfg['baseline']} fine-tuning of {cfg['model']}, paired "
-        f"(same seed, data, test noise)",
-        fontsize=10,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return fig

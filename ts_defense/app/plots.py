@@ -1,8 +1,9 @@
-"""Every plot of the application: each builds a :class:`matplotlib.figure.Figure` of its own
-(no pyplot, so a notebook's backend is left alone), and :func:`save_figure` writes it.
+"""Every plot of the application: one function per plot, each returning a
+:class:`matplotlib.figure.Figure` of its own (no pyplot, so a notebook's backend is left alone),
+and :func:`save_figure` to write one. Plots that other pages compose (budget curves, the
+transfer heatmap) take ``ax=`` to draw into a given Axes and return that Axes' Figure.
 
-``draw_*`` functions draw on a given Axes; ``*_figure`` functions return a new Figure;
-``plot_*`` functions write one to a file.
+Report sets take the Figures themselves as files (:func:`ts_defense.app.output.write_set`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..attacks import BUDGET_UNITS, attack_class
+from ..attacks import ATTACKS, BUDGET_UNITS
 from ..attacks.base import steps_text
 from ..data import centre_crop
 from ..evaluation.metrics import psnr
@@ -25,19 +26,27 @@ from ..evaluation.transfer import TransferResult
 from ..noise import typical
 from ..noise.families import Local, Radial
 from ..noise.sampler import TSConfig
+from .output import write_file
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` (its folder is created), format from the suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+def save_figure(fig: Figure, path: str | Path, dpi: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` atomically (its folder is created), format from the suffix, at
+    ``dpi`` (default: the figure's own)."""
+    if dpi is not None:
+        fig.set_dpi(dpi)
+    return write_file(path, fig)
+
+
+def _canvas(ax: Axes | None, size: tuple[float, float], dpi: int) -> tuple[Figure, Axes]:
+    """A new Figure of ``size`` with one Axes, or ``ax`` and its Figure."""
+    if ax is not None:
+        return ax.get_figure(), ax
+    fig = Figure(figsize=size, dpi=dpi, layout="tight")
+    return fig, fig.add_subplot()
 
 
 # -- attacked PSNR against the budget ----------------------------------------------------------
-def draw_budget_curves(
-    ax: Axes,
+def budget_curves_figure(
     curves: Mapping[str, Mapping[str, list[float]]],
     unit: float = 255.0,
     pass_through: bool = True,
@@ -45,13 +54,15 @@ def draw_budget_curves(
     attack: str = "pgd",
     steps: int = 10,
     objective: str = "clean",
-) -> None:
+    ax: Axes | None = None,
+) -> Figure:
     """PSNR against attack budget per model (solid), with each pass-through reference (dotted;
-    ``pass_through=False`` leaves them out), on ``ax``.
+    ``pass_through=False`` leaves them out).
 
     ``attack``, ``steps`` and ``objective`` are those ``budget_curve`` ran with: they name the
     axis and, without ``title``, the title. Budgets in image units are shown times ``unit``."""
-    cls = attack_class(attack)
+    fig, ax = _canvas(ax, (6, 4.2), 110)
+    cls = ATTACKS.lookup(attack)
     if cls.budget_unit == "ratio":
         unit = 1.0
     shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"
@@ -70,42 +81,18 @@ def draw_budget_curves(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-
-
-def budget_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], **options: Any) -> Figure:
-    """A Figure of :func:`draw_budget_curves` (same keyword options)."""
-    fig = Figure(figsize=(6, 4.2), layout="tight")
-    draw_budget_curves(fig.add_subplot(), curves, **options)
     return fig
 
 
-def plot_budget_curves(
-    curves: Mapping[str, Mapping[str, list[float]]],
-    path: str | Path,
-    unit: float = 255.0,
-    pass_through: bool = True,
-    attack: str = "pgd",
-    steps: int = 10,
-    objective: str = "clean",
-) -> Path:
-    """PNG of :func:`draw_budget_curves` at ``path`` (``attack``, ``steps``, ``objective``:
-    what was run)."""
-    fig = budget_curves_figure(
-        curves,
-        unit=unit,
-        pass_through=pass_through,
-        attack=attack,
-        steps=steps,
-        objective=objective,
-    )
-    return save_figure(fig, path)
-
-
 # -- transfer heatmap --------------------------------------------------------------------------
-def draw_transfer(ax: Axes, result: TransferResult, from_zero: bool = True) -> Any:
-    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, on ``ax``;
-    returns the image for a colour bar. ``from_zero=False`` spans the colours over the drops'
-    own range, so that close values still differ in colour."""
+def transfer_figure(
+    result: TransferResult, from_zero: bool = False, ax: Axes | None = None
+) -> Figure:
+    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, with its
+    colour bar. The colours span the drops' own range (close values still differ) unless
+    ``from_zero``."""
+    size = (1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
+    fig, ax = _canvas(ax, size, 120)
     drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
     low = 0.0 if from_zero else float(drop.min())
     high = max(float(drop.max()), low + 1e-6)
@@ -121,23 +108,9 @@ def draw_transfer(ax: Axes, result: TransferResult, from_zero: bool = True) -> A
     ax.set_title(
         result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
     )
-    return im
-
-
-def transfer_figure(result: TransferResult, from_zero: bool = False) -> Figure:
-    """The transfer heatmap with its colour bar; the colours span the drops' own range unless
-    ``from_zero`` (close values still differ)."""
-    size = (1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
-    fig = Figure(figsize=size, layout="tight")
-    ax = fig.add_subplot()
     label = "PSNR drop (dB)" if from_zero else "PSNR drop (dB; colours span this table)"
-    fig.colorbar(draw_transfer(ax, result, from_zero), ax=ax, label=label)
+    fig.colorbar(im, ax=ax, label=label)
     return fig
-
-
-def plot_transfer(result: TransferResult, path: str | Path, from_zero: bool = False) -> Path:
-    """PNG of :func:`transfer_figure` at ``path``."""
-    return save_figure(transfer_figure(result, from_zero), path, dpi=120)
 
 
 # -- the sampler's families against the theory ---------------------------------------------
@@ -145,7 +118,7 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
     """Deviation histograms (band and typical set shaded) above one window map per family, from
     :func:`ts_defense.app.report.family_statistics`."""
     names = [n for n in stats if n != "theory"]
-    fig = Figure(figsize=(3.2 * len(names), 6.2), layout="tight")
+    fig = Figure(figsize=(3.2 * len(names), 6.2), dpi=110, layout="tight")
     axes = fig.subplots(2, len(names), squeeze=False)
     eps_in, eps_out = config.families.first(Radial, Local).band
     window = config.families.first(Local).window
@@ -172,13 +145,6 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
     return fig
 
 
-def plot_statistics(
-    stats: Mapping[str, Mapping[str, Any]], config: TSConfig, path: str | Path
-) -> Path:
-    """PNG of :func:`sampler_figure` at ``path``."""
-    return save_figure(sampler_figure(stats, config), path)
-
-
 # -- the demo's typicality and image plots ---------------------------------------------------
 def deviation_figure(
     noise_clean: Tensor, noise_adv: Tensor, sigma: float, attack: str, window: int = 8
@@ -186,7 +152,7 @@ def deviation_figure(
     """Histograms of the global and window deviations of ``y - x`` for Gaussian-noisy and
     attacked inputs, and the window map of one attacked input; ``attack`` (its description)
     titles the figure."""
-    fig = Figure(figsize=(13, 3.8), layout="tight")
+    fig = Figure(figsize=(13, 3.8), dpi=110, layout="tight")
     axes = fig.subplots(1, 3)
     for ax, size in zip(axes[:2], (None, window), strict=True):
         if size is None:
@@ -227,7 +193,7 @@ def _show_image(ax: Axes, img: Tensor, title: str) -> None:
 
 def image_strip_figure(panels: Mapping[str, Tensor]) -> Figure:
     """The first image of each batch in ``panels`` side by side, titled by its key."""
-    fig = Figure(figsize=(2.6 * len(panels), 3), layout="tight")
+    fig = Figure(figsize=(2.6 * len(panels), 3), dpi=110, layout="tight")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, img) in zip(axes, panels.items(), strict=True):
         _show_image(ax, img[0], title)
@@ -247,7 +213,7 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
     c = data["config"]
     grey = c["units"] == "grey levels"
     n = len(examples)
-    fig = Figure(figsize=(15, 4.6 + 2.7 * n), layout="tight")
+    fig = Figure(figsize=(15, 4.6 + 2.7 * n), dpi=90, layout="tight")
     grid = fig.add_gridspec(1 + n, len(AUDIT_STRIP), height_ratios=[1.5] + [1] * n)
     curves = {
         name: {
@@ -264,11 +230,9 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
         f"White-box PGD ({steps_text(c['steps'])}) on {', '.join(data['models'])}; sigma "
         f"{sigma}; mean of {len(data['images'])} images"
     )
-    draw_budget_curves(ax, curves, 255.0 if grey else 1.0, title=title)
+    budget_curves_figure(curves, 255.0 if grey else 1.0, title=title, ax=ax)
     if data["transfer"]:
-        ax = fig.add_subplot(grid[0, 3:])
-        im = draw_transfer(ax, TransferResult(**data["transfer"]), from_zero=False)
-        fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
+        transfer_figure(TransferResult(**data["transfer"]), ax=fig.add_subplot(grid[0, 3:]))
     top = c["budgets_as_typed"][-1]
     labels = {"attacked": f"attacked input (eps {top})", "output_attacked": "output on attacked"}
     for row, (name, ex) in enumerate(examples.items(), start=1):
@@ -282,4 +246,109 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
         f"the clean image",
         fontsize=11,
     )
+    return fig
+
+
+# -- the main job: the pretrained model before and after its fine-tunes ----------------------
+def before_after_figure(results: Mapping[str, Any]) -> Figure:
+    """Mean PSNR of the pretrained model and of each fine-tune under clean / white-box /
+    transfer, one panel each on its own scale (error bars: sd over seeds); the white-box panel
+    also marks the pass-through reference. ``results``: the main job's record
+    (:func:`ts_defense.app.hardening.run_hardening`)."""
+    cfg, summary = results["config"], results["summary"]
+    eps = f"{cfg['eps'] * 255:g}/255"
+    names = {"pretrained": "pretrained"} | {r: f"{r}\nfine-tune" for r in list(summary)[1:]}
+    colours = ["C7", "C0", "C3"]
+    titles = {
+        "clean": "clean: Gaussian noise only",
+        "white_box": f"white-box PGD {eps} on each model",
+        "transfer": f"PGD {eps} crafted on {cfg['source']}",
+    }
+    fig = Figure(figsize=(12, 4.4), dpi=110, layout="constrained")
+    for ax, (cond, title) in zip(fig.subplots(1, len(titles)), titles.items(), strict=True):
+        for key in [cond, "pass_through"] if cond == "white_box" else [cond]:
+            shown = key == cond
+            for x, (row, colour) in enumerate(zip(summary.values(), colours, strict=False)):
+                m, sd = row[key]["mean"], row[key]["sd"] or 0.0
+                ax.errorbar(x, m, yerr=sd, fmt="o" if shown else "x", ms=8, capsize=4, color=colour)
+                ax.annotate(
+                    f"{m:.2f}",
+                    (x, m),
+                    xytext=(9, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=8,
+                    color="k" if shown else "0.4",
+                )
+        if cond == "white_box":  # which points are the pass-through reference
+            ax.plot([], [], "o", color="0.3", label="PSNR of the denoised picture")
+            ax.plot([], [], "x", color="0.3", label="f(y)+delta: perturbation passed through")
+            ax.legend(fontsize=8, loc="center right")
+        ax.set_xticks(range(len(names)), list(names.values()))
+        ax.set_xlim(-0.5, len(names) - 0.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("mean PSNR (dB)")
+        ax.grid(alpha=0.3)
+    seeds = len(results["runs"])
+    bars = f"error bars: sd over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
+    fig.suptitle(
+        f"{cfg['model']} before and after {cfg['steps']}-step fine-tunes, sigma "
+        f"{cfg['sigma'] * 255:g}/255: mean over {len(cfg['test'])} test pictures ({bars})",
+        fontsize=10,
+    )
+    return fig
+
+
+def paired_gain_figure(results: Mapping[str, Any]) -> Figure:
+    """The robust fine-tune minus the baseline one under clean / white-box / transfer: each
+    seed and picture left of each tick, the mean ± spread right of it."""
+    cfg, diff = results["config"], results["paired"]
+    eps = f"{cfg['eps'] * 255:g}/255"
+    ticks = {
+        "clean": "clean",
+        "white_box": f"white-box PGD {eps}",
+        "transfer": f"transfer from\n{cfg['source']}",
+    }
+    fig = Figure(figsize=(7.5, 4.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(0, color="k", lw=0.8)
+    for x, cond in enumerate(ticks):
+        d = diff[cond]
+        seeds = d["per_seed_and_picture"]
+        for k, (seed, values) in enumerate(seeds.items()):
+            where = x - 0.3 + 0.25 * k / max(len(seeds) - 1, 1)
+            for j, v in enumerate(values):
+                label = f"seed {seed}, {cfg['test'][j]}" if x == 0 else None
+                ax.plot(where, v, "os^dv"[j % 5], color=f"C{k}", ms=6, alpha=0.8, label=label)
+        spread = d["spread"]
+        ax.errorbar(
+            x + 0.1,
+            d["mean"],
+            yerr=spread or 0.0,
+            fmt="D",
+            color="k",
+            ms=9,
+            capsize=6,
+            label=f"mean ± sd over {d['spread_over']}" if x == 0 else None,
+        )
+        text = f"{d['mean']:+.2f}" + ("" if spread is None else f" ± {spread:.2f}")
+        ax.annotate(
+            f"{text} dB",
+            (x + 0.1, d["mean"]),
+            xytext=(12, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_xticks(range(len(ticks)), list(ticks.values()))
+    ax.set_xlim(-0.6, len(ticks) - 0.1)
+    ax.set_ylabel(f"PSNR, {cfg['robust']} minus {cfg['baseline']} fine-tune (dB)")
+    ax.set_title(
+        f"{cfg['robust']} against {cfg['baseline']} fine-tuning of {cfg['model']}, paired\n"
+        f"(same weights, seed, patches, test noise and attack starts; above 0: {cfg['robust']} "
+        f"better)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     return fig
