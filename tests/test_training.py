@@ -413,7 +413,7 @@ def test_fit_takes_grey_images_as_the_docstring_says():
     assert cut["(H, W)"].shape == (5, 1, 8, 8)
     assert torch.equal(cut["(H, W)"], cut["(C, H, W)"])
     assert torch.equal(cut["(H, W)"], cut["(N, C, H, W)"])
-    history = fit(tiny(), pictures, steps=2, batch_size=2, patch_size=8, progress=False)
+    history = fit(tiny(), pictures, predicts="clean", steps=2, batch_size=2, patch_size=8)
     assert len(history.records) == 2
 
 
@@ -427,7 +427,7 @@ def test_fit_takes_grey_images_as_the_docstring_says():
 )
 def test_fit_names_the_image_shapes_it_takes(images, said):
     with pytest.raises(ValueError, match=said):
-        fit(tiny(), images, steps=1, patch_size=8, progress=False)
+        fit(tiny(), images, predicts="clean", steps=1, patch_size=8, progress=False)
 
 
 class Terminal(io.StringIO):
