@@ -117,7 +117,10 @@ def test_main_job_measures_before_and_after_on_the_same_inputs(hardened):
     assert f"{diff['mean']:+.2f} ± {diff['spread']:.2f} dB under white-box PGD 8/255" in gain
 
 
-def paired_result(white_box, seeds=2, steps=60):
+DEFAULT_STEPS = hardening.HardeningConfig().steps
+
+
+def paired_result(white_box, seeds=2, steps=DEFAULT_STEPS):
     """A results record with the given per-seed (or, one seed, per-picture) white-box gains."""
     per = {str(s): [v, v] for s, v in enumerate(white_box)} if seeds > 1 else {"0": white_box}
     results = {
@@ -146,13 +149,14 @@ def test_a_gain_within_its_spread_says_so_first_and_names_the_budget_that_shows_
     lines = hardening.headline(clear)
     assert len(lines) == 3 and lines[0].startswith("Ran:")
     assert "+0.28 ± 0.03 dB under white-box" in lines[1] and "1.10x" in lines[2]
-    for gains, steps in (([0.30, -0.05], 5), ([0.02, 0.50], 60)):
+    for gains, steps in (([0.30, -0.05], 5), ([0.02, 0.50], DEFAULT_STEPS)):
         muddy = paired_result(gains, steps=steps)
         assert not muddy["clear"]
         first = hardening.headline(muddy)[0]
         assert first.startswith("Not clear at this budget")
-        assert ("--steps 60" in first) == (steps < 60)  # shorter: the default shows it
-        assert ("BENCHMARKS.md" in first) == (steps >= 60)
+        shorter = steps < DEFAULT_STEPS  # then the default budget shows it
+        assert (f"--steps {DEFAULT_STEPS} --seeds 0 1" in first) == shorter
+        assert ("BENCHMARKS.md" in first) == (not shorter)
     one_seed = paired_result([0.3, 0.1], seeds=1)
     assert one_seed["paired"]["white_box"]["spread_over"] == "pictures"
     assert "sd over 2 test pictures, one seed" in hardening.headline(one_seed)[-2]

@@ -231,6 +231,7 @@ def _checked(func: object) -> object:
 def build_parser() -> argparse.ArgumentParser:
     from ..attacks import ATTACKS
     from ..models.zoo import MODELS
+    from .hardening import HardeningConfig
 
     attacks, zoo = ", ".join(ATTACKS), ", ".join(MODELS)
     parser = argparse.ArgumentParser(prog="ts-defense", description=DESCRIPTION, allow_abbrev=False)
@@ -241,13 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/demo", help=OUT_HELP)
     scratch = "train small DnCNNs from scratch (Gaussian, TS, free-hat) instead: the toy study"
     p.add_argument("--from-scratch", action="store_true", help=scratch)
-    steps = "training steps per model (default: 60 fine-tuning, 300 from scratch)"
+    steps = (
+        f"training steps per model (default: {HardeningConfig.steps} per fine-tune; "
+        f"--from-scratch: its own, 300)"
+    )
     p.add_argument("--steps", type=int, default=None, help=steps)
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tune seeds (0 1)")
-    p.add_argument("--sigma", type=float, default=None, help="--from-scratch: noise level, 0..255")
-    p.add_argument("--no-bm3d", action="store_true", help="--from-scratch: leave BM3D out")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed only (default: 0)")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"seeds of the fine-tunes (default: {' '.join(map(str, HardeningConfig.seeds))})",
+    )
+    sigma = "--from-scratch only: noise level, 0..255 (default: 25; the public models are 25)"
+    p.add_argument("--sigma", type=float, default=None, help=sigma)
+    p.add_argument("--no-bm3d", action="store_true", help="--from-scratch only: leave BM3D out")
     p.set_defaults(func=_demo)
     p = sub.add_parser(
         "sampler-report", help="draw every TS family, compare its statistics with the theory"

@@ -54,10 +54,10 @@ class HardeningConfig:
     eps, attack_steps: the L-inf PGD budget (image units) and its steps, white-box and transfer.
     """
 
-    steps: int = 60
+    steps: int = 100
     batch_size: int = 8
     patch_size: int = 40
-    lr: float = 3e-4
+    lr: float = 1e-4
     seeds: tuple[int, ...] = (0, 1)
     sigma: float = 25 / 255
     eps: float = 8 / 255

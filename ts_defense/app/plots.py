@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torch import Tensor
 
 from ..attacks import ATTACKS, BUDGET_UNITS
@@ -268,7 +269,8 @@ def before_after_figure(results: Mapping[str, Any]) -> Figure:
     for ax, (cond, title) in zip(fig.subplots(1, len(titles)), titles.items(), strict=True):
         for key in [cond, "pass_through"] if cond == "white_box" else [cond]:
             shown = key == cond
-            for x, (row, colour) in enumerate(zip(summary.values(), colours, strict=False)):
+            for k, (row, colour) in enumerate(zip(summary.values(), colours, strict=False)):
+                x = k if shown else k + 0.3  # the pass-through reference beside its model
                 m, sd = row[key]["mean"], row[key]["sd"] or 0.0
                 ax.errorbar(x, m, yerr=sd, fmt="o" if shown else "x", ms=8, capsize=4, color=colour)
                 ax.annotate(
@@ -280,15 +282,24 @@ def before_after_figure(results: Mapping[str, Any]) -> Figure:
                     fontsize=8,
                     color="k" if shown else "0.4",
                 )
-        if cond == "white_box":  # which points are the pass-through reference
-            ax.plot([], [], "o", color="0.3", label="PSNR of the denoised picture")
-            ax.plot([], [], "x", color="0.3", label="f(y)+delta: perturbation passed through")
-            ax.legend(fontsize=8, loc="center right")
         ax.set_xticks(range(len(names)), list(names.values()))
-        ax.set_xlim(-0.5, len(names) - 0.2)
+        ax.set_xlim(-0.4, len(names) - 0.1)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("mean PSNR (dB)")
         ax.grid(alpha=0.3)
+    marks = [  # which points are the pass-through reference (beside each model)
+        Line2D([], [], ls="", marker="o", color="0.3", label="PSNR of the denoised picture"),
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="x",
+            color="0.3",
+            label="f(y)+delta: the denoised picture "
+            "plus the white-box perturbation, passed through unchanged",
+        ),
+    ]
+    fig.legend(handles=marks, loc="outside lower center", ncols=2, fontsize=8)
     seeds = len(results["runs"])
     bars = f"error bars: sd over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
     fig.suptitle(
@@ -350,5 +361,5 @@ def paired_gain_figure(results: Mapping[str, Any]) -> Figure:
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left")
     return fig
