@@ -110,33 +110,46 @@ def _evaluate(args: argparse.Namespace) -> int:
         resolve_images,
         resolve_model,
         run_audit,
+        worst,
         write_report,
     )
-    from .audit.page import leaderboard
+    from .audit.page import alerts, leaderboard, wins_line
 
     if args.command == "compare" and len(args.models) < 2:
         raise ValueError("compare needs at least two models (evaluate takes one or more)")
-    check_positive("--steps", args.steps, integer=True)
+    flag = "--{}".format
+    attack, steps, restarts, members = worst.options(
+        args.attack, args.steps, args.restarts, args.members, flag
+    )
     config = AuditConfig(
         sigma=args.sigma / 255,
         budgets=tuple(e / 255 for e in args.eps),
-        steps=args.steps,
+        steps=steps,
         obsatk_eps=args.obsatk_eps / 255,
         transfer=not args.no_transfer,
         tile=args.tile,
         seed=args.seed,
+        attack=attack,
+        restarts=restarts,
+        members=members,
     )
     models = [resolve_model(m, args.data) for m in args.models]
+    worst.check_models([m.channels for m in models], config, flag)
     images = resolve_images(args.images, args.data)
     seconds = estimate_seconds(models, images, config)
     print(
-        f"{len(models)} model(s) on {len(images)} image(s): estimated run time about "
-        f"{seconds:.0f} s (one timed forward + backward pass, times the passes)",
+        f"{len(models)} model(s) on {len(images)} image(s), --attack {attack}: estimated run "
+        f"time about {seconds:.0f} s (one timed forward + backward pass, times the passes)"
+        + worst.quicker(config, seconds),
         flush=True,
     )
     result = run_audit(models, images, config, args.data)
     write_report(result, args.out)
+    for line in alerts(result.data):  # failed checks and NaN outputs first, never buried
+        print(line)
     print(leaderboard(result.data))
+    if attack == "auto":
+        print("\n" + "\n".join(wins_line(n, m) for n, m in result.data["models"].items()))
     print(f"\n{result.data['transfer_note']}")
     print(f"\nreport written to {Path(args.out).resolve()}/audit.{{md,json,png}}")
     return 0
@@ -165,7 +178,32 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument(
         "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
     )
-    p.add_argument("--steps", type=int, default=10, help="attack steps")
+    p.add_argument(
+        "--attack",
+        default="auto",
+        help="auto: per image the worst case over APGD (L-inf clean and noisy objectives, "
+        "zero-mean L2) and transfer from the public DnCNN-25s, with the evidence of its "
+        "convergence; pgd: the fast path (10-step PGD, ObsAtk, PGD transfer); choices: auto, pgd",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="attack iterations (default: 100 under --attack auto, 10 under pgd)",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="random restarts of every APGD attack, --attack auto only (default: 1)",
+    )
+    p.add_argument(
+        "--members",
+        nargs="*",
+        default=None,
+        help="the ensemble of --attack auto, one or more of: apgd-linf, apgd-linf-noisy, "
+        "apgd-obsatk, transfer (default: all four)",
+    )
     p.add_argument("--tile", type=int, default=256, help="cut larger images into tiles (0: never)")
     p.add_argument(
         "--no-transfer", action="store_true", help="leave out transfer from the public DnCNN-25s"

@@ -207,6 +207,18 @@ def check_converged(curve: dict, tol: float = 0.05) -> Check:
     return Check("converged", ok, detail, {"change": change})
 
 
+def check_restarts(curve: dict, tol: float = 0.05) -> Check:
+    """The last restart of a :func:`restart_curve` moves the mean PSNR by less than ``tol`` dB
+    (more restarts would not change the figure); it needs two points."""
+    p, r = curve["psnr"], curve["restarts"]
+    if len(p) < 2:
+        raise ValueError("check_restarts needs a curve of at least two restart counts")
+    change = p[-1] - p[-2]
+    ok = abs(change) < tol
+    detail = f"{r[-2]} -> {r[-1]} restarts moves the mean by {change:+.3f} dB (limit {tol:g})"
+    return Check("restarts converged", ok, detail, {"change": change})
+
+
 def check_white_box(result: WorstCase, tol: float = 0.02) -> Check:
     """White-box never weaker than transfer: the white-box members' worst case (mean PSNR) is
     at most ``tol`` dB above every transfer member's mean."""
@@ -258,6 +270,13 @@ def check_random(
     clean_p = _mean(attacked_scores(target, xs, ys, sigma)[0])
     drop_attack = clean_p - _mean(attacked_scores(target, xs, advs, sigma)[0])
     drop_random = clean_p - _mean(attacked_scores(target, xs, rand, sigma)[0])
+    return check_random_drops(drop_attack, drop_random, factor)
+
+
+def check_random_drops(drop_attack: float, drop_random: float, factor: float = 0.5) -> Check:
+    """:func:`check_random` from the two mean PSNR drops (dB), measured elsewhere: the random
+    perturbation's at most ``factor`` times the attack's, which must be > 0."""
+    check_positive("factor", factor, maximum=1.0)
     ok = drop_attack > 0 and drop_random <= factor * drop_attack
     detail = (
         f"random drop {drop_random:.2f} dB vs attack drop {drop_attack:.2f} dB (limit {factor:g} x)"

@@ -15,13 +15,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..._checks import check_positive, check_seed
-from ...attacks import make_attack
-from ...attacks.base import steps_text
 from ...evaluation.budget import attacked_metrics
 from ...evaluation.metrics import add_noise, denoise, psnr, ssim
 from ...evaluation.transfer import TransferResult, transfer_matrix
 from ...evaluation.typicality import typicality
 from ...models.zoo import load_model
+from . import worst
 from .images import AuditImage, per_image, prepare
 from .models import AuditModel
 
@@ -32,23 +31,33 @@ FOLD = {"psnr": "psnr", "pass_through": "psnr", "window_max": "max"}  # how tile
 @dataclass
 class AuditConfig:
     """Options of an audit, in image units ([0, 1]); ``units`` says how reports print them:
-    ``"grey levels"`` (x 255, as the command line takes them) or ``"image units"``."""
+    ``"grey levels"`` (x 255, as the command line takes them) or ``"image units"``.
+
+    attack: ``"auto"`` (APGD, the worst case over ``members``, convergence evidence) or
+    ``"pgd"`` (the fast path); steps (None: 100 under auto, 10 under pgd) and restarts: see
+    :mod:`.worst`."""
 
     sigma: float = 25 / 255
     budgets: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
-    steps: int = 10
+    steps: int | None = None
     obsatk_eps: float = 5 / 255
     transfer: bool = True
     tile: int = 256
     seed: int = 0
     units: str = "grey levels"
+    attack: str = "auto"
+    restarts: int = 1
+    members: tuple[str, ...] = worst.MEMBERS
 
     def __post_init__(self) -> None:
         check_positive("sigma", self.sigma)
         if not self.budgets:
             raise ValueError("budgets: give at least one")
         self.budgets = tuple(sorted(check_positive("eps", b) for b in self.budgets))
-        check_positive("steps", self.steps, integer=True)
+        self.attack, self.steps, self.restarts, self.members = worst.options(
+            self.attack, self.steps, self.restarts, self.members
+        )
+        self.transfer = self.transfer and (self.attack == "pgd" or "transfer" in self.members)
         check_positive("obsatk_eps", self.obsatk_eps)
         check_seed("seed", self.seed)
         if self.units not in ("grey levels", "image units"):
@@ -90,12 +99,11 @@ def estimate_seconds(
         prepared = prepare(images, m.channels, config.tile)
         pixels = sum(im.batch.numel() for im in prepared)
         per_pixel = _pass_seconds(m.denoiser, prepared[0].batch, config.sigma)
-        attacks = len(config.budgets) + 1
-        passes = attacks * config.steps + (2 * attacks + 2 + len(PUBLIC)) / 3
+        passes, crafting = worst.passes(config, len(PUBLIC))
         total += per_pixel * pixels * passes
     if config.transfer:  # crafting on the public models, as costly as a DnCNN-17 pass
         grey = sum(im.batch.numel() for im in prepare(images, 1, config.tile))
-        total += len(PUBLIC) * config.steps * grey * per_pixel
+        total += crafting * grey * per_pixel
     return total
 
 
@@ -107,17 +115,19 @@ def _attack_rows(
     eps: float,
     config: AuditConfig,
     bar: tqdm,
+    evidence: worst.Evidence,
 ) -> tuple[dict[str, list[float]], list[Tensor]]:
     """Per-image metrics of one attack on one model, and the attacked inputs."""
     tiles: dict[str, list[float]] = {}
     attacked = []
-    atk = make_attack(
-        attack, m.denoiser, config.sigma, eps=eps, steps=config.steps, seed=config.seed
-    )
+    atk = worst.attack(attack, m.denoiser, eps, config)
     for im, y in zip(images, noisy, strict=True):
         adv = atk(y, im.batch)
+        evidence.seen(attack, eps, atk, im.batch, y, adv)
         attacked.append(adv)
-        metrics = attacked_metrics(m.denoiser, im.batch, y, adv, config.sigma, with_ssim=True)
+        metrics = attacked_metrics(
+            m.denoiser, im.batch, y, adv, config.sigma, with_ssim=True, nonfinite="nan"
+        )
         typ = typicality(im.batch, adv, config.sigma)
         metrics.update(
             d=typ["d"], window_max=typ["window_max"], atypical_windows=typ["atypical_windows"]
@@ -147,19 +157,18 @@ def _transfer(
         return None, f"transfer skipped: {err}"
     targets = {**public, **{m.name: m.denoiser for m in grey}}
     eps = config.budgets[-1]
-    factory = partial(
-        make_attack, "pgd", sigma=config.sigma, eps=eps, steps=config.steps, seed=config.seed
-    )
+    factory = partial(worst.attack, "pgd", eps=eps, config=config)
     batches = [im.batch for im in prepare(images, 1, config.tile)]
     result = transfer_matrix(
-        targets, batches, config.sigma, factory, sources=list(PUBLIC), seed=config.seed
+        targets, batches, config.sigma, factory, list(PUBLIC), config.seed, nonfinite="nan"
     )
+    name, done = worst.TABLE[config.attack].upper(), worst.done(*worst.runs(config))
     result.meta["description"] = (
-        f"PGD eps {config.show(eps)} ({config.units}), {steps_text(config.steps)},\ncrafted on the "
-        f"public DnCNN-25s; sigma {config.show(config.sigma)}"
+        f"{name} eps {config.show(eps)} ({config.units}), {done},\ncrafted on the public "
+        f"DnCNN-25s; sigma {config.show(config.sigma)}"
     )
     bar.update(len(PUBLIC))
-    return result, f"transfer: PGD at eps {config.show(eps)} crafted on {', '.join(PUBLIC)}"
+    return result, f"transfer: {name} at eps {config.show(eps)} crafted on {', '.join(PUBLIC)}"
 
 
 def _audit_model(
@@ -167,23 +176,27 @@ def _audit_model(
 ) -> tuple[dict, dict[str, Tensor]]:
     prepared = prepare(images, m.channels, config.tile)
     noisy = add_noise([im.batch for im in prepared], config.sigma, config.seed)
+    evidence, key = worst.Evidence(m.denoiser, config), worst.TABLE[config.attack]
     clean_psnr, clean_ssim, typ_noisy = [], [], []
     for im, y in zip(prepared, noisy, strict=True):
         out = denoise(m.denoiser, y, config.sigma)
-        clean_psnr += psnr(im.batch, out)
-        clean_ssim += ssim(im.batch, out)
+        clean_psnr += psnr(im.batch, out, nonfinite="nan")
+        clean_ssim += ssim(im.batch, out, nonfinite="nan")
         typ_noisy += typicality(im.batch, y, config.sigma)["atypical_windows"]
     row: dict = {
         "psnr_clean": per_image(clean_psnr, prepared, "psnr"),
         "ssim_clean": per_image(clean_ssim, prepared),
         "atypical_windows_noisy": per_image(typ_noisy, prepared),
-        "pgd": {},
+        key: {},
     }
     for eps in config.budgets:
-        row["pgd"][config.show(eps)], attacked = _attack_rows(
-            m, prepared, noisy, "pgd", eps, config, bar
+        row[key][config.show(eps)], attacked = _attack_rows(
+            m, prepared, noisy, "pgd", eps, config, bar, evidence
         )
-    row["obsatk"], _ = _attack_rows(m, prepared, noisy, "obsatk", config.obsatk_eps, config, bar)
+    row["obsatk"], _ = _attack_rows(
+        m, prepared, noisy, "obsatk", config.obsatk_eps, config, bar, evidence
+    )
+    row.update(evidence.row(prepared, per_image))
     x, y, adv = prepared[0].batch[:1], noisy[0][:1], attacked[0][:1]
     example = {
         "clean": x,
@@ -213,6 +226,7 @@ def run_audit(
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ, got {names}")
+    worst.check_models([m.channels for m in models], config)
     jobs = len(models) * len(images) * (len(config.budgets) + 1) + len(PUBLIC) * config.transfer
     data: dict = {
         "config": {**asdict(config), "budgets_as_typed": [config.show(b) for b in config.budgets]},
@@ -245,4 +259,5 @@ def run_audit(
                 }
                 data["models"][m.name]["per_image"]["transfer"] = folded
                 data["models"][m.name]["mean"]["transfer"] = _means(folded)
+    worst.finish(data, config)
     return AuditResult(data, examples)
