@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -37,7 +38,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 PACKAGE = Path(__file__).resolve().parents[1]  # ts_defense/
-SOURCES = (PACKAGE, (PACKAGE / "adapters").resolve())  # adapters/ is installed inside it
+
+
+def _adapters() -> Path:
+    """Where ``ts_defense.adapters`` lives: inside the package when installed from a wheel,
+    the checkout's top-level ``adapters/`` in an editable install."""
+    spec = importlib.util.find_spec("ts_defense.adapters")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return Path(next(iter(locations))).resolve() if locations else PACKAGE / "adapters"
+
+
+SOURCES = (PACKAGE, _adapters())
 
 
 class Savable(Protocol):
