@@ -19,7 +19,7 @@ from ts_defense.evaluation.metrics import psnr
 from ts_defense.models import DnCNN
 from ts_defense.models.zoo import SOURCES, weights_file
 
-FAST = ["--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
+FAST = ["--attack", "pgd", "--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
 
 
 def near_identity(net):
