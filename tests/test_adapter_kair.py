@@ -95,7 +95,8 @@ def test_launcher_trains_dncnn_with_ts_model_on_the_standin(workdir):
 def test_launcher_trains_adversarial_recipes(workdir, recipe):
     options = tiny_options(workdir, f"dncnn-{recipe}", gpu_ids=[0])
     opt = read_options(options)
-    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]})
+    p_ood = 0.5 if recipe.startswith("ts") else 0.0  # a recipe without TS refuses p_ood > 0
+    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]}, p_ood=p_ood)
     options.write_text(json.dumps(opt))
     out = launch(STANDIN, options, 6, workdir)
     models = workdir / "out" / f"dncnn-{recipe}" / "models"
@@ -141,7 +142,8 @@ for kind, sigma in (("ts_dncnn", 25), ("ts_ffdnet", [5, 50]), ("ts_fdncnn", [5, 
                                            dataroot_H=root + "/testH")))
     assert torch.equal(test[0]["L"], test[0]["L"]), "fixed-seed test noise"
 for bad, msg in (({"sigma": 0.1}, "datasets.train.sigma=0.1 looks like [0, 1] units"),
-                 ({"ts": {"band": [0.3, 0.1]}}, "datasets.train.ts: band=(0.3, 0.1)")):
+                 ({"ts": {"families": {"radial": {"band": [0.3, 0.1]}}}},
+                  "datasets.train.ts: families.radial.band=(0.3, 0.1)")):
     try:
         dataset_classes()["ts_dncnn"](nd(dict(base, **bad)))
     except ValueError as err:
@@ -162,7 +164,10 @@ def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
     ("ts", "message"),
     [
         ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
-        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        (
+            {"sigma": 25, "families": {"local": {"band": [0.4, 0.2]}}},
+            r"ts: families\.local\.band=\(0\.4, 0\.2\) must satisfy",
+        ),
         ({"sigma": 0.1}, r"ts\.sigma=0\.1 looks like \[0, 1\] units"),
         ({"p_ood": 0.5}, r"ts\.sigma is required"),
         ({"sigma": 25, "compile": 1}, r"ts\.compile must be true or false, got 1"),
@@ -210,7 +215,7 @@ def _ts_dataset(opt, **train):
 
 def _adversarial_ffdnet(opt):
     opt["model"] = "ts_plain2"
-    opt["ts"]["recipe"] = "hat"
+    opt["ts"].update(recipe="hat", p_ood=0.0)  # a recipe without TS refuses p_ood > 0
 
 
 BAD_OPTION_FILES = {  # issue 29.5-6: each of these gave a KAIR traceback, or trained anyway
@@ -257,7 +262,7 @@ BAD_OPTION_FILES = {  # issue 29.5-6: each of these gave a KAIR traceback, or tr
         r"--opt \S+bad\.json: options nested deeper than 32 levels",
     ),
     "adversarial eps in image units": (
-        lambda o: o["ts"].update(recipe="hat", adversarial={"eps": 0.03}),
+        lambda o: o["ts"].update(recipe="hat", adversarial={"eps": 0.03}, p_ood=0.0),
         None,
         r"ts\.adversarial\.eps=0\.03 looks like \[0, 1\] units: BasicSR and KAIR options give "
         r"eps in grey levels 0\.\.255 \(write 8, not 8/255 = 0\.031\)",

@@ -9,8 +9,9 @@ log BasicSR's banner. A user's own ``train.py`` (``import ts_defense.adapters.ba
 ``train_pipeline(root)``) and ``python -m ts_defense.adapters.basicsr`` both go through it.
 
 Where a block is read, its contents are checked too (the same parsers the model and dataset
-use), so a wrong ``ts.band`` also fails before any folder exists; a block anywhere else (under
-``network_g``, ``train``) is refused as misplaced, and a key the file gives twice by its path.
+use), so a wrong ``ts.families.radial.band`` also fails before any folder exists; a block anywhere
+else (under ``network_g``, ``train``) is refused as misplaced, and a key the file gives twice by
+its path.
 """
 
 from __future__ import annotations

@@ -121,6 +121,8 @@ def resolve_model(spec: str, data_dir: Path | None = None) -> AuditModel:
     path = Path(spec)
     if path.is_file():
         return _from_file(path)
+    if path.suffix or len(path.parts) > 1:  # a path, not a name
+        raise FileNotFoundError(f"no such file: {spec}")
     raise FileNotFoundError(
         f"model {spec!r} is neither a weights file, a named model ({', '.join(MODELS)}) "
         f"nor module:function"
