@@ -193,7 +193,7 @@ def test_bad_input_is_a_clear_error():
         DenoisingPGD(DnCNN(depth=3), SIGMA)
     with pytest.raises(ValueError, match="not differentiable"):
         DenoisingPGD(load_model("bm3d"), SIGMA)
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ValueError, match="at least 2 surrogate"):
         EnsemblePGD([den], SIGMA)
     with pytest.raises(ValueError, match="unknown attack"):
         make_attack("cw", den, SIGMA)

@@ -112,7 +112,7 @@ def test_int_options_too_large_are_value_errors_not_overflow():
     from ts_defense import fit
 
     with pytest.raises(ValueError, match="steps") as err:
-        fit(DnCNN(depth=3, features=4), torch.rand(1, 1, 16, 16), steps=HUGE, patch_size=8)
+        fit(DnCNN(depth=3, features=4), torch.rand(1, 1, 16, 16), predicts="noise", steps=HUGE)
     one_line(err)
 
 

@@ -82,14 +82,15 @@ def test_sources_are_crafted_once_and_never_transfer_to_themselves():
 
 
 class Breaks(nn.Module):
-    """A denoiser that returns NaN wherever a pixel of its input exceeds 5."""
+    """A denoiser that returns NaN wherever a pixel of its input exceeds 1.5 (clean images stay
+    within twice their range: above it they are refused as 0..255 images)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 1, 3, padding=1)
 
     def forward(self, y):
-        return self.conv(y) + 0 * torch.sqrt(5 - y)
+        return self.conv(y) + 0 * torch.sqrt(1.5 - y)
 
 
 def test_nan_under_attack_is_named_per_member_and_image_never_averaged():
@@ -97,7 +98,7 @@ def test_nan_under_attack_is_named_per_member_and_image_never_averaged():
     den = Denoiser(Breaks(), predicts="clean").eval()
     x = clean(3)
     noise = add_noise(x, SIGMA)[0] - x
-    x[1, 0, 4] = 5 - 1 / 255 - noise[1, 0, 4]  # noisy row 4 of image 1: one level under the edge
+    x[1, 0, 4] = 1.5 - 1 / 255 - noise[1, 0, 4]  # noisy row 4 of image 1: one level under the edge
     r = auto_attack(den, x, SIGMA, members=MEMBERS)
     assert r.nonfinite and all(images == [1] for images in r.nonfinite.values())
     assert math.isnan(r.psnr[1]) and not math.isnan(r.psnr[0]) and not math.isnan(r.psnr[2])

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..attacks import BUDGET_UNITS, attack_class
+from ..attacks import ATTACKS, BUDGET_UNITS
 from ..attacks.base import steps_text
 from ..data import centre_crop
 from ..evaluation.metrics import psnr
@@ -62,7 +62,7 @@ def budget_curves_figure(
     ``attack``, ``steps`` and ``objective`` are those ``budget_curve`` ran with: they name the
     axis and, without ``title``, the title. Budgets in image units are shown times ``unit``."""
     fig, ax = _canvas(ax, (6, 4.2), 110)
-    cls = attack_class(attack)
+    cls = ATTACKS.lookup(attack)
     if cls.budget_unit == "ratio":
         unit = 1.0
     shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"

@@ -17,14 +17,14 @@ the best objective (and PSNR) per iteration and per restart: the convergence cur
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_positive
-from ..models.denoiser import Denoiser
+from .._losses import LOSSES
 from ..seeding import stream_seed
 from .base import DenoiserAttack
 from .constraints import normalize_l2, project_l2, project_linf, zero_mean, zero_mean_in_box
@@ -32,10 +32,6 @@ from .constraints import normalize_l2, project_l2, project_linf, zero_mean, zero
 MOMENTUM = 0.75  # weight of the new step against the previous move (the paper's alpha)
 RHO = 0.75  # condition 1: share of successful steps below which the step is halved
 NONFINITE = ("raise", "record")
-PER_IMAGE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": lambda out, ref: (out - ref).square().flatten(1).sum(1),
-    "l1": lambda out, ref: (out - ref).abs().flatten(1).sum(1),
-}
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -93,12 +89,13 @@ class APGD(DenoiserAttack):
     Distance measure: L-inf, ``|delta|_inf <= eps`` (image units: 8/255 for [0, 1] images).
 
     Arguments: model (a :class:`Denoiser` or a sequence of them), sigma (nominal noise level),
-    eps (8/255), steps (100), restarts (1: each restart ``r`` draws its start from the seed
-    ``stream_seed(seed, "attack") + r``), objective (``"clean"``, ``"output"`` or ``"noisy"``),
-    loss (``"mse"``, ``"l1"`` or a callable returning one value per image, shape (B,)), clip
-    (None), random_start (True), seed (0), nonfinite (``"raise"``: a NaN/Inf loss or gradient
-    is an error naming the images; ``"record"``: such an image returns the point where it
-    happened, listed in ``record.nonfinite``).
+    eps (8/255), steps (100), restarts (1, by keyword: each restart ``r`` draws its start from
+    the seed ``stream_seed(seed, "attack") + r``), objective (``"clean"``, ``"output"`` or
+    ``"noisy"``), loss (a name of ``LOSSES``, summed over each image's pixels, or a callable
+    returning one value per image, shape (B,)), clip (None), random_start (True), seed (0),
+    nonfinite (by keyword: ``"raise"``: a NaN/Inf loss or gradient is an error naming the
+    images; ``"record"``: such an image returns the point where it happened, listed in
+    ``record.nonfinite``).
 
     Shapes: noisy and reference (B, C, H, W); returns the attacked noisy input (B, C, H, W).
 
@@ -106,23 +103,17 @@ class APGD(DenoiserAttack):
     >>> adv = attack(noisy, clean); attack.record.psnr_curve()
     """
 
+    default_steps = 100
+
     def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 8 / 255,
-        steps: int = 100,
-        restarts: int = 1,
-        nonfinite: str = "raise",
-        **options: object,
+        self, *args: Any, restarts: int = 1, nonfinite: str = "raise", **options: Any
     ) -> None:
         if "alpha" in options:
             raise TypeError(
                 "alpha: APGD has no step size to tune (it starts at 2 * eps and halves it where "
                 "progress stalls)"
             )
-        loss = options.get("loss", "mse")
-        super().__init__(options.pop("name", "APGD"), model, sigma, eps, steps, **options)
+        super().__init__(*args, **options)
         self.restarts = check_positive("restarts", restarts, integer=True)
         self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
         self.seed = options.get("seed", 0)
@@ -131,7 +122,8 @@ class APGD(DenoiserAttack):
                 "restarts: restarts differ only by their random start: set random_start=True "
                 "or restarts=1"
             )
-        self._per_image = loss if callable(loss) else PER_IMAGE_LOSSES[self.loss]
+        loss = options.get("loss", "mse")
+        self._per_image = loss if callable(loss) else LOSSES[loss].sample_totals
         self.record: APGDRecord | None = None
 
     # -- the norm: what APGDL2 redefines ------------------------------------------------------
@@ -168,18 +160,12 @@ class APGD(DenoiserAttack):
         delta = delta.detach().requires_grad_(True)
         adv = noisy + delta
         outs = [den(adv, self.sigma) for den in self.denoisers]
-        values = []
-        for out, ref in zip(outs, refs, strict=True):
-            value = self._per_image(out, ref)
-            if not isinstance(value, Tensor) or value.shape != (noisy.shape[0],):
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"loss {self.loss!r} must return one value per image, got {got}")
-            if not value.requires_grad:
-                raise ValueError(
-                    "model: its output carries no gradient (no_grad or detach inside?): "
-                    "attack a differentiable model, or use it as a transfer target only"
-                )
-            values.append(value)
+        values = [
+            self.check_loss_value(
+                self._per_image(out, ref), (noisy.shape[0],), "one value per image"
+            )
+            for out, ref in zip(outs, refs, strict=True)
+        ]
         value = values[0] if len(values) == 1 else torch.stack(values).mean(0)
         if self.objective == "noisy":
             value = -value
@@ -312,26 +298,17 @@ class APGDL2(APGD):
     perturbation also has zero mean per image (ObsAtk's constraint: a brightness shift cannot
     undo it); steps then follow the gradient's zero-mean part.
 
-    Arguments: as :class:`APGD`, eps (5/255), plus zero_mean (False).
+    Arguments: as :class:`APGD`, eps (5/255), plus zero_mean (False, by keyword).
 
     >>> adv = APGDL2(Denoiser(dncnn, predicts="noise"), 25 / 255, eps=5 / 255)(noisy, clean)
     """
 
     budget_unit = "rms"
     norm = "L2"
+    default_budget = 5 / 255
 
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 5 / 255,
-        steps: int = 100,
-        restarts: int = 1,
-        zero_mean: bool = False,
-        **options: object,
-    ) -> None:
-        options.setdefault("name", "APGDL2")
-        super().__init__(model, sigma, eps, steps, restarts, **options)
+    def __init__(self, *args: Any, zero_mean: bool = False, **options: Any) -> None:
+        super().__init__(*args, **options)
         if not isinstance(zero_mean, bool):
             raise TypeError(f"zero_mean must be True or False, got {zero_mean!r}")
         self.zero_mean = zero_mean
@@ -372,14 +349,5 @@ class APGDObsAtk(APGDL2):
     >>> adv = APGDObsAtk(Denoiser(dncnn, predicts="noise"), 25 / 255, eps=5 / 255)(noisy, clean)
     """
 
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 5 / 255,
-        steps: int = 100,
-        restarts: int = 1,
-        **options: object,
-    ) -> None:
-        options.setdefault("name", "APGDObsAtk")
-        super().__init__(model, sigma, eps, steps, restarts, zero_mean=True, **options)
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, zero_mean=True, **options)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_positive
-from ..attacks import attack_class, budget_options, make_attack
+from ..attacks import ATTACKS, budget_options, make_attack
 from ..attacks.apgd import APGD
 from ..attacks.constraints import normalize_l2, per_sample_norm, zero_mean
 from ..models.denoiser import Denoiser
@@ -82,7 +82,7 @@ def iteration_curve(
     counts = [check_positive("iterations", n, integer=True) for n in iterations]
     if not counts or counts != sorted(set(counts)):
         raise ValueError(f"iterations must be increasing and non-empty, got {list(iterations)}")
-    if not attack_class(attack).takes_steps:
+    if not ATTACKS.lookup(attack).takes_steps:
         raise ValueError(f"attack {attack!r} takes no steps: no iteration curve")
     xs = as_batches(clean, "clean")
     ys = add_noise(xs, sigma, seed)
@@ -116,7 +116,7 @@ def _restart_runs(
 ) -> tuple[Tensor, list[Tensor]]:
     """The recorded PSNR after each restart, (R, images), and the attacked inputs."""
     check_positive("restarts", restarts, integer=True)
-    if not issubclass(attack_class(attack), APGD):
+    if not issubclass(ATTACKS.lookup(attack), APGD):
         raise ValueError(f"attack {attack!r} has no restarts: use an APGD attack")
     atk = make_attack(
         attack,

@@ -86,7 +86,7 @@ def load_dncnn(path: str | Path) -> DnCNN:
 
     Depth, width, channels and batch norm are read off the keys; the model is in eval mode.
     """
-    state = safe_load(path, "weights file")
+    state = safe_load(path, "weights file", finite=True)
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} does not hold a state dict")
     renamed = {_PREFIXES.sub("layers.", k): v for k, v in state.items()}

@@ -322,7 +322,7 @@ class TSSampler:
         ``check_finite=False`` skips the NaN/Inf check of ``clean``, the one step that waits for
         the device: the draw then never synchronises (with the configured sigma).
         """
-        check_images(clean, "clean", finite=check_finite)
+        check_images(clean, "clean", finite=check_finite, data_range=self.config.data_range)
         cfg = self.config
         shape = tuple(clean.shape)
         gen = self.generator(clean.device)

@@ -22,15 +22,17 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive, check_probability, check_seed
-from ..attacks import DenoiserAttack, make_attack
 from ..models.denoiser import Denoiser
 from ..seeding import stream_seed
+
+if TYPE_CHECKING:  # the attacks (and torchattacks) load when a share is first crafted
+    from ..attacks import DenoiserAttack
 
 # threat model -> the attack whose step and projection craft it
 THREATS = {"linf": "pgd", "l2": "obsatk"}
@@ -154,6 +156,8 @@ class Adversarial:
         wraps: crafting needs no gradient synchronisation between processes.
         """
         if self._attack is None or self._for is not denoiser:
+            from ..attacks import make_attack
+
             cfg = self.config
             target = denoiser
             if isinstance(denoiser.model, nn.parallel.DistributedDataParallel):

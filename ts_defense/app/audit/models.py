@@ -83,7 +83,7 @@ def _from_function(spec: str) -> AuditModel:
 def _from_file(path: Path) -> AuditModel:
     from spandrel import ModelLoader, UnsupportedModelError
 
-    state = safe_load(path, "weights file")
+    state = safe_load(path, "weights file", finite=True)
     if isinstance(state, dict) and isinstance(state.get("params"), dict):
         state = state["params"]  # KAIR/BasicSR checkpoints nest the weights
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
