@@ -185,7 +185,8 @@ def test_pgd_is_the_old_fast_path():
     assert "apgd" not in m["per_image"] and "worst" not in m and "curves" not in m
     noisy = add_noise([x for _, x in ims], SIGMA, 0)
     pgd = make_attack("pgd", den, SIGMA, eps=8 / 255, steps=3, seed=0)
-    expected = [psnr(x, denoise(den, pgd(y, x), SIGMA))[0] for (_, x), y in zip(ims, noisy)]
+    pairs = zip(ims, noisy, strict=True)
+    expected = [psnr(x, denoise(den, pgd(y, x), SIGMA))[0] for (_, x), y in pairs]
     assert m["per_image"]["pgd"]["8"]["psnr"] == pytest.approx(expected, abs=1e-9)
     md = to_markdown(data)
     assert "Iteration and restart curves: run --attack auto" in md and "**worst case**" not in md

@@ -474,7 +474,7 @@ def quicker(config: object, seconds: float, sources: int = 2) -> str:
 
     options = []
     if config.attack == "auto":
-        fewer = [n for n in (50, 25, 10) if n < config.steps]
+        fewer = [n for n in (50, 25) if n < config.steps]  # 25: the table keeps two counts
         fits = [n for n in fewer if scaled(replace(config, steps=n)) <= LONG_RUN]
         if fewer:
             n = fits[0] if fits else fewer[-1]
