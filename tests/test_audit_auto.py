@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_audit import near_identity, tiny_model
 
 from ts_defense import Denoiser
 from ts_defense.app import plots
@@ -21,18 +22,6 @@ from ts_defense.evaluation.metrics import add_noise, denoise, psnr
 from ts_defense.models import DnCNN
 
 SIGMA = 25 / 255
-
-
-def near_identity(net):
-    last = [p for p in net.parameters() if p.dim() == 4][-1]
-    with torch.no_grad():
-        last.mul_(0.01)
-    return net
-
-
-def tiny():
-    torch.manual_seed(0)
-    return Denoiser(near_identity(DnCNN(depth=3, features=4)), predicts="noise")
 
 
 class Rounded(torch.nn.Module):
@@ -63,7 +52,7 @@ class Bright(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.inner = tiny().model
+        self.inner = tiny_model().model
 
     def forward(self, y):
         bad = y.mean((1, 2, 3), keepdim=True) > 0.6
@@ -80,7 +69,7 @@ def report(tmp_path_factory):
     """One auto audit of the tiny model with transfer from the public DnCNN-25s."""
     config = AuditConfig(steps=12, budgets=(4 / 255, 8 / 255), obsatk_eps=4 / 255)
     ims = images(size=16)
-    result = run_audit([AuditModel("tiny", tiny(), 1, "test")], ims, config, progress=False)
+    result = run_audit([AuditModel("tiny", tiny_model(), 1, "test")], ims, config, progress=False)
     out = tmp_path_factory.mktemp("auto") / "report"
     write_report(result, out)
     return result, out
@@ -155,7 +144,7 @@ def test_the_page_plots_psnr_against_iterations_and_restarts(report):
 
 
 def test_the_extra_restart_is_what_one_more_restart_gives():
-    den = tiny()
+    den = tiny_model()
     x = images(1, 16)[0][1].repeat(3, 1, 1, 1)
     (y,) = add_noise(x, SIGMA, 0)
     two = APGD(den, SIGMA, eps=8 / 255, steps=6, restarts=2, seed=3)
@@ -175,7 +164,7 @@ def test_the_extra_restart_is_what_one_more_restart_gives():
 
 
 def test_pgd_is_the_old_fast_path():
-    den = tiny()
+    den = tiny_model()
     config = AuditConfig(attack="pgd", steps=3, budgets=(8 / 255,), transfer=False)
     assert config.steps == 3 and AuditConfig(attack="pgd").steps == 10
     assert AuditConfig().steps == 100 and AuditConfig().attack == "auto"
@@ -261,7 +250,7 @@ def test_nan_outputs_are_named_and_never_averaged(tmp_path):
 )
 def test_bad_options_are_one_line_naming_the_option(options, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["evaluate", "test_audit_auto:tiny", "--out", str(out), *options]) == 2
+    assert main(["evaluate", "test_audit:tiny_model", "--out", str(out), *options]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ts-defense: error: {message}"), err
     assert not out.exists()
