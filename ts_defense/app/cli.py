@@ -173,10 +173,13 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
         type=float,
         nargs="+",
         default=[2.0, 4.0, 8.0],
-        help="white-box PGD budgets in grey levels (L-inf)",
+        help="white-box L-inf budgets in grey levels (APGD, or PGD under --attack pgd)",
     )
     p.add_argument(
-        "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
+        "--obsatk-eps",
+        type=float,
+        default=5.0,
+        help="zero-mean L2 (ObsAtk) budget in grey levels (RMS per pixel)",
     )
     p.add_argument(
         "--attack",
