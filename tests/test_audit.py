@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ts_defense import Denoiser
-from ts_defense.app.audit.images import per_image, prepare
+from ts_defense.app.audit.images import Picture, choose_tiles, per_image
 from ts_defense.app.cli import build_parser, main
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
 from ts_defense.evaluation.metrics import psnr
@@ -124,10 +124,11 @@ def test_tiles_fold_back_into_the_whole_image_psnr():
     gen = torch.Generator().manual_seed(0)
     clean = torch.rand(1, 1, 32, 48, generator=gen)
     est = clean + 0.1 * torch.randn(clean.shape, generator=gen)
-    (im,) = prepare([("x", clean)], channels=1, tile=16)
-    assert im.tiles == 6 and im.shape == (32, 48)
-    est_tiles = prepare([("x", est)], channels=1, tile=16)[0].batch
-    folded = per_image(psnr(im.batch, est_tiles), [im], "psnr")
+    im = choose_tiles(Picture.from_tensor("x", clean), tile=16, tiles="all", seed=0)
+    assert im.count == 6 and im.size == (16, 16)
+    ((_, x),) = im.batches(6, 1)
+    ((_, y),) = choose_tiles(Picture.from_tensor("x", est), 16, "all", 0).batches(6, 1)
+    folded = per_image(psnr(x, y), [im], "psnr")
     assert folded[0] == pytest.approx(psnr(clean, est)[0], abs=1e-6)
 
 

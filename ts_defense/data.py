@@ -138,11 +138,11 @@ def bsd68(root: str | Path | None = None) -> list[Tensor]:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def read_image(path: str | Path) -> Tensor:
-    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (alpha
-    dropped); integer pixels are scaled by the range of their type (8 or 16 bits)."""
+def read_pixels(path: str | Path) -> np.ndarray:
+    """One image file's pixels as decoded, ``(H, W)`` grey or ``(H, W, 3)`` colour (alpha
+    dropped), in the file's own type: a large image costs its file's pixels, not the four or
+    eight times more of floats, until :func:`pixels_to_image` converts the part needed."""
     from skimage.io import imread
-    from skimage.util import img_as_float64
 
     path = Path(path)
     if not path.is_file():
@@ -160,8 +160,22 @@ def read_image(path: str | Path) -> Tensor:
         raise ValueError(
             f"image file {path}: expected one grey or colour image, got {pixels.shape}"
         )
+    return pixels
+
+
+def pixels_to_image(pixels: np.ndarray) -> Tensor:
+    """``(H, W)`` or ``(H, W, 3)`` pixels as (1, C, H, W) float in [0, 1]; integer pixels are
+    scaled by the range of their type (8 or 16 bits)."""
+    from skimage.util import img_as_float64
+
     img = torch.from_numpy(img_as_float64(pixels)).float().clamp(0, 1)
     return img[None, None] if img.dim() == 2 else img.permute(2, 0, 1)[None]
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (alpha
+    dropped); integer pixels are scaled by the range of their type (8 or 16 bits)."""
+    return pixels_to_image(read_pixels(path))
 
 
 def image_files(folder: str | Path) -> list[Path]:

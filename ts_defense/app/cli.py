@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._checks import check_positive
+from .._checks import MissingDependency, check_positive
 from ..noise.sampler import TSConfig
 
 
@@ -55,9 +55,10 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .report import attack_options, attack_report, load_images
+    from .audit.images import image_batches
+    from .report import attack_options, attack_report
 
-    images = load_images(args.images, args.size or None, args.data)
+    images = image_batches(args.images, args.size or None, args.data)
     opts = {
         a: attack_options(a, args.eps, args.rho, args.steps, args.objective, args.seed)
         for a in args.attacks
@@ -70,9 +71,10 @@ def _attack(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from .report import attack_options, load_images, transfer_report
+    from .audit.images import image_batches
+    from .report import attack_options, transfer_report
 
-    images = load_images(args.images, args.size or None, args.data)
+    images = image_batches(args.images, args.size or None, args.data)
     opts = attack_options(args.attack, args.eps, args.rho, args.steps, args.objective, args.seed)
     where = {"seed": args.seed, "data_dir": args.data}
     sigma = args.sigma / 255
@@ -85,7 +87,7 @@ def _transfer(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .audit import (
         AuditConfig,
-        estimate_seconds,
+        estimate_text,
         resolve_images,
         resolve_model,
         run_audit,
@@ -103,22 +105,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         obsatk_eps=args.obsatk_eps / 255,
         transfer=not args.no_transfer,
         tile=args.tile,
+        tiles=args.tiles,
         seed=args.seed,
     )
     models = [resolve_model(m, args.data) for m in args.models]
     images = resolve_images(args.images, args.data)
-    seconds = estimate_seconds(models, images, config)
-    print(
-        f"{len(models)} model(s) on {len(images)} image(s): estimated run time about "
-        f"{seconds:.0f} s (one timed forward + backward pass, times the passes)",
-        flush=True,
-    )
+    print(estimate_text(models, images, config), flush=True)
     result = run_audit(models, images, config, args.data)
     write_report(result, args.out)
     print(leaderboard(result.data))
     print(f"\n{result.data['transfer_note']}")
     print(f"\nreport written to {Path(args.out).resolve()}/audit.{{md,json,png}}")
     return 0
+
+
+def _tiles(text: str) -> int | str:
+    """``--tiles``: a positive count or ``all``."""
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'all', got {text!r}")
+    return int(text)
 
 
 def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
@@ -145,7 +152,13 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
         "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
     )
     p.add_argument("--steps", type=int, default=10, help="attack steps")
-    p.add_argument("--tile", type=int, default=256, help="cut larger images into tiles (0: never)")
+    p.add_argument("--tile", type=int, default=128, help="cut larger images into tiles (0: never)")
+    p.add_argument(
+        "--tiles",
+        type=_tiles,
+        default=4,
+        help="tiles scored per larger image, drawn at random (seeded); 'all': every tile",
+    )
     p.add_argument(
         "--no-transfer", action="store_true", help="leave out transfer from the public DnCNN-25s"
     )
@@ -242,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, MemoryError) as err:  # bad input or a bad path
+    except (ValueError, TypeError, OSError, MemoryError, MissingDependency) as err:  # bad input
         print(f"ts-defense: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
 
