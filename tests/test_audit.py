@@ -151,6 +151,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, folder, capsys):
         (["evaluate", "dncnn-s-25", "--eps", "0.03"], "grey levels 0..255"),
         (["evaluate", "dncnn-s-25", "--sigma", "0.1"], "--sigma 0.1 looks like image units"),
         (["compare", "dncnn-s-25"], "at least two models"),
+        (["evaluate", "bm3d"], "use it as a transfer target instead"),
         (["evaluate", "dncnn-s-25", "--images", str(tmp_path / "nowhere")], "neither a folder"),
     ]
     for argv, message in cases:

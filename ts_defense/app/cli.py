@@ -152,7 +152,7 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
         "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
     )
     p.add_argument("--steps", type=int, default=10, help="attack steps")
-    p.add_argument("--tile", type=int, default=128, help="cut larger images into tiles (0: never)")
+    p.add_argument("--tile", type=int, default=64, help="cut larger images into tiles (0: never)")
     p.add_argument(
         "--tiles",
         type=_tiles,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..._checks import check_nonnegative, check_positive, check_seed
 from ...attacks import make_attack
-from ...attacks.base import steps_text
+from ...attacks.base import is_differentiable, steps_text
 from ...evaluation.budget import attacked_metrics
 from ...evaluation.metrics import add_noise, denoise, psnr, ssim
 from ...evaluation.transfer import TransferResult, transfer_matrix
@@ -57,7 +57,7 @@ class AuditConfig:
     steps: int = 10
     obsatk_eps: float = 5 / 255
     transfer: bool = True
-    tile: int = 128
+    tile: int = 64
     tiles: int | str = TILES
     seed: int = 0
     units: str = "grey levels"
@@ -88,10 +88,13 @@ class AuditConfig:
         """How the images are scored, in words."""
         if not self.tile:
             return "whole images"
-        size = f"{self.tile} x {self.tile}"
+        larger = f"images larger than {self.tile} x {self.tile}"
         if self.tiles == "all":
-            return f"every {size} tile of each image"
-        return f"at most {self.tiles} random {size} tiles per image (--tiles all: every tile)"
+            return f"{larger} cut into tiles of that size, all scored"
+        return (
+            f"{larger} scored on at most {self.tiles} random tiles of that size (--tiles all: "
+            f"every tile)"
+        )
 
 
 @dataclass
@@ -166,7 +169,17 @@ class _Costs:
     public: float
 
 
+def _attackable(models: list[AuditModel]) -> None:
+    for m in models:
+        if not is_differentiable(m.denoiser):
+            raise ValueError(
+                f"model {m.name!r} has no gradient, and the audit attacks each model white-box: "
+                f"use it as a transfer target instead (ts-defense transfer --models ... {m.name})"
+            )
+
+
 def _measure(models: list[AuditModel], tiles: list[Tiles], config: AuditConfig) -> _Costs:
+    _attackable(models)
     costs = []
     for m in models:
         _, x = next(tiles[0].batches(1, m.channels))
@@ -387,6 +400,7 @@ def run_audit(
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ, got {names}")
+    _attackable(models)
     pictures = _pictures(images)
     tiles = plan(pictures, config.tile, config.tiles, config.seed)
     count = sum(t.count for t in tiles)
