@@ -131,7 +131,7 @@ def test_a_long_estimate_says_which_options_bring_it_down(monkeypatch):
     assert float(options["--tiles 1"]) == pytest.approx(total / 4, abs=1)
     assert f"fewer images (about {total / 3:.0f} s each)" in text
     every = audit_run.estimate_text([model], photos, AuditConfig(tiles="all"))
-    assert "cut into tiles of that size, all scored" in every and "--tiles 1 (about" in every
+    assert "cut into tiles of that size, all scored" in every and "--tiles 4 (about" in every
     slow_machine(monkeypatch, 1e-7)
     short = audit_run.estimate_text([model], photos, config)
     assert "estimated run time about" in short and "bring it down" not in short

@@ -186,11 +186,10 @@ def _measure(models: list[AuditModel], tiles: list[Tiles], config: AuditConfig) 
         costs.append(_pass_seconds(m.denoiser, x, config.sigma))
     public = 0.0
     if config.transfer and any(m.channels == 1 for m in models):
-        h, w = tiles[0].size
-        probe = torch.rand(1, 1, min(h, PROBE), min(w, PROBE), generator=torch.Generator())
+        _, x = next(tiles[0].batches(1, 1))
         with torch.random.fork_rng(devices=[]):  # its random weights leave the global stream
             dncnn = Denoiser(DnCNN(), predicts="noise").eval()
-        public = _pass_seconds(dncnn, probe, config.sigma)
+        public = _pass_seconds(dncnn, x, config.sigma)
     return _Costs(costs, public)
 
 
@@ -229,8 +228,8 @@ def estimate_text(models: list[AuditModel], images: Images, config: AuditConfig)
     if seconds <= LONG_RUN:
         return text
     options = []
-    fewer = 1 if config.tiles == "all" or config.tiles > 1 else None
-    if fewer is not None and max(t.count for t in tiles) > 1:
+    fewer = TILES if config.tiles == "all" else 1  # the default, or one tile
+    if fewer != config.tiles and max(t.count for t in tiles) > fewer:
         quick = _seconds(models, pictures, replace(config, tiles=fewer), costs)
         options.append(f"--tiles {fewer} (about {quick:.0f} s)")
     if config.steps > 1:
