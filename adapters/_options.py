@@ -2,8 +2,8 @@
 
 Framework option files give sigma in grey levels (0..255) — ``sigma: 25``, ``[0, 50]`` — while
 the sampler works in image units ([0, 1]). :func:`sampler_from_options` converts, and every error
-names the offending key (``ts.band``, ``datasets.train.sigma_range``) so a wrong option file fails
-at start-up, not hours into a run.
+names the offending key (``ts: families.radial.band``, ``datasets.train.sigma_range``) so a
+wrong option file fails at start-up, not hours into a run.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def sampler_from_options(
     """Build the sampler from a ``ts`` options block; errors name ``key`` and the option.
 
     The block holds :class:`TSConfig` options (``p_ood``, ``families`` with nested blocks such
-    as ``{local: {weight: 1, window: 4}}``, the flat ``band``, ...) plus ``sigma`` (grey levels)
+    as ``{local: {weight: 1, window: 4}}``, ...) plus ``sigma`` (grey levels)
     with ``sigma_type``, and ``seed`` (default ``seed``). Where the framework's own options
     already give sigma (a dataset's ``sigma_range``), pass it as ``sigma`` and the block must not
     repeat it. The sampler draws the nominal sigma itself, with ``sigma.schedule``.

@@ -1,11 +1,15 @@
 """Attack cost: DenoisingPGD against a bare hand-written PGD loop on the same model and input,
-in the same run; and transfer-matrix cost as sources and targets grow.
+in the same run; transfer-matrix cost as sources and targets grow; and the price of the
+parameter-free worst case (``auto_attack``: three APGD members and transfer from one source)
+against plain 10-step PGD on the same images, both with their evaluation.
 
     python benchmarks/bench_attacks.py            # DnCNN-17 (64 features), 2x1x48x48, 10 steps
     python benchmarks/bench_attacks.py --smoke    # tiny model and input, checks the script runs
+    python benchmarks/bench_attacks.py --ensemble-only --ensemble-steps 100
 
 Target: the attack within 1.05x of the bare loop; crafting time proportional to the number of
-sources (one attack each), not to sources x targets.
+sources (one attack each), not to sources x targets; the ensemble near its count of passes,
+``4 * (steps + 1)`` forward + backward passes against PGD's 10.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from common import interleaved, machine  # noqa: E402
 
 from ts_defense import Denoiser  # noqa: E402
 from ts_defense.attacks import DenoisingPGD  # noqa: E402
+from ts_defense.evaluation.auto import auto_attack, auto_members  # noqa: E402
+from ts_defense.evaluation.metrics import add_noise, evaluate_attack  # noqa: E402
 from ts_defense.evaluation.transfer import transfer_matrix  # noqa: E402
 from ts_defense.models import DnCNN  # noqa: E402
 
@@ -98,6 +104,36 @@ def transfer_cost(make_net, shape, steps, sizes):
     return lines
 
 
+def ensemble_cost(net, source, shape, steps, ensemble_steps, rounds):
+    """``auto_attack`` (its default members at ``ensemble_steps`` iterations, one transfer
+    source) against ``steps``-step PGD, each with its evaluation, on the same images."""
+    clean = torch.rand(shape, generator=torch.Generator().manual_seed(2))
+    noisy = add_noise(clean, SIGMA, seed=0)
+    den, src = Denoiser(net, predicts="noise"), Denoiser(source, predicts="noise")
+    pgd = DenoisingPGD(den, SIGMA, eps=8 / 255, steps=steps)
+    members = auto_members(SIGMA, steps=ensemble_steps)
+    t = interleaved(
+        {
+            f"PGD, {steps} steps": lambda: evaluate_attack(den, pgd, clean, noisy, SIGMA),
+            "auto_attack": lambda: auto_attack(den, clean, SIGMA, members, {"src": src}),
+        },
+        rounds,
+        warmup=1,
+    )
+    base = t[f"PGD, {steps} steps"]
+    passes = {
+        f"PGD, {steps} steps": steps,
+        "auto_attack": (len(members) + 1) * (ensemble_steps + 1),
+    }
+    return [
+        f"\nWorst-case ensemble, {'x'.join(map(str, shape))}: {', '.join(members)} and transfer "
+        f"from one source, {ensemble_steps} iterations each, 1 restart; with evaluation:\n",
+        "| evaluation | passes | s | / PGD |",
+        "|---|---:|---:|---:|",
+        *(f"| {n} | {passes[n]} | {v:.2f} | {v / base:.1f} |" for n, v in t.items()),
+    ]
+
+
 def make_dncnn(seed, depth, features):
     torch.manual_seed(seed)
     return DnCNN(depth=depth, features=features).eval()
@@ -107,16 +143,27 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--ensemble-steps", type=int, default=100, help="APGD iterations of auto")
+    ap.add_argument("--ensemble-rounds", type=int, default=3)
+    ap.add_argument("--ensemble-only", action="store_true", help="time only the ensemble")
     args = ap.parse_args()
+    ensemble_steps, ensemble_rounds = args.ensemble_steps, args.ensemble_rounds
     if args.smoke:
         depth, features, shape, steps, rounds = 3, 8, (2, 1, 16, 16), 3, 3
         sizes = [(1, 1), (2, 2)]
+        ensemble_steps, ensemble_rounds = 5, 2
     else:
         depth, features, shape, steps, rounds = 17, 64, (2, 1, 48, 48), 10, args.rounds
         sizes = [(1, 1), (1, 4), (2, 2), (4, 4)]
     net = make_dncnn(0, depth, features)
-    lines = [f"Machine: {machine()}; {rounds} interleaved rounds, medians."]
-    lines += attack_cost(net, shape, steps, rounds)
-    make = partial(make_dncnn, depth=depth, features=features)
-    lines += transfer_cost(make, shape, max(1, steps // 2), sizes)
+    lines = [
+        f"Machine: {machine()}; {rounds} interleaved rounds ({ensemble_rounds} for the "
+        "ensemble), medians."
+    ]
+    if not args.ensemble_only:
+        lines += attack_cost(net, shape, steps, rounds)
+        make = partial(make_dncnn, depth=depth, features=features)
+        lines += transfer_cost(make, shape, max(1, steps // 2), sizes)
+    source = make_dncnn(1, depth, features)
+    lines += ensemble_cost(net, source, shape, 10, ensemble_steps, ensemble_rounds)
     print("\n".join(lines))

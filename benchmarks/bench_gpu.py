@@ -18,7 +18,6 @@ whole run stops adding rounds at ``--max-seconds``. Prints Markdown; ``--out`` a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_training import swinir  # noqa: E402
 
 from ts_defense import TrainStep, TSConfig, TSSampler  # noqa: E402
+from ts_defense.app.output import json_text  # noqa: E402
 from ts_defense.models import DnCNN  # noqa: E402
 
 SIGMA = 25 / 255
@@ -193,7 +193,7 @@ def main() -> None:
     def record(row: dict) -> None:  # appended as measured: a run cut short keeps what it had
         if args.out is not None:
             with args.out.open("a") as f:
-                f.write(json.dumps({**row, **meta}) + "\n")
+                f.write(json_text({**row, **meta}, indent=None))
 
     print(f"Device: {name}, torch {torch.__version__}; medians of interleaved rounds.\n")
     shapes = [(4, 1, 16, 16)] if args.smoke else [(128, 1, 64, 64), (16, 3, 256, 256)]

@@ -27,7 +27,6 @@ default ``TrainStep`` against a plain loop step, and what it adds besides the dr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ts_defense import TSConfig, TSSampler
+from ts_defense.app.output import json_text
 
 NOT_KERNELS = {"_unsafe_view", "scalar_tensor", "empty", "empty_strided", "lift_fresh"}
 SHAPES = ((128, 1, 64, 64), (16, 3, 256, 256))
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(counts, f, indent=1)
+            f.write(json_text(counts, indent=1))
 
 
 if __name__ == "__main__":

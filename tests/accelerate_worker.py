@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ts_defense import TrainStep, TSSampler, rank_seed
 from ts_defense.models import DnCNN
-from ts_defense.training.recipes import make_recipe
+from ts_defense.training.recipes import RECIPES, make_recipe
 
 
 def main():
@@ -39,7 +39,8 @@ def main():
     seed = rank_seed(0, acc)
     perturbation = None
     if args.recipe:
-        recipe = make_recipe(args.recipe, config={"sigma": 25 / 255, "p_ood": 0.5})
+        p_ood = 0.5 if RECIPES[args.recipe][0] else 0.0  # a recipe without TS refuses p_ood > 0
+        recipe = make_recipe(args.recipe, config={"sigma": 25 / 255, "p_ood": p_ood})
         sampler, perturbation = recipe.sampler(seed), recipe.perturbation(seed)
     else:
         sampler = TSSampler(sigma=25 / 255, p_ood=0.5, seed=seed)

@@ -4,6 +4,7 @@ documented exception whose message names one of the parameters."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 
 import torch
@@ -22,6 +23,38 @@ DTYPES = [
     torch.bool,
     torch.complex64,
 ]
+
+
+# Tensors that are no ordinary (B, C, H, W) batch, each with what its refusal says: every entry
+# that takes images refuses them with one line naming the argument (issue 27.4).
+EXOTIC = {
+    "meta": (lambda: torch.empty(2, 1, 8, 8, device="meta"), "a tensor on the meta device"),
+    "sparse": (lambda: torch.zeros(2, 1, 8, 8).to_sparse(), "a sparse_coo tensor"),
+    "nested": (
+        lambda: torch.nested.nested_tensor([torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)]),
+        "a nested tensor",
+    ),
+    "quantized": (
+        lambda: torch.quantize_per_tensor(torch.zeros(2, 1, 8, 8), 0.1, 0, torch.quint8),
+        "a quantized tensor",
+    ),
+    "mkldnn": (lambda: torch.zeros(2, 1, 8, 8).to_mkldnn(), "a mkldnn tensor"),
+    "complex": (
+        lambda: torch.zeros(2, 1, 8, 8, dtype=torch.complex64),
+        "a floating dtype .* got torch.complex64",
+    ),
+    "integer": (
+        lambda: torch.zeros(2, 1, 8, 8, dtype=torch.int64),
+        "a floating dtype .* got torch.int64",
+    ),
+}
+
+
+def exotic_tensor(kind: str) -> torch.Tensor:
+    """The ``EXOTIC`` tensor ``kind`` (without torch's warnings that nested tensors are new)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EXOTIC[kind][0]()
 
 
 def _values(out: object):

@@ -80,7 +80,8 @@ def test_sampler_state_is_saved_and_resumed_with_the_training_state(image_dirs, 
 @pytest.mark.parametrize("recipe", ["ts-hat", "free-hat"])
 def test_adversarial_recipe_attacks_half_of_each_batch_and_resumes(image_dirs, tmp_path, recipe):
     opt = _model_options(image_dirs, tmp_path)
-    opt["ts"].update(recipe=recipe, adversarial={"eps": 4})
+    p_ood = 0.5 if recipe.startswith("ts") else 0.0  # a recipe without TS refuses p_ood > 0
+    opt["ts"].update(recipe=recipe, adversarial={"eps": 4}, p_ood=p_ood)
     gt = torch.rand(4, 3, 16, 16)
     first = TSModel(copy.deepcopy(opt))
     first.gt = gt
@@ -164,7 +165,11 @@ def test_dataset_validation_noise_is_fixed_per_image(image_dirs):
     ("overrides", "message"),
     [
         ({"ts": {"families": {"radial": 1, "cauchy": 1}}}, r"datasets\.train\.ts: unknown noise"),
-        ({"ts": {"band": [0.3, 0.1]}}, r"datasets\.train\.ts: band=\(0\.3, 0\.1\)"),
+        (
+            {"ts": {"families": {"radial": {"band": [0.3, 0.1]}}}},
+            r"datasets\.train\.ts: families\.radial\.band=\(0\.3, 0\.1\)",
+        ),
+        ({"ts": {"band": [0.3, 0.1]}}, r"datasets\.train\.ts: unknown TS option.*'band' under"),
         ({"ts": {"p_oood": 0.5}}, r"datasets\.train\.ts: unknown TS option\(s\) 'p_oood'"),
         ({"sigma_range": 0.1}, r"datasets\.train\.sigma_range=0\.1 looks like \[0, 1\] units"),
         ({"sigma_range": [0, 0.2], "sigma_type": "random"}, r"sigma_range\[1\]=0\.2 looks like"),
@@ -185,7 +190,10 @@ def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, mes
         (None, r"ts\.sigma is required"),
         ({"sigma": 25 / 255}, r"ts\.sigma=0\.098\d* looks like \[0, 1\] units"),
         ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
-        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        (
+            {"sigma": 25, "families": {"local": {"band": [0.4, 0.2]}}},
+            r"ts: families\.local\.band=\(0\.4, 0\.2\) must satisfy",
+        ),
         ({"sigma": 25, "recipe": "pgd"}, r"ts: unknown recipe 'pgd'"),
         ({"sigma": 25, "recipe": "hat", "adversarial": {"eps": 0.03}}, r"adversarial\.eps"),
         ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial share"),
@@ -254,7 +262,10 @@ def _ignored_ts_cases():
             {"datasets": {"train": {**ds_ts}}},  # TSModel (the example) and a dataset ts block
             r"^datasets\.train\.ts: model_type 'TSModel' ignores the dataset's ts block",
         ),
-        ({"ts": {"sigma": 25, "band": [0.4, 0.2]}}, r"^ts: band=\(0\.4, 0\.2\)"),  # contents
+        (  # contents
+            {"ts": {"sigma": 25, "families": {"radial": {"band": [0.4, 0.2]}}}},
+            r"^ts: families\.radial\.band=\(0\.4, 0\.2\)",
+        ),
         ({"ts": None}, r"^ts\.sigma is required"),  # TSModel without its block
         (
             {**sr, "ts": None, "datasets": {"train": {"sigma_range": 0.1}}},

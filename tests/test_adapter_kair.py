@@ -94,7 +94,8 @@ def test_launcher_trains_dncnn_with_ts_model_on_the_standin(workdir):
 def test_launcher_trains_adversarial_recipes(workdir, recipe):
     options = tiny_options(workdir, f"dncnn-{recipe}", gpu_ids=[0])
     opt = read_options(options)
-    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]})
+    p_ood = 0.5 if recipe.startswith("ts") else 0.0  # a recipe without TS refuses p_ood > 0
+    opt["ts"].update(recipe=recipe, adversarial={"eps": [0, 8]}, p_ood=p_ood)
     options.write_text(json.dumps(opt))
     out = launch(STANDIN, options, 6, workdir)
     models = workdir / "out" / f"dncnn-{recipe}" / "models"
@@ -107,7 +108,7 @@ def test_launcher_trains_adversarial_recipes(workdir, recipe):
 def test_adversarial_recipe_needs_a_plain_model(workdir):
     options = tiny_options(workdir, "ffdnet-hat", model="ts_plain2")
     opt = read_options(options)
-    opt["ts"].update(recipe="hat")
+    opt["ts"].update(recipe="hat", p_ood=0.0)
     options.write_text(json.dumps(opt))
     cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
     run = subprocess.run([*cmd, "--opt", str(options), "--max-steps", "2"], cwd=workdir,
@@ -151,7 +152,8 @@ for kind, sigma in (("ts_dncnn", 25), ("ts_ffdnet", [5, 50]), ("ts_fdncnn", [5, 
                                            dataroot_H=root + "/testH")))
     assert torch.equal(test[0]["L"], test[0]["L"]), "fixed-seed test noise"
 for bad, msg in (({"sigma": 0.1}, "datasets.train.sigma=0.1 looks like [0, 1] units"),
-                 ({"ts": {"band": [0.3, 0.1]}}, "datasets.train.ts: band=(0.3, 0.1)")):
+                 ({"ts": {"families": {"radial": {"band": [0.3, 0.1]}}}},
+                  "datasets.train.ts: families.radial.band=(0.3, 0.1)")):
     try:
         dataset_classes()["ts_dncnn"](nd(dict(base, **bad)))
     except ValueError as err:
@@ -172,7 +174,10 @@ def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
     ("ts", "message"),
     [
         ({"sigma": 25, "families": {"gauss": 1}}, r"ts: unknown noise family 'gauss'"),
-        ({"sigma": 25, "band": [0.4, 0.2]}, r"ts: band=\(0\.4, 0\.2\) must satisfy"),
+        (
+            {"sigma": 25, "families": {"local": {"band": [0.4, 0.2]}}},
+            r"ts: families\.local\.band=\(0\.4, 0\.2\) must satisfy",
+        ),
         ({"sigma": 0.1}, r"ts\.sigma=0\.1 looks like \[0, 1\] units"),
         ({"p_ood": 0.5}, r"ts\.sigma is required"),
         ({"sigma": 25, "compile": 1}, r"ts\.compile must be true or false, got 1"),

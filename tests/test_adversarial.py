@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ts_defense import Denoiser, TrainStep, TSSampler, fit, ts_loss
+from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler, fit, ts_loss
 from ts_defense.models import DnCNN
 from ts_defense.training.adversarial import Adversarial, AdversarialConfig
 from ts_defense.training.recipes import RECIPES, make_recipe
@@ -147,9 +147,25 @@ def test_recipes_differ_as_named():
     assert make_recipe("hat").config.p_ood == 0 and not make_recipe("hat").adversarial.amortised
     assert make_recipe("ts-hat").config.p_ood > 0
     assert make_recipe("free-hat").adversarial.amortised
-    r = make_recipe("hat", config={"sigma": 15 / 255, "p_ood": 0.7}, adversarial={"share": 0.3})
+    r = make_recipe("hat", config={"sigma": 15 / 255}, adversarial={"share": 0.3})
     assert r.config.sigma == 15 / 255 and r.config.p_ood == 0 and r.adversarial.share == 0.3
+    assert make_recipe("gaussian", TSConfig(sigma=0.1)).config.p_ood == 0  # the default: dropped
+    assert make_recipe("free-hat", {"p_ood": 0}).config.p_ood == 0
     assert set(RECIPES) == {"gaussian", "ts", "hat", "ts-hat", "free-hat", "ts-free-hat"}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "config", "instead"),
+    [
+        ("hat", {"sigma": 15 / 255, "p_ood": 0.7}, "ts-hat"),
+        ("gaussian", TSConfig(p_ood=0.5), "ts"),
+        ("free-hat", {"p_ood": 0.2}, "ts-free-hat"),
+    ],
+)
+def test_a_recipe_without_ts_refuses_an_ood_share(recipe, config, instead):
+    said = rf"recipe '{recipe}' draws Gaussian noise only, but the config asks for p_ood=0\.\d: "
+    with pytest.raises(ValueError, match=said + rf"use recipe '{instead}' for TS noise"):
+        make_recipe(recipe, config)
 
 
 @pytest.mark.parametrize(
@@ -183,11 +199,18 @@ def test_bad_perturbation_or_recipe_refused_before_any_weight_changes():
     weights = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match="perturbation"):
-        TrainStep(model, opt, TSSampler(sigma=SIGMA), perturbation=lambda *a: a)
+        TrainStep(model, opt, TSSampler(sigma=SIGMA), perturbation=lambda *a: a, predicts="clean")
     with pytest.raises(ValueError, match="recipe"):
-        fit(model, batch(b=2, side=24), recipe="unknown", steps=2, progress=False)
+        fit(model, batch(b=2, side=24), recipe="unknown", steps=2, progress=False, predicts="clean")
     with pytest.raises(ValueError, match="image units"):
-        fit(model, batch(b=2, side=24), recipe="hat", adversarial={"eps": 8}, steps=2)
+        fit(
+            model,
+            batch(b=2, side=24),
+            recipe="hat",
+            adversarial={"eps": 8},
+            steps=2,
+            predicts="clean",
+        )
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
 
 
@@ -215,7 +238,8 @@ def test_fit_with_a_scheduler_resumes_exactly(tmp_path):
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2, 3], 0.1)
         fit(model, images, recipe="free-hat", steps=steps, batch_size=4, patch_size=12,
-            optimizer=opt, scheduler=sched, checkpoint=ckpt, progress=False)  # fmt: skip
+            optimizer=opt, scheduler=sched, checkpoint=ckpt, progress=False,
+            predicts="clean")  # fmt: skip
         return model, opt
 
     whole, opt = run(4)
@@ -233,21 +257,4 @@ def test_scheduler_must_belong_to_the_optimizer():
     with pytest.raises(ValueError, match="scheduler"):
         fit(model, batch(b=2, side=24), steps=1, progress=False,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            scheduler=torch.optim.lr_scheduler.StepLR(other, 1))  # fmt: skip
-
-
-def test_readme_recipes_snippet_runs():
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"<!-- recipes -->\n```python\n(.*?)```", text, re.S)
-    assert block, "README lost its recipes example"
-    model = small()
-    short = 'predicts="noise", steps=2, progress=False)'
-    code = block.group(1).replace('predicts="noise")', short, 1)
-    env = {"model": model, "images": batch(b=2, side=48), "torch": torch,
-           "opt": torch.optim.Adam(model.parameters())}  # fmt: skip
-    exec(compile(code, "README recipes", "exec"), env)
-    assert len(env["history"].records) == 2 and env["r"].adversarial.eps == (0, 8 / 255)
-    assert env["step"](batch()).n_adv == 4
+            scheduler=torch.optim.lr_scheduler.StepLR(other, 1), predicts="clean")  # fmt: skip

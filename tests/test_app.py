@@ -1,6 +1,5 @@
-"""The application package: plots drawn on their own Figures (the caller's matplotlib backend
-untouched), titles that say what was run, and the old import paths (a warning, the same
-objects)."""
+"""The application package: one function per plot, each returning its own Figure (the caller's
+matplotlib backend untouched) or drawing into a given Axes, titles that say what was run."""
 
 import subprocess
 import sys
@@ -20,8 +19,26 @@ def test_budget_plot_draws_one_curve_per_model_and_optional_references(tmp_path,
     refs = [label for label in labels if "f(y) + delta" in label]
     assert len(labels) == (4 if pass_through else 2)
     assert len(refs) == (2 if pass_through else 0)
-    path = plots.plot_budget_curves({"a": CURVE}, tmp_path / "sub" / "curves.png")
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    path = plots.save_figure(plots.budget_curves_figure({"a": CURVE}), tmp_path / "s" / "c.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and [p.name for p in path.parent.iterdir()] == [
+        "c.png"
+    ]
+
+
+def test_one_function_per_plot_and_the_composed_ones_draw_into_a_given_axes():
+    from matplotlib.figure import Figure
+
+    from ts_defense.evaluation.transfer import TransferResult
+
+    public = [n for n in vars(plots) if callable(getattr(plots, n)) and not n.startswith("_")]
+    assert not [n for n in public if n.startswith(("draw_", "plot_"))]
+    page = Figure()
+    left, right = page.subplots(1, 2)
+    assert plots.budget_curves_figure({"a": CURVE}, ax=left) is page
+    r = TransferResult(["a"], ["a", "b"], {"a": 28.0, "b": 27.0}, {"a": {"a": 25.0, "b": 26.0}})
+    assert plots.transfer_figure(r, ax=right) is page
+    assert len(left.get_lines()) == 2 and len(right.images) == 1
+    assert len(page.axes) == 3  # the two panels and the heatmap's colour bar
 
 
 @pytest.mark.parametrize(
@@ -102,10 +119,10 @@ from ts_defense.evaluation.transfer import TransferResult
 from ts_defense.noise.sampler import TSConfig
 out = sys.argv[1]
 curve = {"budget": [0.0, 0.03], "psnr": [28.0, 25.0], "pass_through": [28.0, 24.0]}
-plots.plot_budget_curves({"a": curve}, out + "/c.png")
+plots.save_figure(plots.budget_curves_figure({"a": curve}), out + "/c.png")
 r = TransferResult(["a"], ["a", "b"], {"a": 28.0, "b": 27.0}, {"a": {"a": 25.0, "b": 26.0}})
-plots.plot_transfer(r, out + "/t.png")
-report.sampler_report(out, TSConfig())
+plots.save_figure(plots.transfer_figure(r), out + "/t.png")
+report.sampler_report(out + "/sampler", TSConfig())
 x = torch.rand(2, 1, 16, 16)
 plots.save_figure(plots.deviation_figure(x, 2 * x, 0.1, "an attack"), out + "/d.png")
 plots.save_figure(plots.image_strip_figure({"a": x, "b": x}), out + "/s.png")
@@ -122,7 +139,7 @@ def test_plots_leave_the_callers_backend_alone(tmp_path):
         [sys.executable, "-c", BACKEND_SCRIPT, str(tmp_path)], capture_output=True, text=True
     )
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
-    assert (tmp_path / "sampler.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "sampler" / "sampler.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_demo_trains_the_librarys_small_dncnn():

@@ -63,17 +63,17 @@ def test_every_perturbation_satisfies_its_constraints(
     opts = {"objective": objective, "clip": clip, "seed": seed}
     if name != "fgsm":
         opts["steps"] = steps
-    opts["rho" if name == "pgd-l2" else "eps"] = eps
+    opts[ATTACKS[name].budget] = eps
     adv = make_attack(name, model, SIGMA, **opts)(y, x)
     assert adv.shape == y.shape and bool(torch.isfinite(adv).all())
     delta = (adv - y).double()
     n = c * h * h
-    if name in ("pgd-l2", "obsatk"):
+    if ATTACKS[name].norm == "L2":
         radius = eps * (SIGMA if name == "pgd-l2" else 1.0) * math.sqrt(n)
         assert (delta.flatten(1).norm(dim=1) <= radius * (1 + 1e-5) + TOL).all()
     else:
         assert delta.abs().max() <= eps + TOL
-    if name == "obsatk":
+    if name in ("obsatk", "apgd-obsatk"):
         assert delta.mean(dim=(1, 2, 3)).abs().max() <= 1e-7
     if clip is not None:
         assert adv.min() >= clip[0] and adv.max() <= clip[1]
@@ -193,7 +193,7 @@ def test_bad_input_is_a_clear_error():
         DenoisingPGD(DnCNN(depth=3), SIGMA)
     with pytest.raises(ValueError, match="not differentiable"):
         DenoisingPGD(load_model("bm3d"), SIGMA)
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ValueError, match="at least 2 surrogate"):
         EnsemblePGD([den], SIGMA)
     with pytest.raises(ValueError, match="unknown attack"):
         make_attack("cw", den, SIGMA)
@@ -273,6 +273,9 @@ def test_the_registry_says_how_to_build_every_attack():
         "fgsm": "image",
         "mifgsm": "image",
         "ensemble-pgd": "image",
+        "apgd": "image",
+        "apgd-l2": "rms",
+        "apgd-obsatk": "rms",
     }
     assert budget_options("pgd-l2", 0.2, 3) == {"rho": 0.2, "steps": 3}
     assert budget_options("fgsm", 4 / 255, 3) == {"eps": 4 / 255}

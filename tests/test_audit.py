@@ -144,7 +144,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, folder, capsys):
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"model.0.weight": Payload()}, f)
     cases = [
-        (["evaluate", str(tmp_path / "missing.pth")], "neither a weights file"),
+        (["evaluate", str(tmp_path / "missing.pth")], f"no such file: {tmp_path / 'missing.pth'}"),
         (["evaluate", str(tmp_path / "evil.pth")], "refusing to load"),
         (["evaluate", "no-such-model"], "named model"),
         (["evaluate", "nomodule_xyz:fn"], "cannot import"),
@@ -182,13 +182,38 @@ def test_named_weights_are_checked_and_missing_ones_say_where_to_get_them(tmp_pa
     monkeypatch.setenv("TS_DEFENSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TS_DEFENSE_DATA", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError) as err:
-        weights_file("kair_dncnn_25.pth")
+        weights_file("DnCNN-S-15.pth")  # not shipped with the package
     message = str(err.value)
-    assert SOURCES["kair_dncnn_25.pth"].url in message and str(tmp_path / "cache") in message
+    assert SOURCES["DnCNN-S-15.pth"].url in message and str(tmp_path / "cache") in message
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "kair_dncnn_25.pth").write_bytes(b"not the file")
+    (tmp_path / "cache" / "DnCNN-S-15.pth").write_bytes(b"not the file")
     with pytest.raises(ValueError, match="refusing .*SHA-256"):
-        weights_file("kair_dncnn_25.pth")
+        weights_file("DnCNN-S-15.pth")
+    (tmp_path / "mine" / "weights").mkdir(parents=True)
+    (tmp_path / "mine" / "weights" / "DnCNN-S-25.pth").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="refusing .*SHA-256"):  # a given folder comes first
+        weights_file("DnCNN-S-25.pth", tmp_path / "mine")
+
+
+@pytest.mark.parametrize("name", ["dncnn-s-25", "kair-dncnn-25"])
+def test_the_two_mit_dncnn_25s_ship_with_the_package(name, tmp_path, monkeypatch):
+    """No data folder, no cache: the package's own files load, checked against their pins."""
+    from ts_defense.models.zoo import BUNDLED_WEIGHTS, WEIGHTS_OF, load_model
+
+    monkeypatch.setenv("TS_DEFENSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TS_DEFENSE_DATA", str(tmp_path / "data"))
+    path = weights_file(WEIGHTS_OF[name])
+    assert path.parent == BUNDLED_WEIGHTS and path.stat().st_size > 2_000_000
+    notice = (BUNDLED_WEIGHTS / "NOTICE.md").read_text()
+    assert SOURCES[path.name].sha256 in notice and notice.count("MIT License") == 2
+    den = load_model(name)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        out = den(
+            x + 25 / 255 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)),
+            25 / 255,
+        )
+    assert out.shape == x.shape and torch.isfinite(out).all()
 
 
 def test_every_option_of_every_subcommand_shows_its_default():

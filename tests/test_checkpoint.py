@@ -2,6 +2,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,9 +142,9 @@ def test_patch_sampler_and_fit_arguments():
     with pytest.raises(ValueError, match=r"images\[0\] is \(8, 8\), smaller than patch_size=12"):
         PatchSampler(torch.rand(1, 1, 8, 8), 12, gen)
     with pytest.raises(ValueError, match="steps must be finite and > 0"):
-        fit(small(), IMAGES, steps=0)
+        fit(small(), IMAGES, predicts="noise", steps=0)
     with pytest.raises(ValueError, match="unknown TS option"):
-        fit(small(), IMAGES, config={"sigmaa": 0.1})
+        fit(small(), IMAGES, predicts="noise", config={"sigmaa": 0.1})
 
 
 def test_checkpoint_files_follow_the_umask(tmp_path):
@@ -171,8 +173,24 @@ class InterruptAt:
         return torch.nn.functional.mse_loss(pred, target)
 
 
+@pytest.fixture
+def sigint():
+    """SIGINT set to Python's default (KeyboardInterrupt) for the test, whatever the process was
+    started with (a background job or nohup ignores it), and restored after."""
+
+    def set_to(handler):
+        signal.signal(signal.SIGINT, handler)
+
+    before = signal.getsignal(signal.SIGINT)
+    set_to(signal.default_int_handler)
+    try:
+        yield set_to
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
-def test_ctrl_c_in_fit_saves_and_says_how_to_resume(tmp_path):
+def test_ctrl_c_in_fit_saves_and_says_how_to_resume(tmp_path, sigint):
     ckpt = tmp_path / "run.pt"
     model = small()
     with pytest.raises(KeyboardInterrupt) as info:
@@ -191,6 +209,45 @@ def test_ctrl_c_in_fit_saves_and_says_how_to_resume(tmp_path):
     assert repr(h_res.records) == repr(h_full.records)
     with pytest.raises(KeyboardInterrupt):  # without a checkpoint Ctrl-C stops at once
         fit(small(), IMAGES, progress=False, loss=InterruptAt(2), **FIT)
+
+
+def test_fit_says_once_when_it_cannot_catch_ctrl_c(tmp_path, sigint, recwarn):
+    sigint(signal.SIG_IGN)  # as a job started with `&` or nohup has it
+    history = fit(small(), IMAGES, progress=False, checkpoint=tmp_path / "a.pt", **FIT)
+    assert len(history.records) == 6 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    (warning,) = [w for w in recwarn if w.category is RuntimeWarning]
+    assert str(warning.message) == (
+        f"fit cannot save {tmp_path / 'a.pt'} on Ctrl-C: SIGINT is ignored in this process, as "
+        f"in a background job or under nohup; it is saved at the start, on a non-finite step and "
+        f"at the end"
+    )
+    assert warning.filename == __file__  # points at the call of fit
+    recwarn.clear()
+    fit(small(), IMAGES, progress=False, **FIT)  # without a checkpoint there is nothing to save
+    assert not [w for w in recwarn if w.category is RuntimeWarning]
+
+    def own(signum, frame):
+        pass
+
+    sigint(own)
+    with pytest.warns(RuntimeWarning, match=r"SIGINT has a handler of its own \(<function"):
+        fit(
+            small(), IMAGES, progress=False, checkpoint=tmp_path / "b.pt", checkpoint_every=2, **FIT
+        )
+    assert signal.getsignal(signal.SIGINT) is own  # left in place
+    sigint(signal.default_int_handler)
+    caught = []
+
+    def in_a_thread():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            fit(small(), IMAGES, progress=False, checkpoint=tmp_path / "c.pt", **FIT)
+        caught.extend(str(w.message) for w in seen)
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert len(caught) == 1 and "fit runs outside the main thread" in caught[0]
 
 
 def count_steps():
@@ -298,7 +355,7 @@ def test_checkpoint_argument_errors_name_the_parameter(tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="seed must be an int"):
         fit(small(), IMAGES, **{**FIT, "seed": None})
-    with pytest.raises(ValueError, match=r"c.pt holds no optimizer state"):
+    with pytest.raises(ValueError, match=r"c.pt was not written by fit \(no 'step'\)"):
         fit(small(), IMAGES, checkpoint=path, **FIT)
     save_checkpoint(path, m := small(), adam(m), TSSampler(seed=3), epoch=1)
     with pytest.raises(ValueError, match=r"c.pt was not written by fit \(no 'step'\)"):
@@ -308,6 +365,7 @@ def test_checkpoint_argument_errors_name_the_parameter(tmp_path):
 def forged(path, **extra):
     model = small()
     rng = dict(patch_generator=torch.Generator().get_state(), torch_rng=torch.get_rng_state())
+    extra = {"recipe": "ts", **extra}
     save_checkpoint(path, model, adam(model), TSSampler(seed=3), **{**rng, **extra})
 
 
@@ -366,3 +424,34 @@ def test_single_bit_flips_never_load_altered_state(tmp_path):
         assert extra == {"step": 5, "history": [{"loss": 0.5}]}, bit
         assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items())
     assert refused > 100
+
+
+@pytest.mark.parametrize(
+    ("saved", "asked"), [("free-hat", "gaussian"), ("hat", "free-hat"), ("ts", "gaussian")]
+)
+def test_a_checkpoint_resumes_only_under_the_recipe_that_wrote_it(tmp_path, saved, asked):
+    """Issue 29.4: a swap was resumed silently (free-hat -> gaussian) or refused with messages
+    about internal fields (amortised, p_ood); now it is refused by the recipes' names."""
+    path = tmp_path / "c.pt"
+    fit(small(), IMAGES, recipe=saved, checkpoint=path, **{**FIT, "steps": 2})
+    model = small()
+    before = state(model)
+    with pytest.raises(ValueError) as info:
+        fit(model, IMAGES, recipe=asked, checkpoint=path, **FIT)
+    assert str(info.value) == (
+        f"checkpoint {path} was written by recipe {saved!r}; this run asks for {asked!r}: resume "
+        f"it with recipe={saved!r}, or give fit another checkpoint path"
+    )
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # untouched
+    fit(model, IMAGES, recipe=saved, checkpoint=path, **FIT)  # its own recipe resumes it
+    assert load_checkpoint(path, small())["recipe"] == saved
+
+
+def test_resuming_with_a_scheduler_the_run_did_not_have_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    fit(small(), IMAGES, checkpoint=path, **{**FIT, "steps": 2})
+    model = small()
+    opt = adam(model)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    with pytest.raises(ValueError, match="c.pt was written without a scheduler: resume it without"):
+        fit(model, IMAGES, optimizer=opt, scheduler=sched, checkpoint=path, **FIT)

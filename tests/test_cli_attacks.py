@@ -54,13 +54,13 @@ def _one_error_line(capsys) -> str:
 def test_sixteen_bit_images_are_scaled_by_their_bit_depth(tmp_path, capsys, shared_data):
     from PIL import Image
 
-    from ts_defense.data import bundled_images, load_image
+    from ts_defense.data import bundled_images, read_image
 
     grey = bundled_images(("camera",), size=32)[0, 0].numpy()
     path = tmp_path / "gray16.png"
     Image.fromarray((grey * 65535).round().astype(np.uint16)).save(path)
     assert np.asarray(Image.open(path)).dtype == np.uint16
-    np.testing.assert_allclose(load_image(path)[0, 0].numpy(), grey, atol=1e-4)
+    np.testing.assert_allclose(read_image(path)[0, 0].numpy(), grey, atol=1e-4)
     out = tmp_path / "out"
     argv = ["attack", "--images", str(path), "--attacks", "fgsm", "--size", "16"]
     assert main([*argv, "--out", str(out), "--data", str(shared_data)]) == 0
@@ -85,15 +85,36 @@ def test_hostile_files_and_numbers_are_one_line_errors(tmp_path, capsys, shared_
     junk.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     assert main(["attack", "--images", str(junk), *small, *base]) == 2
     assert "cannot read image file" in _one_error_line(capsys)
-    frames = tmp_path / "anim.gif"
-    Image.new("L", (8, 8)).save(frames, save_all=True, append_images=[Image.new("L", (8, 8), 9)])
-    assert main(["attack", "--images", str(frames), *small, *base]) == 2
-    assert "expected one grey or colour image" in _one_error_line(capsys)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert main(["attack", "--images", str(text), *small, *base]) == 2
+    line = _one_error_line(capsys)
+    assert line.endswith(f"cannot read image file {text}: not an image Pillow recognises"), line
+    floats = tmp_path / "hdr.tif"
+    Image.fromarray(np.full((16, 16), 1.5, np.float32)).save(floats)
+    assert main(["attack", "--images", str(floats), *small, *base]) == 2
+    assert f"image file {floats}: float pixels must lie in [0, 1]" in _one_error_line(capsys)
     bomb = tmp_path / "bomb.png"
     Image.new("L", (64, 64)).save(bomb)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit
     assert main(["attack", "--images", str(bomb), *small, *base]) == 2
     assert "DecompressionBombError" in _one_error_line(capsys)
+
+
+def test_an_animation_is_its_first_frame_with_a_one_line_warning(tmp_path, capsys, shared_data):
+    from PIL import Image
+
+    frames = tmp_path / "anim.gif"
+    first = Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)))
+    first.save(frames, save_all=True, append_images=[Image.new("L", (16, 16), v) for v in (9, 99)])
+    out = tmp_path / "out"
+    argv = ["attack", "--images", str(frames), "--attacks", "fgsm", "--size", "16", "--out"]
+    assert main([*argv, str(out), "--data", str(shared_data)]) == 0
+    warning = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert warning == [
+        f"ts-defense: warning: {frames} is an animation of 3 frames: reading its first frame only"
+    ]
+    assert json.loads((out / "attack.json").read_text())["image_shape"] == [1, 1, 16, 16]
 
 
 def test_flag_prefixes_are_not_accepted(tmp_path):

@@ -34,7 +34,11 @@ CONFIGS = {
     "local": (TSConfig(p_ood=1.0, families={"local": 1}), 53, 28),
     "structured": (TSConfig(p_ood=1.0, families={"structured": 1}), 57, 36),
     "zero mean": (TSConfig(p_ood=0.5, zero_mean=True), 151, 90),
-    "window not tiling": (TSConfig(window=5), 108, 61),
+    "window not tiling": (
+        TSConfig(families={"radial": 1, "local": {"window": 5}, "structured": 1}),
+        108,
+        61,
+    ),
     "choice sigma": (TSConfig(sigma=SigmaSchedule.choice(SIGMA, 2 * SIGMA)), 105, 61),
     "family objects": (TSConfig(families={Local(window=4): 1.0, "radial": 1.0}), 68, 36),
 }
@@ -220,11 +224,11 @@ def test_cuda_statistics():
     gauss = draw_cuda(TSConfig(sigma=SIGMA, p_ood=0.0), 256)
     chk.aep(gauss.noise, SIGMA)
     for sides in ("both", "above", "below"):
-        cfg = TSConfig(p_ood=1.0, families={"radial": 1}, band=(0.05, 0.3), sides=sides)
+        cfg = TSConfig(p_ood=1.0, families={"radial": {"band": (0.05, 0.3), "sides": sides}})
         chk.in_band(draw_cuda(cfg, 64, (3, 16, 16)).noise, SIGMA, (0.05, 0.3), sides)
     chk.isotropic(draw_cuda(TSConfig(p_ood=1.0, families={"radial": 1}), 512, (1, 8, 8)).noise)
     for zero_mean in (False, True):
-        cfg = TSConfig(p_ood=1.0, families={"local": 1}, local_fraction=0.3, zero_mean=zero_mean)
+        cfg = TSConfig(p_ood=1.0, families={"local": {"fraction": 0.3}}, zero_mean=zero_mean)
         chk.local_windows(draw_cuda(cfg, 16, (3, 32, 32)).noise, SIGMA, 8, 0.3, (0.05, 0.35))
         cfg = TSConfig(p_ood=1.0, families={"structured": 1}, zero_mean=zero_mean)
         chk.nominal_power(draw_cuda(cfg, 16, (3, 24, 20)).noise, SIGMA)

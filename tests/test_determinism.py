@@ -1,5 +1,6 @@
-"""Determinism (issue 7): the same seed gives the same TS noise, the same attacked inputs and the
-same metrics in two runs (bit for bit) and with 1 or 2 CPU threads (each run a fresh process).
+"""Determinism (issue 7): the same seed gives the same TS noise (every family, draw after draw),
+the same attacked inputs and the same metrics in two runs (bit for bit) and with 1 or 2 CPU
+threads (each run a fresh process).
 
 Across thread counts torch sums the convolution weight gradients in a thread-dependent order, so
 trained weights, L2 attacks (normalised gradients) and metrics agree to float32 rounding, not bit
@@ -27,11 +28,15 @@ def digest(t):
 torch.manual_seed(0)
 clean = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
 draw = TSSampler(sigma=25 / 255, p_ood=0.5, seed=7).draw(clean)
+families = {"radial": {"sides": "below"}, "local": {"window": 5}, "structured": {"corr_scale": 3}}
+every = TSSampler(sigma=[5 / 255, 50 / 255], p_ood=0.9, families=families, zero_mean=True, seed=7)
+every_noise = [every.draw(clean).noise for _ in range(2)]
 model = DnCNN(depth=4, features=16)
 history = fit(model, clean, steps=3, batch_size=4, patch_size=16, seed=2, predicts="noise",
               progress=False)
 den = Denoiser(model.eval(), predicts="noise")
 out = {"threads": torch.get_num_threads(), "noise": digest(draw.noise),
+       "every family": [digest(n) for n in every_noise],
        "family": draw.family.tolist(), "loss": history.column("loss"),
        "weights": digest(torch.cat([p.flatten() for p in model.parameters()]))}
 for name in ("pgd", "pgd-l2", "obsatk", "mifgsm"):
@@ -65,7 +70,7 @@ def test_same_seed_same_noise_attacks_and_metrics_in_two_runs(runs):
 def test_thread_count_changes_noise_and_sign_attacks_not_at_all_and_the_rest_by_rounding(runs):
     one, _, two = runs
     assert one["threads"] == 1 and two["threads"] == 2
-    for key in ("noise", "family"):
+    for key in ("noise", "every family", "family"):
         assert one[key] == two[key], key
     for name in ("pgd", "mifgsm"):  # sign steps absorb rounding in the gradient
         assert one[name]["adv"] == two[name]["adv"], name

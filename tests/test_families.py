@@ -1,11 +1,12 @@
 """Noise families that own their parameters, nested options and the shared sigma schedule
-(issue 15.2): the nested and the flat forms draw the same bits as before, errors name the nested
-key, custom families carry parameters, and the adapters draw sigma with the same schedule."""
+(issue 15.2): nested blocks and family objects draw the same bits, errors name the nested key,
+a family's parameter at the top level is refused with where it goes, custom families carry
+parameters, :meth:`Family.draw` is the sampler's pipeline, and the adapters draw sigma with the
+same schedule."""
 
+import ast
 import dataclasses
-import hashlib
 import io
-import warnings
 
 import pytest
 import stat_checks as chk
@@ -22,16 +23,7 @@ from ts_defense import (
     TSSampler,
     register_family,
 )
-from ts_defense.noise.families import GAUSSIAN, draw_batch
 
-FLAT = {
-    "band": (0.1, 0.3),
-    "sides": "below",
-    "window": 4,
-    "local_fraction": 0.5,
-    "corr_scale": 3,
-    "corr_mix": (0.2, 0.6),
-}
 NESTED = {
     "radial": {"weight": 1.0, "band": [0.1, 0.3], "sides": "below"},
     "local": {"weight": 1.0, "band": [0.1, 0.3], "sides": "below", "window": 4, "fraction": 0.5},
@@ -48,43 +40,8 @@ def draws(cfg, seed=3):
     return out
 
 
-def digest(*tensors):
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-# Recorded with the code before families owned their parameters (flat TSConfig keywords).
-GOLDEN = {
-    "default": ({}, "ecd539aad5330fc3"),
-    "ood": ({"p_ood": 1.0}, "57a0c228ac8451d3"),
-    "zero-mean": ({"p_ood": 0.7, "zero_mean": True}, "bdcdb70e64ca38e7"),
-    "flat": ({"p_ood": 1.0, **FLAT}, "794935be9d4f7890"),
-    "blind": (
-        {
-            "p_ood": 0.8,
-            "sigma": (5 / 255, 50 / 255),
-            "families": {"local": 2.0, "structured": 1.0},
-            "window": 5,
-            "zero_mean": True,
-        },
-        "fbf52889d755c319",
-    ),
-}
-
-
-@pytest.mark.parametrize("name", list(GOLDEN))
-def test_same_bits_as_before_families_owned_their_parameters(name):
-    if digest(torch.randn(64, generator=torch.Generator().manual_seed(0))) != "e1275a785936ab2f":
-        pytest.skip("torch's CPU generator stream differs from the recorded one")
-    options, want = GOLDEN[name]
-    assert digest(*draws(TSConfig(**options))) == want
-
-
 @pytest.mark.parametrize("zero_mean", [False, True])
-def test_flat_and_nested_options_draw_identical_bits(zero_mean):
-    flat = TSConfig(p_ood=0.9, zero_mean=zero_mean, **FLAT)
+def test_nested_options_and_family_objects_draw_identical_bits(zero_mean):
     nested = TSConfig.from_dict({"p_ood": 0.9, "zero_mean": zero_mean, "families": NESTED})
     objects = TSConfig(
         p_ood=0.9,
@@ -95,9 +52,13 @@ def test_flat_and_nested_options_draw_identical_bits(zero_mean):
             Structured(corr_scale=3, corr_mix=(0.2, 0.6)): 1.0,
         },
     )
-    assert flat == nested == objects
-    for a, b, c in zip(draws(flat), draws(nested), draws(objects), strict=True):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    assert nested == objects
+    assert nested.families.family("local") == Local(
+        band=(0.1, 0.3), sides="below", window=4, fraction=0.5
+    )
+    for a, b in zip(draws(nested), draws(objects), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(draws(nested)[0], draws(TSConfig(p_ood=0.9, zero_mean=zero_mean))[0])
 
 
 def test_nested_round_trip_through_a_weights_only_file():
@@ -161,45 +122,37 @@ def test_family_objects_check_their_own_fields():
     assert Radial(band=[0.1, 1.5], sides="above").band == (0.1, 1.5)
 
 
-def test_flat_keywords_still_name_themselves_and_do_not_warn():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cfg = TSConfig(window=4, band=(0.1, 0.2))
-    assert cfg.families.family("local") == Local(window=4, band=(0.1, 0.2))
-    assert cfg.families.family("radial") == Radial(band=(0.1, 0.2))
-    with pytest.raises(ValueError, match=r"^local_fraction must lie in \[0, 1\]"):
-        TSConfig(local_fraction=2.0)
-    with pytest.raises(ValueError, match=r"^band=\(0\.3, 0\.1\) must satisfy"):
-        TSConfig(families={"structured": 1.0}, band=(0.3, 0.1))  # checked though unused
+@pytest.mark.parametrize(
+    "options, where",
+    [
+        ({"band": [0.1, 0.2]}, r"give 'band' under families\.radial, families\.local, e\.g\. "),
+        ({"window": 4}, r"give 'window' under families\.local, e\.g\. .*'window': 8"),
+        ({"local_fraction": 0.5}, r"give 'local_fraction' under families\.local, .*'fraction'"),
+        ({"corr_mix": [0.1, 0.2]}, r"give 'corr_mix' under families\.structured"),
+    ],
+)
+def test_a_family_parameter_at_the_top_level_is_refused_with_where_it_goes(options, where):
+    with pytest.raises(
+        ValueError, match=r"^unknown TS option\(s\) '\w+'; known: .*" + where
+    ) as err:
+        TSConfig.from_dict(options)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=where):
+        TSSampler(**options)  # keyword options go through from_dict
+    with pytest.raises(TypeError, match=repr(next(iter(options)))):
+        TSConfig(**options)
+    example = ast.literal_eval(str(err.value).rsplit("e.g. ", 1)[1])  # a valid config
+    TSConfig.from_dict(example)
 
 
-def test_reading_flat_options_from_a_config_is_deprecated():
-    cfg = TSConfig(families={Local(window=4): 1.0})
-    with pytest.warns(DeprecationWarning, match="TSConfig.window is deprecated"):
-        assert cfg.window == 4
-    with pytest.warns(DeprecationWarning):
-        assert cfg.corr_mix == (0.3, 0.9)  # no structured family: the default
-
-
-def test_old_flat_saved_state_loads_strictly():
-    old = {  # what TSSampler.state_dict() saved as config before families owned parameters
-        "sigma": 25 / 255,
-        "p_ood": 0.2,
-        "families": {"radial": 1.0, "local": 1.0, "structured": 1.0},
-        "band": (0.05, 0.35),
-        "sides": "both",
-        "window": 8,
-        "local_fraction": 0.25,
-        "corr_scale": 4,
-        "corr_mix": (0.3, 0.9),
-        "zero_mean": False,
-        "clip": None,
-        "data_range": 1.0,
-    }
-    state = {**TSSampler(seed=1).state_dict(), "config": old}
-    TSSampler().load_state_dict(state)
-    with pytest.raises(ValueError, match="another TS configuration.*families="):
-        TSSampler(TSConfig(window=4)).load_state_dict(state)
+def test_a_state_saved_with_top_level_family_parameters_is_refused_by_name():
+    saved = {**TSConfig().to_dict(), "band": (0.05, 0.35), "window": 8}
+    state = {**TSSampler(seed=1).state_dict(), "config": saved}
+    with pytest.raises(
+        ValueError, match=r"^state\['config'\]: unknown TS option\(s\) 'band', 'window'"
+    ):
+        TSSampler().load_state_dict(state)
+    TSSampler().load_state_dict(state, strict=False)  # the stream alone still continues
 
 
 def test_registered_family_with_parameters_is_drawn_with_them():
@@ -256,18 +209,31 @@ def test_registered_family_class_carries_parameters_through_options():
         TSConfig(families={Constant(): 1.0})
 
 
-def test_builtin_family_objects_stay_callable_as_functions():
-    gen = torch.Generator().manual_seed(0)
-    noise = FAMILIES["radial"]((4, 1, 8, 8), gen, TSConfig())
-    assert noise.shape == (4, 1, 8, 8) and noise.dtype == torch.float32
-    old = TSConfig(p_ood=1.0)
-    family = torch.tensor([1, 2, 3, 0])
-    a = torch.Generator().manual_seed(1)
-    with pytest.warns(DeprecationWarning, match="draw_batch"):
-        legacy = draw_batch((4, 1, 8, 8), a, old, family, old.family_names)
-    b = torch.Generator().manual_seed(1)
-    slots = [GAUSSIAN, *(old.families.family(n) for n in old.families)]
-    assert torch.equal(legacy, draw_batch((4, 1, 8, 8), b, slots, family))
+@pytest.mark.parametrize("zero_mean", [False, True])
+@pytest.mark.parametrize("name", ["radial", "local", "structured", "test-coarse"])
+def test_family_draw_is_the_sampler_draw_of_that_family_alone(name, zero_mean):
+    """One pipeline: ``Family.draw`` gives the bits the sampler draws for that family at sigma 1
+    (after the sampler's family choice, the one random draw before the noise)."""
+    register_family("test-coarse", Local(window=3, fraction=0.5))  # windows not tiling 8x10
+    try:
+        cfg = TSConfig(sigma=1.0, p_ood=1.0, families={name: 1.0}, zero_mean=zero_mean)
+        sampler = TSSampler(cfg, seed=5)
+        gen = torch.Generator()
+        gen.set_state(sampler.generator().get_state())
+        drawn = sampler.draw(torch.zeros(4, 2, 8, 10))
+        assert bool((drawn.family == 1).all())
+        torch.rand(4, generator=gen)  # the family choice
+        alone = FAMILIES[name].draw((4, 2, 8, 10), gen, zero_mean)
+        assert alone.dtype == torch.float32 and torch.equal(alone, drawn.noise)
+        assert torch.equal(gen.get_state(), sampler.generator().get_state())
+    finally:
+        FAMILIES.pop("test-coarse")
+
+
+def test_first_gives_the_first_listed_family_of_a_kind_else_its_defaults():
+    cfg = TSConfig(families={"structured": 1.0, Local(window=4, band=(0.1, 0.2)): 1.0})
+    assert cfg.families.first(Radial, Local) == Local(window=4, band=(0.1, 0.2))
+    assert cfg.families.first(Radial) == Radial() and cfg.families.first(Structured) == Structured()
 
 
 def test_only_keeps_the_family_parameters():
@@ -343,7 +309,7 @@ def test_adapter_states_saved_with_sigma_top_still_resume():
         sampler.load_state_dict(old)
 
 
-# --- fewer ops, same bits (issue 13) ---------------------------------------------------------
+# --- fewer ops (issue 13), the plain formula's bits -----------------------------------------
 
 
 def band_deviation(shape, family, gen):
@@ -377,15 +343,6 @@ def test_power_factor_is_one_plus_twice_the_band_deviation_bit_for_bit(family):
         assert torch.equal(got, want) and torch.equal(a.get_state(), b.get_state())
 
 
-def test_square_root_of_gives_the_float32_gain_back():
-    from ts_defense.noise._fused import square_root_of
-
-    for n in [*range(2, 300), 3 * 64 * 64, 3 * 256 * 256, 2**24 + 1]:
-        gain = (n / (n - 1)) ** 0.5
-        g = torch.tensor(gain, dtype=torch.float32)
-        assert torch.equal(torch.tensor(square_root_of(gain), dtype=torch.float32).sqrt(), g)
-
-
 def test_cached_constants_are_never_written():
     from ts_defense.noise._fused import const
 
@@ -403,5 +360,5 @@ def test_cached_constants_are_never_written():
 def test_family_draws_take_a_list_shape():  # the cached window counts key on the shape
     gen = torch.Generator().manual_seed(0)
     for zero_mean in (False, True):
-        noise = FAMILIES["local"]([2, 1, 12, 12], gen, TSConfig(zero_mean=zero_mean))
+        noise = FAMILIES["local"].draw([2, 1, 12, 12], gen, zero_mean)
         assert noise.shape == (2, 1, 12, 12)

@@ -98,7 +98,11 @@ def test_skipped_step_restores_batch_norm_running_statistics():
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
     before = bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()
     step = TrainStep(
-        model, torch.optim.SGD(model.parameters(), 0.1), TSSampler(), on_nonfinite="skip"
+        model,
+        torch.optim.SGD(model.parameters(), 0.1),
+        TSSampler(),
+        on_nonfinite="skip",
+        predicts="clean",
     )
     assert step(IMAGES[:, :, :12, :12]).skipped
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
@@ -128,7 +132,7 @@ def test_float16_weights_are_refused_with_a_pointer_to_mixed_precision():
         fit(model, IMAGES, steps=3, **FIT)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     with pytest.raises(ValueError, match="float16 weights"):
-        TrainStep(model, torch.optim.SGD(model.parameters(), 0.1), TSSampler())
+        TrainStep(model, torch.optim.SGD(model.parameters(), 0.1), TSSampler(), predicts="clean")
     bf16 = small().bfloat16()  # float32's exponent range: trains with finite weights
     fit(bf16, IMAGES, steps=3, **FIT)
     assert all(bool(torch.isfinite(p).all()) for p in bf16.parameters())

@@ -34,7 +34,7 @@ ATTACK_PARAMS = (
     "decay",
     "unexpected keyword",  # an option the chosen attack does not take (Python's own message)
 )
-LINF = {"pgd", "fgsm", "mifgsm", "ensemble-pgd"}
+LINF = {name for name, cls in ATTACKS.items() if cls.norm == "L-inf"}
 
 
 def tiny(seed=0):
@@ -70,7 +70,7 @@ options = st.dictionaries(
 )
 def test_fuzz_attacks(name, noisy, ref_kind, eps, sigma, n_steps, opts):
     ref = {"same": noisy * 0.5, "none": None, "other": torch.rand(1, 1, 3, 3)}[ref_kind]
-    kw = dict(opts, rho=eps) if name == "pgd-l2" else dict(opts, eps=eps)
+    kw = dict(opts, **{ATTACKS[name].budget: eps})
     if name != "fgsm":
         kw["steps"] = n_steps
 
@@ -96,7 +96,7 @@ def test_fuzz_attacks_valid_inputs_respect_the_budget(name, b, h, w, eps, n_step
     gen = torch.Generator().manual_seed(b * 100 + h * 10 + w)
     clean = torch.rand(b, 1, h, w, generator=gen)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=gen)
-    kw = {"rho": eps} if name == "pgd-l2" else {"eps": eps}
+    kw = {ATTACKS[name].budget: eps}
     if name != "fgsm":
         kw["steps"] = n_steps
     attack = make_attack(name, surrogate(name), 0.1, objective=objective, **kw)

@@ -68,7 +68,8 @@ def test_fuzz_sampler_draw(clean, p, sigma):
 @given(clean=tensors(), window=st.integers(1, 9), fraction=st.floats(0, 1))
 def test_fuzz_every_family(clean, window, fraction):
     for family in ("radial", "local", "structured"):
-        cfg = TSConfig(p_ood=1.0, families={family: 1}, window=window, local_fraction=fraction)
+        params = {"window": window, "fraction": fraction} if family == "local" else {}
+        cfg = TSConfig(p_ood=1.0, families={family: params})
         outcome(f"draw[{family}]", lambda cfg=cfg: TSSampler(cfg).draw(clean), ("clean",))
 
 

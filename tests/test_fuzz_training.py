@@ -3,9 +3,10 @@ checkpoints and sampler states, with tiny models and absurd options."""
 
 import math
 
+import pytest
 import torch
 from fuzz_support import outcome, sigmas, tensors, values
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -21,6 +22,7 @@ from ts_defense import (
     ts_loss,
 )
 from ts_defense.models import DnCNN
+from ts_defense.training.recipes import RECIPES
 
 TRAIN_PARAMS = ("clean", "noisy", "sigma", "model", "loss", "sampler", "denoiser")
 
@@ -159,7 +161,7 @@ def test_fuzz_fit(tmp_path_factory, imgs, steps, batch_size, patch_size, options
 
     def call():
         kw = dict(steps=steps, batch_size=batch_size, patch_size=patch_size, progress=False)
-        return fit(model, imgs, checkpoint=ckpt, **kw, **options)
+        return fit(model, imgs, checkpoint=ckpt, **{"predicts": "noise", **kw, **options})
 
     params = (
         "images",
@@ -283,3 +285,23 @@ def test_fuzz_fit_valid_images(
     if ckpt.exists():
         load_checkpoint(ckpt, fresh := tiny())
         assert finite_weights(fresh)
+
+
+@settings(max_examples=8, deadline=None)
+@given(saved=st.sampled_from(sorted(RECIPES)), asked=st.sampled_from(sorted(RECIPES)))
+def test_fuzz_recipe_swaps_on_resume(tmp_path_factory, saved, asked):
+    """Issue 29.4: a checkpoint resumes only under the recipe that wrote it; any other is
+    refused by both names before anything is restored."""
+    ckpt = tmp_path_factory.mktemp("swap") / "run.pt"
+    kw = dict(batch_size=2, patch_size=4, predicts="noise", checkpoint=ckpt, progress=False)
+    imgs = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    fit(tiny(), imgs, recipe=saved, steps=1, **kw)
+    model = tiny()
+    before = [t.clone() for t in model.state_dict().values()]
+    if saved == asked:
+        assert [r["step"] for r in fit(model, imgs, recipe=asked, steps=2, **kw).records] == [1, 2]
+        return
+    with pytest.raises(ValueError) as info:
+        fit(model, imgs, recipe=asked, steps=2, **kw)
+    assert f"written by recipe {saved!r}; this run asks for {asked!r}" in str(info.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values(), strict=True))

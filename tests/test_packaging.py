@@ -52,7 +52,10 @@ def test_wheel_layout(dist):
         "ts_defense/adapters/" + str(p.parent.relative_to(ROOT / "adapters")) + "/__init__.py"
         for p in (ROOT / "adapters").rglob("__init__.py")
     }
-    expected = {e.replace("/./", "/") for e in expected}
+    expected = {e.replace("/./", "/") for e in expected} | {
+        f"ts_defense/models/weights/{n}"
+        for n in ("DnCNN-S-25.pth", "kair_dncnn_25.pth", "NOTICE.md")
+    }
     assert expected <= set(names), f"missing from the wheel: {sorted(expected - set(names))}"
 
 
@@ -195,7 +198,9 @@ def test_fresh_venv_runs_a_user_basicsr_train_py_with_ts_options(venv, tmp_path)
     from basicsr_support import make_image_dirs, tiny_options
 
     readme = (ROOT / "README.md").read_text()
-    snippet = readme.split("<!-- basicsr-train-py -->\n```python\n", 1)[1].split("```", 1)[0]
+    snippet = (
+        readme.split("<!-- basicsr-train-py", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    )
     project = tmp_path / "project"
     project.mkdir()
     (project / "train.py").write_text(snippet + "print('ts_defense:', ts_defense.__file__)\n")

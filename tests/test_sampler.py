@@ -37,8 +37,10 @@ def images(draw, batch=None, divisible_by=1):
     return torch.rand(b, c, h, w).to(dtype)
 
 
-def only(family, seed=0, **kw):
-    return TSSampler(TSConfig(p_ood=1.0, families={family: 1.0}, **kw), seed=seed)
+def only(family, seed=0, sigma=25 / 255, zero_mean=False, **params):
+    """A sampler drawing ``family`` alone, with its ``params`` (``band``, ``window``, ...)."""
+    cfg = TSConfig(sigma=sigma, p_ood=1.0, families={family: params}, zero_mean=zero_mean)
+    return TSSampler(cfg, seed=seed)
 
 
 # --- in-distribution ------------------------------------------------------------------------
@@ -68,10 +70,7 @@ def test_aep_check_catches_wrong_samplers():
 @given(seed=seeds, sigma=sigmas, band_side=bands(), clean=images())
 def test_radial_draws_land_in_the_band(seed, sigma, band_side, clean):
     band, sides = band_side
-    s = TSSampler(
-        TSConfig(sigma=sigma, p_ood=1.0, families={"radial": 1}, band=band, sides=sides), seed=seed
-    )
-    draw = s.draw(clean)
+    draw = only("radial", seed, sigma, band=band, sides=sides).draw(clean)
     chk.in_band(draw.noise, sigma, band, sides)
     assert not bool(typical.is_typical(draw.noise, sigma, band[0] * (1 - 1e-3)).any())
 
@@ -126,17 +125,8 @@ def test_local_draws_have_the_requested_share_of_atypical_windows(
 ):
     band, sides = band_side
     clean = data.draw(images(divisible_by=window))
-    cfg = TSConfig(
-        sigma=sigma,
-        p_ood=1.0,
-        families={"local": 1},
-        band=band,
-        sides=sides,
-        window=window,
-        local_fraction=fraction,
-        zero_mean=zero_mean,
-    )
-    draw = TSSampler(cfg, seed=seed).draw(clean)
+    params = {"band": band, "sides": sides, "window": window, "fraction": fraction}
+    draw = only("local", seed, sigma, zero_mean, **params).draw(clean)
     chk.local_windows(draw.noise, sigma, window, fraction, band)
     if zero_mean:
         assert draw.noise.flatten(1).mean(1).abs().max().item() <= 1e-5 * sigma * 10
@@ -156,7 +146,7 @@ def test_local_check_catches_plain_gaussian_and_wrong_fraction():
     g = torch.Generator().manual_seed(0)
     with pytest.raises(AssertionError):
         chk.local_windows(torch.randn(4, 1, 32, 32, generator=g), 1.0, 8, 0.25, (0.05, 0.35))
-    noise = only("local", local_fraction=0.5).draw(torch.zeros(4, 1, 32, 32)).noise
+    noise = only("local", fraction=0.5).draw(torch.zeros(4, 1, 32, 32)).noise
     chk.local_windows(noise, 25 / 255, 8, 0.5, (0.05, 0.35))
     with pytest.raises(AssertionError):
         chk.local_windows(noise, 25 / 255, 8, 0.25, (0.05, 0.35))
@@ -226,6 +216,53 @@ def test_same_seed_same_bits(seed, clean, p):
 def test_restored_state_continues_the_stream(seed, steps, p, blind):
     cfg = TSConfig(p_ood=p, sigma=(5 / 255, 50 / 255) if blind else 25 / 255)
     chk.resumes_exactly(cfg, torch.rand(5, 1, 12, 12), seed, steps)
+
+
+SAME_SEED = {
+    "default": {},
+    "every sample OOD": {"p_ood": 1.0},
+    "zero mean": {"p_ood": 0.7, "zero_mean": True},
+    "family parameters": {
+        "p_ood": 1.0,
+        "families": {
+            "radial": {"band": [0.1, 0.3], "sides": "below"},
+            "local": {"window": 4, "fraction": 0.5, "sides": "above"},
+            "structured": {"corr_scale": 3, "corr_mix": [0.2, 0.6]},
+        },
+    },
+    "blind, windows not tiling": {
+        "p_ood": 0.8,
+        "sigma": [5 / 255, 50 / 255],
+        "families": {"local": {"weight": 2.0, "window": 5}, "structured": 1.0},
+        "zero_mean": True,
+    },
+    "choice of sigma, clipped": {
+        "sigma": {"kind": "choice", "values": [5 / 255, 25 / 255]},
+        "clip": [0.0, 1.0],
+    },
+}
+
+
+@pytest.mark.parametrize("options", SAME_SEED.values(), ids=SAME_SEED.keys())
+def test_same_seed_same_bits_draw_after_draw(options):
+    """Within this version a seed fixes every bit of every draw: two samplers of one seed agree
+    draw after draw (batch shapes, a half-precision batch, a sigma override), another seed
+    does not."""
+    cfg = TSConfig.from_dict(options)
+    a, b = TSSampler(cfg, seed=11), TSSampler(cfg, seed=11)
+    batches = [
+        (torch.rand(6, 1, 16, 16), None),
+        (torch.rand(5, 3, 13, 11).half(), None),
+        (torch.rand(6, 1, 16, 16), torch.linspace(0.05, 0.2, 6)),
+    ]
+    for clean, sigma in batches:
+        x, y = a.draw(clean, sigma), b.draw(clean, sigma)
+        for field in ("noise", "noisy", "sigma", "family"):
+            assert torch.equal(getattr(x, field), getattr(y, field)), field
+    assert torch.equal(a.generator().get_state(), b.generator().get_state())
+    clean = batches[0][0]
+    other = TSSampler(cfg, seed=12).draw(clean).noise
+    assert not torch.equal(TSSampler(cfg, seed=11).draw(clean).noise, other)
 
 
 def test_different_seeds_differ():
@@ -300,14 +337,35 @@ def test_registered_family_is_drawn_for_its_samples_only():
     from ts_defense import register_family
     from ts_defense.noise.families import FAMILIES
 
-    register_family("test-ones")(lambda shape, gen, cfg: torch.ones(shape))
+    calls = []
+
+    @register_family("test-ones")
+    def ones(shape, generator, zero_mean):  # what Family.draw takes
+        calls.append((shape, generator, zero_mean))
+        return torch.ones(shape)
+
     try:
-        cfg = TSConfig(sigma=0.1, p_ood=1.0, families={"test-ones": 1.0, "radial": 1.0})
-        draw = TSSampler(cfg, seed=0).draw(torch.zeros(64, 1, 4, 4))
-        mine = draw.family == 1
-        assert 0 < int(mine.sum()) < 64
-        torch.testing.assert_close(draw.noise[mine], torch.full_like(draw.noise[mine], 0.1))
-        chk.in_band(draw.noise[~mine], 0.1, (0.05, 0.35), "both")
+        for zero_mean in (False, True):
+            cfg = TSConfig(
+                sigma=0.1,
+                p_ood=1.0,
+                families={"test-ones": 1.0, "radial": 1.0},
+                zero_mean=zero_mean,
+            )
+            sampler = TSSampler(cfg, seed=0)
+            draw = sampler.draw(torch.zeros(64, 1, 4, 4))
+            assert calls[-1] == ((64, 1, 4, 4), sampler.generator(), zero_mean)
+            mine = draw.family == 1
+            assert 0 < int(mine.sum()) < 64
+            torch.testing.assert_close(draw.noise[mine], torch.full_like(draw.noise[mine], 0.1))
+            chk.in_band(draw.noise[~mine], 0.1, (0.05, 0.35), "both")
+        assert FAMILIES["test-ones"].draw((2, 1, 3, 3), torch.Generator(), True).shape == (
+            2,
+            1,
+            3,
+            3,
+        )
+        assert calls[-1][2] is True
     finally:
         FAMILIES.pop("test-ones")
 

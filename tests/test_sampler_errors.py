@@ -1,7 +1,9 @@
 import math
+import time
 
 import pytest
 import torch
+from fuzz_support import EXOTIC, exotic_tensor
 
 from ts_defense import TSConfig, TSSampler
 
@@ -21,16 +23,17 @@ from ts_defense import TSConfig, TSSampler
         ({"families": {"radial": 1.0, "pink": 1.0}}, "unknown noise family 'pink'"),
         ({"families": {"radial": -1.0}}, "families"),
         ({"families": {"radial": 0.0}}, "weight > 0"),
-        ({"band": (0.3, 0.1)}, "band"),
-        ({"band": (0.0, 0.1)}, "band"),
-        ({"band": (-0.1, 0.1)}, "band"),
-        ({"band": (0.1, 0.6)}, "eps_out < 0.5"),
-        ({"sides": "left"}, "sides"),
-        ({"window": 0}, "window"),
-        ({"window": 2.5}, "window"),
-        ({"local_fraction": 2.0}, "local_fraction"),
-        ({"corr_scale": 0}, "corr_scale"),
-        ({"corr_mix": (0.5, 1.5)}, "corr_mix"),
+        ({"families": {"radial": {"band": (0.3, 0.1)}}}, r"families\.radial\.band"),
+        ({"families": {"local": {"band": (0.0, 0.1)}}}, r"families\.local\.band"),
+        ({"families": {"radial": {"band": (-0.1, 0.1)}}}, r"families\.radial\.band"),
+        ({"families": {"radial": {"band": (0.1, 0.6)}}}, "eps_out < 0.5"),
+        ({"families": {"radial": {"sides": "left"}}}, r"families\.radial\.sides"),
+        ({"families": {"local": {"window": 0}}}, r"families\.local\.window"),
+        ({"families": {"local": {"window": 2.5}}}, r"families\.local\.window"),
+        ({"families": {"local": {"fraction": 2.0}}}, r"families\.local\.fraction"),
+        ({"families": {"structured": {"corr_scale": 0}}}, r"families\.structured\.corr_scale"),
+        ({"families": {"structured": {"corr_mix": (0.5, 1.5)}}}, "corr_mix"),
+        ({"band": (0.05, 0.35)}, r"unknown TS option.*give 'band' under families\.radial"),
         ({"clip": (1.0, 0.0)}, "clip"),
         ({"zero_mean": "yes"}, "zero_mean"),
         ({"colour": 1}, "unknown TS option"),
@@ -42,7 +45,8 @@ def test_bad_options_name_the_parameter(options, match):
 
 
 def test_wide_band_allowed_above():
-    TSConfig(band=(0.1, 1.5), sides="above")
+    cfg = TSConfig(families={"radial": {"band": (0.1, 1.5), "sides": "above"}})
+    assert cfg.families.family("radial").band == (0.1, 1.5)
 
 
 @pytest.mark.parametrize(
@@ -60,6 +64,36 @@ def test_wide_band_allowed_above():
 def test_bad_batches_are_refused(clean, match):
     with pytest.raises((ValueError, TypeError), match=match):
         TSSampler().draw(clean)
+
+
+@pytest.fixture(params=EXOTIC, ids=str)
+def exotic(request):
+    return exotic_tensor(request.param), EXOTIC[request.param][1]
+
+
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_exotic_tensors_are_refused_at_the_entry_naming_clean(exotic, check_finite, compile):
+    """Issue 27.4: a meta-device batch took 9 s to fail inside torch (``Tensor.item()``)."""
+    clean, message = exotic
+    sampler = TSSampler(TSConfig(p_ood=0.5), compile=compile)
+    start = time.perf_counter()
+    with pytest.raises(TypeError, match=f"^clean must .*{message}") as err:
+        sampler.draw(clean, check_finite=check_finite)
+    assert time.perf_counter() - start < 1.0 and "\n" not in str(err.value)
+    assert sampler.state_dict()["generators"] == {}  # refused before any generator was made
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse", "nested", "quantized", "mkldnn", "complex"])
+def test_exotic_sigma_overrides_are_refused_naming_sigma(kind):
+    message = "must be real" if kind == "complex" else EXOTIC[kind][1]
+    with pytest.raises(TypeError, match=f"^sigma .*{message}"):
+        TSSampler().draw(torch.zeros(2, 1, 8, 8), sigma=exotic_tensor(kind))
+
+
+def test_a_device_without_a_generator_is_refused_by_name():
+    with pytest.raises(ValueError, match="^the sampler cannot draw on device 'meta'"):
+        TSSampler().generator("meta")
 
 
 def test_one_nan_in_a_large_finite_batch_is_found():

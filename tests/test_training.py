@@ -1,4 +1,5 @@
 import contextlib
+import io
 import math
 import re
 from pathlib import Path
@@ -8,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ts_defense import Denoiser, StepResult, TrainStep, TSConfig, TSSampler, ts_loss
+from ts_defense import Denoiser, StepResult, TrainStep, TSConfig, TSSampler, fit, ts_loss
+from ts_defense._progress import Progress
 from ts_defense.models import DnCNN
+from ts_defense.training.fit import History
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA = 25 / 255
@@ -74,20 +77,37 @@ def test_residual_model_and_losses_match_reference_formulas():
         torch.testing.assert_close(res.loss_ood, ref(pred[ood], clean[ood]))
 
 
-def test_callable_loss_and_empty_parts_are_nan():
+def test_callable_loss_and_empty_parts_are_nan_and_left_out_of_logs():
     clean = batch()
     sampler = TSSampler(TSConfig(p_ood=0.0), seed=0)
-    res = ts_loss(Denoiser(tiny()), sampler, clean, loss=lambda p, t: (p - t).abs().max())
-    assert res.n_ood == 0 and math.isnan(float(res.loss_ood))
-    assert float(res.loss_id) == pytest.approx(float(res.loss.detach()))
-    d = res.as_dict()
-    assert set(d) >= {"loss", "loss_id", "loss_ood", "n_ood", "deviation_mean", "skipped"}
+    for loss in (lambda p, t: (p - t).abs().max(), "mse"):
+        res = ts_loss(Denoiser(tiny()), sampler, clean, loss=loss)
+        assert res.n_ood == 0 and math.isnan(float(res.loss_ood))
+        assert math.isnan(float(res.loss_adv)) and res.n_adv == 0
+        assert float(res.loss_id) == pytest.approx(float(res.loss.detach()))
+        d = res.as_dict()  # for experiment loggers: no part the batch did not have, no NaN
+        assert list(d) == [
+            "loss", "loss_id", "n_ood", "deviation_mean", "deviation_abs_max", "skipped"
+        ]  # fmt: skip
+        assert all(math.isfinite(v) for v in d.values())
+    all_ood = TSSampler(TSConfig(p_ood=1.0), seed=0)
+    d = ts_loss(Denoiser(tiny()), all_ood, clean).as_dict()
+    assert "loss_id" not in d and d["n_ood"] == 6 and math.isfinite(d["loss_ood"])
+
+
+def test_named_and_custom_losses_give_the_same_parts():
+    clean = batch()
+    mse = ts_loss(Denoiser(tiny()), TSSampler(seed=0), clean, loss="mse")
+    custom = ts_loss(Denoiser(tiny()), TSSampler(seed=0), clean, loss=F.mse_loss)
+    assert 0 < int(mse.n_ood) < 6
+    for part in ("loss", "loss_id", "loss_ood"):
+        torch.testing.assert_close(getattr(mse, part).detach(), getattr(custom, part).detach())
 
 
 def test_train_step_updates_and_lowers_loss():
     model = tiny()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    step = TrainStep(model, opt, TSSampler(seed=0), loss="mse")
+    step = TrainStep(model, opt, TSSampler(seed=0), loss="mse", predicts="clean")
     clean = batch(8, s=16)
     before = [p.detach().clone() for p in model.parameters()]
     losses = [float(step(clean).loss) for _ in range(30)]
@@ -107,25 +127,27 @@ def test_bad_inputs_fail_at_first_step_before_any_update():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = _frozen_copy(model)
     with pytest.raises(ValueError, match=r"model output \(6, 2, 12, 12\) must have the input"):
-        TrainStep(tiny(out=2), opt, TSSampler())(batch())
+        TrainStep(tiny(out=2), opt, TSSampler(), predicts="clean")(batch())
     with pytest.raises(ValueError, match="predicts"):
         TrainStep(model, opt, TSSampler(), predicts="residual")
     bad = batch()
     bad[2, 0, 3, 3] = math.nan
-    step = TrainStep(model, opt, TSSampler())
+    step = TrainStep(model, opt, TSSampler(), predicts="clean")
     with pytest.raises(ValueError, match="clean contains NaN"):
         step(bad)
-    nan_loss = TrainStep(model, opt, TSSampler(), loss=lambda p, t: (p - t).mean() * math.nan)
+    nan_loss = TrainStep(
+        model, opt, TSSampler(), loss=lambda p, t: (p - t).mean() * math.nan, predicts="clean"
+    )
     with pytest.raises(FloatingPointError, match="non-finite loss.* at step 0.*not updated"):
         nan_loss(batch())
     with pytest.raises(ValueError, match="loss must return a scalar"):
-        TrainStep(model, opt, TSSampler(), loss=lambda p, t: p - t)(batch())
+        TrainStep(model, opt, TSSampler(), loss=lambda p, t: p - t, predicts="clean")(batch())
     with pytest.raises(ValueError, match="unknown loss 'huber'"):
-        TrainStep(model, opt, TSSampler(), loss="huber")
+        TrainStep(model, opt, TSSampler(), loss="huber", predicts="clean")
     with pytest.raises(ValueError, match="on_nonfinite"):
-        TrainStep(model, opt, TSSampler(), on_nonfinite="ignore")
+        TrainStep(model, opt, TSSampler(), on_nonfinite="ignore", predicts="clean")
     with pytest.raises(TypeError, match="sampler must be a TSSampler"):
-        TrainStep(model, opt, TSConfig())
+        TrainStep(model, opt, TSConfig(), predicts="clean")
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -150,11 +172,11 @@ def test_nonfinite_gradient_raises_or_skips():
     model = Exploding()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="non-finite gradient"):
-        TrainStep(model, opt, TSSampler())(batch())
+        TrainStep(model, opt, TSSampler(), predicts="clean")(batch())
     assert float(model.w) == 1.0
     model = Exploding()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = TrainStep(model, opt, TSSampler(), on_nonfinite="skip")
+    step = TrainStep(model, opt, TSSampler(), on_nonfinite="skip", predicts="clean")
     first, second = step(batch()), step(batch())
     assert first.skipped and not second.skipped
     assert math.isfinite(float(model.w)) and float(model.w) != 1.0
@@ -175,7 +197,7 @@ def test_skip_drops_nan_loss_steps_and_keeps_training():
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sampler = TSSampler(TSConfig(p_ood=0.0))
-    step = TrainStep(model, opt, sampler, loss=nan_once(), on_nonfinite="skip")
+    step = TrainStep(model, opt, sampler, loss=nan_once(), on_nonfinite="skip", predicts="clean")
     before = _frozen_copy(model)
     assert step(batch()).skipped
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -186,7 +208,7 @@ def test_skip_drops_nan_loss_steps_and_keeps_training():
 def test_a_raised_bad_step_leaves_no_gradient_behind():
     model = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=nan_once())
+    step = TrainStep(model, opt, TSSampler(TSConfig(p_ood=0.0)), loss=nan_once(), predicts="clean")
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         step(batch())
     assert all(p.grad is None for p in model.parameters())  # caught: the next step is clean
@@ -226,7 +248,9 @@ def test_a_bad_micro_batch_never_reaches_the_accumulated_gradients():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     acc = Accumulating(every=2)
     sampler = TSSampler(TSConfig(p_ood=0.0))
-    step = TrainStep(model, opt, sampler, loss=nan_once(), accelerator=acc, on_nonfinite="skip")
+    step = TrainStep(
+        model, opt, sampler, loss=nan_once(), accelerator=acc, on_nonfinite="skip", predicts="clean"
+    )
     assert step(batch()).skipped  # micro-batch 1 of 2: NaN loss, left out before backward
     assert not step(batch()).skipped  # micro-batch 2 updates with its own gradients
     assert acc.backwards == [2]
@@ -290,24 +314,66 @@ def test_deferred_check_reports_a_bad_step_at_the_next_read():
             calls.append(1)
         return F.mse_loss(p, t) * (math.nan if len(calls) == 2 else 1.0)
 
-    step = TrainStep(model, opt, TSSampler(seed=0), loss=nan_at_2, check_every=3)
+    step = TrainStep(model, opt, TSSampler(seed=0), loss=nan_at_2, check_every=3, predicts="clean")
     step(batch())
     step(batch())  # the NaN step: applied, not yet read
     with pytest.raises(FloatingPointError, match=r"at a step in 0\.\.2; with check_every=3"):
         step(batch())
     step.check()  # read and cleared
     with pytest.raises(ValueError, match="check_every=2 needs on_nonfinite='raise'"):
-        TrainStep(model, opt, TSSampler(), on_nonfinite="skip", check_every=2)
+        TrainStep(model, opt, TSSampler(), on_nonfinite="skip", check_every=2, predicts="clean")
     with pytest.raises(ValueError, match="check_every"):
-        TrainStep(model, opt, TSSampler(), check_every=0)
+        TrainStep(model, opt, TSSampler(), check_every=0, predicts="clean")
 
 
 def test_step_result_holds_tensors_and_reads_them_in_as_dict():
     model = tiny()
-    res = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), TSSampler(seed=0))(batch())
+    res = TrainStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), TSSampler(seed=0), predicts="clean"
+    )(batch())
     assert isinstance(res.n_ood, torch.Tensor) and res.n_ood.dim() == 0
     assert int(res.n_ood) == int(res.draw.ood.sum())
     assert res.as_dict()["n_ood"] == float(res.n_ood)
+
+
+def test_a_bare_module_must_say_what_it_predicts():
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="predicts is required for a bare Sequential: predicts="):
+        TrainStep(model, opt, TSSampler())
+    with pytest.raises(TypeError, match="predicts is required"):
+        fit(model, batch(2, s=16), steps=1, patch_size=8, progress=False)
+    den = Denoiser(model, predicts="noise")
+    assert TrainStep(den, opt, TSSampler()).denoiser is den  # a Denoiser carries it
+    assert TrainStep(den, opt, TSSampler(), predicts="noise").denoiser is den
+    with pytest.raises(ValueError, match="predicts='clean' contradicts the Denoiser"):
+        TrainStep(den, opt, TSSampler(), predicts="clean")
+    with pytest.raises(ValueError, match="noise_level='map' contradicts"):
+        fit(den, batch(2, s=16), noise_level="map", steps=1, patch_size=8, progress=False)
+    step = TrainStep(model, opt, TSSampler(), predicts="noise")
+    assert step.denoiser.predicts == "noise" and step.denoiser.noise_level == "none"
+
+
+def test_images_in_0_255_are_refused_naming_the_fix():
+    model = tiny()
+    weights = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    grey = batch() * 255  # float images still in grey levels
+    fix = r"clean reaches 25\d\.?\d*, more than twice data_range=1: images in 0\.\.255\? Divide"
+    with pytest.raises(ValueError, match=fix):
+        TSSampler(sigma=SIGMA).draw(grey)
+    with pytest.raises(ValueError, match=fix):
+        TrainStep(model, opt, TSSampler(sigma=SIGMA), predicts="clean")(grey)
+    with pytest.raises(ValueError, match=fix):
+        ts_loss(Denoiser(model), TSSampler(sigma=SIGMA), grey)
+    with pytest.raises(ValueError, match=r"images reaches .*more than twice data_range=1"):
+        fit(model, grey, predicts="clean", steps=1, patch_size=8, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+    # the rule: above twice the range; overshoot of an image in its own unit is accepted, and
+    # so are 0..255 images declared as such
+    TSSampler(sigma=SIGMA).draw(batch() * 1.9)
+    TSSampler(sigma=25, data_range=255).draw(grey)
+    TSSampler(sigma=SIGMA).draw(grey, check_finite=False)  # unchecked: no wait for the device
 
 
 def test_huge_finite_batch_cannot_poison_batch_norm_statistics():
@@ -317,8 +383,43 @@ def test_huge_finite_batch_cannot_poison_batch_norm_statistics():
     model = DnCNN(depth=3, features=4)
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.01), TSSampler(seed=0),
                      predicts="noise")  # fmt: skip
+    step(batch(2))  # the first batch is checked for its range (this one would be refused)
     before = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
     with pytest.raises(FloatingPointError, match="batch statistics"):
         step(torch.tensor([[[[1.5410e30, -2.9343e29]]]]))
     after = (*model.parameters(), *model.buffers())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
+    model = tiny()
+    history = fit(model, batch(2, s=16), predicts="clean", steps=40, patch_size=8, batch_size=2)
+    err = capsys.readouterr().err  # not a terminal: one line every twentieth of the run
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 20
+    assert re.fullmatch(r"TS training: 2/40 \(5%\), loss [\d.e-]+, [\d.e+]+ steps/s", lines[0])
+    assert lines[-1].startswith("TS training: 40/40 (100%), loss ")
+    assert len(history.records) == 40
+    bar = Terminal()
+    with Progress(3, "TS training", stream=bar) as progress:
+        for _ in range(3):
+            progress.update(loss="0.5")
+    assert "\r" in bar.getvalue() and "3/3" in bar.getvalue()  # tqdm redraws its line
+    silent = Terminal()
+    with Progress(3, "x", enabled=False, stream=silent) as progress:
+        progress.update()
+    assert silent.getvalue() == ""
+
+
+def test_history_columns_read_nan_where_a_step_had_no_such_part():
+    history = History([{"step": 1.0, "loss": 0.5}, {"step": 2.0, "loss": 0.4, "loss_ood": 0.7}])
+    assert history.column("step") == [1.0, 2.0]
+    ood = history.column("loss_ood")
+    assert math.isnan(ood[0]) and ood[1] == 0.7
+    with pytest.raises(KeyError, match=r"no 'loss_adv' in history; keys: \['loss', 'loss_ood'"):
+        history.column("loss_adv")

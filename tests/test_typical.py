@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from fuzz_support import EXOTIC, exotic_tensor
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -120,3 +121,33 @@ def test_deviation_std_matches_chi_square():
 def test_bad_input_names_the_parameter(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+ENTRIES = {
+    "deviation": lambda x: typical.deviation(x, 0.1),
+    "nll_rate": lambda x: typical.nll_rate(x, 0.1),
+    "window_deviation": lambda x: typical.window_deviation(x, 0.1, 4),
+    "is_typical": lambda x: typical.is_typical(x, 0.1, 0.05),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("kind", EXOTIC)
+def test_exotic_tensors_are_refused_at_every_entry_naming_noise(entry, kind):
+    """Issue 27.4: meta, sparse, nested, quantized, MKL-DNN, complex and integer tensors get one
+    line naming ``noise``, not an error from inside torch."""
+    with pytest.raises(TypeError, match=f"^noise must .*{EXOTIC[kind][1]}") as err:
+        ENTRIES[entry](exotic_tensor(kind))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse", "nested", "quantized", "mkldnn", "complex"])
+def test_exotic_sigma_tensors_are_refused_naming_sigma(kind):
+    message = "must be real" if kind == "complex" else EXOTIC[kind][1]
+    sigma = exotic_tensor(kind)
+    for call in (
+        lambda: typical.deviation(torch.ones(2, 1, 8, 8), sigma),
+        lambda: typical.entropy_rate(sigma),
+    ):
+        with pytest.raises(TypeError, match=f"^sigma .*{message}"):
+            call()

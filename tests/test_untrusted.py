@@ -259,11 +259,19 @@ def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
     marker = tmp_path / "ran"
     (tmp_path / "weights").mkdir()
     evil_file(tmp_path / "weights" / "DnCNN-S-25.pth", marker)
-    args = ["attack", "--model", "dncnn-s-25", "--data", str(tmp_path), "--out", str(tmp_path)]
+    args = [
+        "attack",
+        "--model",
+        "dncnn-s-25",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args + ["--images", "camera", "--size", "16", "--attacks", "fgsm"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "weights_only=False" not in err and "\x1b" not in err, err
     # a named model's file is checked against its pinned SHA-256 before anything reads it
     assert err.startswith("ts-defense: error: refusing ") and "DnCNN-S-25.pth" in err
-    assert "SHA-256" in err and "SaoYan/DnCNN-PyTorch" in err
+    assert "SHA-256" in err and "DenoisingSimilitude" in err
     assert not marker.exists()

@@ -30,12 +30,39 @@ def is_finite_number(value: object) -> bool:
     return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1023
 
 
-def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor:
-    """Require a non-empty floating 4-D tensor (B, C, H, W), finite unless ``finite=False``."""
+def check_dense(name: str, x: Tensor) -> Tensor:
+    """Require a tensor that holds its values in the ordinary way: strided (not sparse, nested
+    or MKL-DNN), not quantized, not on the meta device (shapes only: no values to compute)."""
+    if x.is_nested:
+        kind = "a nested tensor"
+    elif x.layout != torch.strided:
+        kind = f"a {str(x.layout).removeprefix('torch.').lstrip('_')} tensor"
+    elif x.is_quantized:
+        kind = "a quantized tensor"
+    elif x.is_meta:
+        kind = "a tensor on the meta device (a shape without values)"
+    else:
+        return x
+    raise TypeError(f"{name} must be a dense tensor with values (CPU or GPU), got {kind}")
+
+
+def check_images(
+    x: object, name: str = "images", finite: bool = True, data_range: float | None = None
+) -> Tensor:
+    """Require a non-empty floating 4-D dense tensor (B, C, H, W), finite unless
+    ``finite=False``.
+
+    data_range: the images' unit (with ``finite``, read in the same wait for the device): values
+    above twice it are refused as images of another scale, 0..255 given for 0..1. No image in
+    its own unit reaches twice its range (interpolation and sharpening overshoot by far less),
+    while any 0..255 image brighter than 2 grey levels does; noise added to one would be almost
+    nothing.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
         )
+    check_dense(name, x)
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must have a floating dtype (float32, float16, bfloat16), got {x.dtype}"
@@ -44,16 +71,27 @@ def check_images(x: object, name: str = "images", finite: bool = True) -> Tensor
         raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not finite:
+        return x
     # One cheap reduction: a NaN or Inf anywhere makes the float32 sum non-finite; so do finite
     # values too large to add noise to, which the exact (slower) check then tells apart.
-    if finite and not bool(torch.isfinite(x.sum(dtype=torch.float32))):
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf")
+    total = x.sum(dtype=torch.float32)
+    ok = torch.isfinite(total)
+    if data_range is not None:
+        ok = ok & (x.amax() <= 2 * data_range)
+    if bool(ok):  # the one read; what went wrong is only worked out when something did
+        return x
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    if not bool(torch.isfinite(total)):
         big = float(x.abs().max())
         raise ValueError(
             f"{name} has values too large for float32 arithmetic (max |x| = {big:.3g})"
         )
-    return x
+    raise ValueError(
+        f"{name} reaches {float(x.amax()):.4g}, more than twice data_range={data_range:g}: "
+        f"images in 0..255? Divide them by 255 (or give data_range and sigma in the images' unit)"
+    )
 
 
 def check_positive(

@@ -1,4 +1,9 @@
-"""Images and weights: the bundled test images (scikit-image) and ``../shared/data``.
+"""Images and weights: the bundled test images (scikit-image), image files and folders, and
+``../shared/data``.
+
+Image files are read by Pillow through the mode the file declares (CMYK, palette, grey + alpha,
+16-bit...), as ``Image.convert`` reads them; an animation gives its first frame (with a
+warning), and float pixels outside [0, 1] are refused naming the file.
 
 The shared data folder is found through one setting: ``$TS_DEFENSE_DATA``, else the
 ``shared/data`` folder beside the repository checkout.
@@ -7,14 +12,27 @@ The shared data folder is found through one setting: ``$TS_DEFENSE_DATA``, else 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 DATA_ENV = "TS_DEFENSE_DATA"
 BUNDLED = ("camera", "moon", "coins", "page", "text", "astronaut", "coffee", "chelsea")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+LUMA = (0.2125, 0.7154, 0.0721)  # ITU-R 709 luminance weights, as skimage's rgb2gray
+
+# Pillow modes -> what they are read as: grey ("L"), colour ("RGB"), or the raw integer
+# or float pixels of one channel ("int", "float"); alpha and padding channels are dropped.
+_GREY = ("1", "L", "LA", "La")
+_COLOUR = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
+_SIXTEEN = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def shared_data_dir(must_exist: bool = True) -> Path:
@@ -29,28 +47,119 @@ def shared_data_dir(must_exist: bool = True) -> Path:
     return path
 
 
-def _to_gray(img: np.ndarray, name: str = "image") -> np.ndarray:
-    """Grey float64 in [0, 1] from grey, grey + alpha, RGB or RGBA pixels, scaled by the bit
-    depth of their type (8-bit by 255, 16-bit by 65535); floats are kept as they are."""
-    if np.issubdtype(img.dtype, np.signedinteger) or not (
-        np.issubdtype(img.dtype, np.number) or img.dtype == bool
-    ):
-        raise ValueError(f"{name}: unsupported pixel type {img.dtype}")
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        from skimage.color import rgb2gray
+def _pixels(image: Image, name: str) -> np.ndarray:
+    """The pixels of one Pillow image in their own type, (H, W) grey or (H, W, 3) colour: 8-bit
+    for the grey and colour modes, the integers or floats of the one-channel modes (checked)."""
+    mode = image.mode
+    if mode in _GREY:
+        return np.asarray(image if mode == "L" else image.convert("L"))
+    if mode in _COLOUR:
+        return np.asarray(image if mode == "RGB" else image.convert("RGB"))
+    if mode in _SIXTEEN:
+        pixels = np.asarray(image)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(
+                f"{name}: 32-bit integer pixels outside 0..65535 (found {pixels.min():.0f}.."
+                f"{pixels.max():.0f}); save it as 8- or 16-bit"
+            )
+        return pixels
+    if mode == "F":
+        pixels = np.asarray(image)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"{name}: float pixels hold NaN or Inf")
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 1):
+            raise ValueError(
+                f"{name}: float pixels must lie in [0, 1], found {pixels.min():.4g}.."
+                f"{pixels.max():.4g} (scale it to [0, 1], or save it as 8- or 16-bit)"
+            )
+        return pixels
+    raise ValueError(f"{name}: unsupported image mode {mode!r} (grey, colour or 16-bit read)")
 
-        return rgb2gray(img[..., :3])  # scales integer types by their range
-    if img.ndim == 3 and img.shape[-1] in (1, 2):  # grey, grey + alpha
-        img = img[..., 0]
-    if img.ndim != 2:
-        raise ValueError(
-            f"{name}: expected one grey or colour image, got pixels of shape {img.shape}"
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """Float64 in [0, 1] from :func:`_pixels`'s pixels: 8-bit over 255, other integers (16-bit
+    files) over 65535, floats as they are."""
+    if pixels.dtype == np.uint8:
+        return pixels / 255.0
+    if np.issubdtype(pixels.dtype, np.integer):
+        return pixels.astype(np.float64) / 65535.0
+    return pixels.astype(np.float64)
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) luminance of (H, W, 3) colour pixels; grey pixels as they are."""
+    return pixels @ np.asarray(LUMA) if pixels.ndim == 3 else pixels
+
+
+def _as_tensor(pixels: np.ndarray) -> Tensor:
+    """(1, C, H, W) float32 from (H, W) or (H, W, 3) pixels."""
+    img = torch.from_numpy(np.ascontiguousarray(pixels)).float()
+    return img[None, None] if img.dim() == 2 else img.permute(2, 0, 1)[None]
+
+
+def read_pixels(path: str | Path) -> np.ndarray:
+    """One image file's pixels in their own type, (H, W) grey or (H, W, 3) colour (alpha
+    dropped; every other mode converted as Pillow converts it), checked: a large image costs
+    its file's bytes, not the eight times more of float64, until :func:`pixels_to_image`
+    converts the part needed. An animation gives its first frame and a warning. Unreadable
+    files are one-line ValueErrors."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    name = f"image file {path}"
+    try:
+        with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(
+                    f"{path} is an animation of {frames} frames: reading its first frame only",
+                    stacklevel=2,
+                )
+                image.seek(0)
+            image.load()
+            return _pixels(image, name)
+    except ValueError as err:
+        if str(err).startswith(name):
+            raise
+        raise ValueError(f"cannot read {name}: {type(err).__name__}: {_first_line(err)}") from err
+    except UnidentifiedImageError as err:
+        raise ValueError(f"cannot read {name}: not an image Pillow recognises") from err
+    except Exception as err:  # torn, foreign or decompression-bomb files: never a traceback
+        raise ValueError(f"cannot read {name}: {type(err).__name__}: {_first_line(err)}") from err
+
+
+def pixels_to_image(pixels: np.ndarray, grey: bool = False) -> Tensor:
+    """(1, C, H, W) float in [0, 1] from :func:`read_pixels`' pixels (or a window of them):
+    16-bit pixels are scaled by 65535, floats kept; ``grey`` makes colour grey."""
+    unit = _unit(pixels)
+    return _as_tensor(_grey(unit) if grey else unit)
+
+
+def read_image(path: str | Path, grey: bool = False) -> Tensor:
+    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (see
+    :func:`read_pixels`); ``grey`` makes colour grey."""
+    return pixels_to_image(read_pixels(path), grey)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def image_files(folder: str | Path, count: int | None = None) -> list[Path]:
+    """The PNG, JPEG and TIFF files of ``folder`` in name order: at least one, or exactly
+    ``count`` when given (a data set with files missing fails loudly)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files or (count is not None and len(files) != count):
+        want = count if count is not None else "some"
+        raise FileNotFoundError(
+            f"expected {want} PNG, JPEG or TIFF images in {folder}, found {len(files)}"
         )
-    if img.dtype == np.uint8:
-        return img.astype(np.float64) / 255.0
-    from skimage.util import img_as_float64
-
-    return img_as_float64(img)
+    return files
 
 
 def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> Tensor:
@@ -59,13 +168,16 @@ def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> 
     Each is centre-cropped to a square and resized to ``size`` (None keeps 256 x 256 crops).
     """
     import skimage.data
+    from PIL import Image
     from skimage.transform import resize
 
     out = []
     for name in names:
         if name not in BUNDLED:
             raise ValueError(f"unknown bundled image {name!r}; choose from {', '.join(BUNDLED)}")
-        img = _to_gray(getattr(skimage.data, name)())
+        img = _grey(
+            _unit(_pixels(Image.fromarray(getattr(skimage.data, name)()), f"bundled {name}"))
+        )
         h, w = img.shape
         s = min(h, w)
         img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
@@ -92,98 +204,22 @@ def centre_crop(x: Tensor, size: int) -> Tensor:
     return x[..., (h - s_h) // 2 : (h - s_h) // 2 + s_h, (w - s_w) // 2 : (w - s_w) // 2 + s_w]
 
 
-def load_image(path: str | Path) -> Tensor:
-    """One image file as a grey (1, 1, H, W) float tensor in [0, 1]."""
-    from skimage.io import imread
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        pixels = imread(path)
-    except Exception as err:  # corrupt, foreign or decompression-bomb files: never a traceback
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {reason}") from err
-    return torch.from_numpy(_to_gray(pixels, f"image file {path}")).float()[None, None]
-
-
-def image_folder(folder: str | Path, count: int | None = None) -> list[Tensor]:
-    """The PNG images of ``folder`` in name order, each (1, 1, H, W) grey in [0, 1].
-
-    count: how many there must be (a data set with files missing fails loudly).
-    """
-    folder = Path(folder)
-    files = sorted(folder.glob("*.png"))
-    if not files or (count is not None and len(files) != count):
-        want = count if count is not None else "some"
-        raise FileNotFoundError(f"expected {want} PNG images in {folder}, found {len(files)}")
-    return [load_image(f) for f in files]
-
-
 def set12(root: str | Path | None = None) -> list[Tensor]:
     """The twelve Set12 images (sizes differ: 256 x 256 and 512 x 512), each (1, 1, H, W)."""
-    return image_folder(Path(root) if root is not None else shared_data_dir() / "set12", 12)
+    return _grey_set("set12", 12, root)
 
 
 def bsd400(root: str | Path | None = None) -> list[Tensor]:
     """The 400 BSD training images of the DnCNN recipe (180 x 180), each (1, 1, H, W)."""
-    return image_folder(Path(root) if root is not None else shared_data_dir() / "bsd400", 400)
+    return _grey_set("bsd400", 400, root)
 
 
 def bsd68(root: str | Path | None = None) -> list[Tensor]:
     """The 68 BSD test images of the field's benchmark (481 x 321 or 321 x 481)."""
-    return image_folder(Path(root) if root is not None else shared_data_dir() / "bsd68", 68)
+    return _grey_set("bsd68", 68, root)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-def read_pixels(path: str | Path) -> np.ndarray:
-    """One image file's pixels as decoded, ``(H, W)`` grey or ``(H, W, 3)`` colour (alpha
-    dropped), in the file's own type: a large image costs its file's pixels, not the four or
-    eight times more of floats, until :func:`pixels_to_image` converts the part needed."""
-    from skimage.io import imread
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        pixels = np.asarray(imread(path))
-    except Exception as err:  # corrupt or foreign files: one line, never a traceback
-        reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {reason}") from err
-    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey or colour with alpha
-        pixels = pixels[..., :-1]
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
-        raise ValueError(
-            f"image file {path}: expected one grey or colour image, got {pixels.shape}"
-        )
-    return pixels
-
-
-def pixels_to_image(pixels: np.ndarray) -> Tensor:
-    """``(H, W)`` or ``(H, W, 3)`` pixels as (1, C, H, W) float in [0, 1]; integer pixels are
-    scaled by the range of their type (8 or 16 bits)."""
-    from skimage.util import img_as_float64
-
-    img = torch.from_numpy(img_as_float64(pixels)).float().clamp(0, 1)
-    return img[None, None] if img.dim() == 2 else img.permute(2, 0, 1)[None]
-
-
-def read_image(path: str | Path) -> Tensor:
-    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (alpha
-    dropped); integer pixels are scaled by the range of their type (8 or 16 bits)."""
-    return pixels_to_image(read_pixels(path))
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    """The PNG, JPEG and TIFF files of ``folder`` in name order (at least one)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no PNG, JPEG or TIFF images in {folder}")
-    return files
+def _grey_set(name: str, count: int, root: str | Path | None) -> list[Tensor]:
+    """The ``count`` images of a named set, grey, from ``root`` or the shared data folder."""
+    folder = Path(root) if root is not None else shared_data_dir() / name
+    return [read_image(f, grey=True) for f in image_files(folder, count)]

@@ -9,7 +9,7 @@ log BasicSR's banner. A user's own ``train.py`` (``import ts_defense.adapters.ba
 ``train_pipeline(root)``) and ``python -m ts_defense.adapters.basicsr`` both go through it.
 
 Where a block is read, its contents are checked too (the same parsers the model and dataset
-use), so a wrong ``ts.band`` also fails before any folder exists.
+use), so a wrong ``ts.families.radial.band`` also fails before any folder exists.
 """
 
 from __future__ import annotations

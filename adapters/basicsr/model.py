@@ -3,7 +3,7 @@
 In the YAML (sigma in grey levels; every other key is a :class:`~ts_defense.TSConfig` option)::
 
     model_type: TSModel
-    ts: {sigma: 25, p_ood: 0.5, band: [0.05, 0.35], families: {radial: 1, local: 1}}
+    ts: {sigma: 25, p_ood: 0.5, families: {radial: {band: [0.05, 0.35]}, local: 1}}
     ts: {sigma: 25, recipe: free-hat, adversarial: {share: 0.5, eps: [0, 8]}}  # eps: grey levels
 
 The noisy input is drawn in ``optimize_parameters``, the one hook that only training steps

@@ -3,7 +3,6 @@ JSON line per measurement to the results file as soon as it has it."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from functools import partial
@@ -12,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler
-from ts_defense.app.plots import plot_budget_curves
+from ts_defense.app.output import json_text
+from ts_defense.app.plots import budget_curves_figure, save_figure
 from ts_defense.attacks import DenoisingPGD
 from ts_defense.data import bundled_images, centre_crop, set12, tiles
 from ts_defense.evaluation.budget import budget_curve
@@ -33,8 +33,8 @@ def record(out: Path, row: dict) -> None:
     """Append ``row`` to the results file ``out`` (and print it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+        f.write(json_text(row, indent=None))
+    print(json_text(row, indent=None), end="", flush=True)
 
 
 def _recorded(out: Path, part: str, variant: str) -> bool:
@@ -181,7 +181,7 @@ def run_curves(sizes: Sizes, out: Path, models_dir: Path, plot: Path) -> None:
     budgets = tuple(b / 255 for b in sizes.curve_budgets)
     curves = budget_curve(models, test, SIGMA, budgets, steps=sizes.attack_steps, progress=True)
     record(out, {"part": "curves", "steps": sizes.attack_steps, "curves": curves})
-    plot_budget_curves(curves, plot, pass_through=False, steps=sizes.attack_steps)
+    save_figure(budget_curves_figure(curves, pass_through=False, steps=sizes.attack_steps), plot)
 
 
 def run_cost(sizes: Sizes, out: Path, rounds: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ts_defense.app.plots import draw_budget_curves
+from ts_defense.app.plots import budget_curves_figure, save_figure
 from ts_defense.attacks.base import steps_text
 
 from . import tables
@@ -19,11 +19,11 @@ def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
     curves = tables.budget_curves(rows)
     if not curves:
         return
-    fig = Figure(figsize=(11, 4.3))
+    fig = Figure(figsize=(11, 4.3), dpi=110)
     left, right = fig.subplots(1, 2)
     done = steps_text(attack_steps)
     title = f"White-box denoising-PGD ({done}, clean target), BSD68, sigma {SIGMA * 255:g}"
-    draw_budget_curves(left, curves, pass_through=False, title=title)
+    budget_curves_figure(curves, pass_through=False, title=title, ax=left)
     base = next((c for name, c in curves.items() if name.startswith("gaussian")), None)
     for k, (name, c) in enumerate(curves.items()):
         if base is None or c is base or c["budget"] != base["budget"]:
@@ -38,4 +38,4 @@ def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)

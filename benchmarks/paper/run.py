@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ts_defense import Denoiser, fit
+from ts_defense.app.output import json_text
 from ts_defense.data import bsd68, bsd400, shared_data_dir
 from ts_defense.evaluation.metrics import denoise, psnr
 from ts_defense.models import DnCNN, load_dncnn
@@ -73,8 +74,8 @@ class Log:
     def add(self, row: dict) -> dict:
         self.rows.append(row)
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        tqdm.write(json.dumps(row))
+            f.write(json_text(row, indent=None))
+        tqdm.write(json_text(row, indent=None).rstrip())
         return row
 
 

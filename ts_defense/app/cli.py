@@ -1,22 +1,43 @@
 """Command line: ``ts-defense demo`` (the main job), ``ts-defense sampler-report``,
 ``ts-defense attack``, ``ts-defense transfer``, and ``ts-defense evaluate`` / ``compare`` (audit
-your own denoiser). Noise levels and budgets are in grey levels (0..255) here."""
+your own denoiser). Noise levels and budgets are in grey levels (0..255) here.
+
+Every command checks its options and its ``--out`` folder before it computes anything, and
+writes its report as one unit (:mod:`ts_defense.app.output`); a mistake is one line on stderr
+and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._checks import MissingDependency, check_positive
 from ..noise.sampler import TSConfig
+from .output import check_out
+
+DESCRIPTION = (
+    "Robust image denoisers by typical-set (TS) training: demo (the main job), sampler-report, "
+    "attack, transfer, and evaluate / compare (audit your own denoiser). Noise levels and "
+    "budgets are in grey levels (0..255)."
+)
+DATA_HELP = (
+    "shared data folder, searched first (default: weights from $TS_DEFENSE_CACHE, else "
+    "~/.cache/ts-defense, then $TS_DEFENSE_DATA/weights; sets from $TS_DEFENSE_DATA; "
+    "$TS_DEFENSE_DATA defaults to shared/data beside the checkout)"
+)
+OUT_HELP = "report folder (new, or holding only files; its report files are replaced as one set)"
 
 
 def _sampler_report(args: argparse.Namespace) -> int:
     from .report import sampler_report
 
-    cfg = TSConfig(sigma=args.sigma / 255, band=(args.eps_in, args.eps_out), window=args.window)
+    band = [args.eps_in, args.eps_out]
+    families = {"radial": {"band": band}, "local": {"band": band, "window": args.window}}
+    cfg = TSConfig(sigma=args.sigma / 255, families={**families, "structured": 1.0})
     table = sampler_report(args.out, cfg, seed=args.seed)
     print(table)
     print(f"\nreport written to {Path(args.out).resolve()}/sampler.{{md,json,png}}")
@@ -50,7 +71,7 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rho", type=float, default=0.1, help="pgd-l2 budget / noise norm")
     p.add_argument("--steps", type=int, default=10, help="attack steps")
     p.add_argument("--objective", default="clean", help="choices: clean, output, noisy")
-    p.add_argument("--data", type=Path, default=None, help="shared data folder (weights, Set12)")
+    p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and attack starts")
 
 
@@ -162,32 +183,48 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument(
         "--no-transfer", action="store_true", help="leave out transfer from the public DnCNN-25s"
     )
-    p.add_argument("--data", type=Path, default=None, help="shared data folder (weights, sets)")
-    p.add_argument("--out", default=f"reports/{name}", help="report folder")
+    p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
+    p.add_argument("--out", default=f"reports/{name}", help=OUT_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and attack starts")
     p.set_defaults(func=_evaluate)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help ends with its default."""
+    """Every option's help ends with its default (or says it, where it is a search)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        return text if "(default: " in text else super()._get_help_string(action)
 
 
-def _in_grey_levels(func: object) -> object:
-    """Wrap a command so that --sigma, --eps and --obsatk-eps are checked for the units first:
-    the command line takes grey levels, so a value in (0, 1) is almost surely image units."""
+def _grey_levels(flag: str, v: float) -> None:
+    """Refuse a noise level or budget that is not a number of grey levels in (0, 255], as typed:
+    a value in (0, 1) is almost surely in image units."""
+    if not math.isfinite(v):
+        raise ValueError(f"{flag} {v:g} must be a finite number of grey levels (0..255)")
+    if v <= 0:
+        raise ValueError(f"{flag} {v:g} must be > 0 (grey levels, 0..255)")
+    if v < 1:
+        raise ValueError(
+            f"{flag} {v:g} looks like image units: the command line takes grey levels 0..255 "
+            f"({v * 255:.3g}, not {v:g})"
+        )
+    if v > 255:
+        raise ValueError(f"{flag} {v:g} is outside grey levels 0..255")
+
+
+def _checked(func: object) -> object:
+    """Wrap a command so that, before it computes anything, --sigma, --eps and --obsatk-eps are
+    checked for sign and units and --out for a folder a report can be written to."""
 
     def checked(args: argparse.Namespace) -> int:
         for dest in ("sigma", "eps", "obsatk_eps"):
             values = getattr(args, dest, None)
             for v in values if isinstance(values, list) else [values]:
-                flag = "--" + dest.replace("_", "-")
-                if v is not None and 0 < v < 1:
-                    raise ValueError(
-                        f"{flag} {v:g} looks like image units: the command line takes grey "
-                        f"levels 0..255 ({v * 255:.3g}, not {v:g})"
-                    )
-                if v is not None and v > 255:
-                    raise ValueError(f"{flag} {v:g} is outside grey levels 0..255")
+                if v is not None:
+                    _grey_levels("--" + dest.replace("_", "-"), v)
+        if getattr(args, "out", None) is not None:
+            check_out(args.out, "--out")
         return func(args)
 
     return checked
@@ -198,10 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ..models.zoo import MODELS
 
     attacks, zoo = ", ".join(ATTACKS), ", ".join(MODELS)
-    parser = argparse.ArgumentParser(prog="ts-defense", description=__doc__, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="ts-defense", description=DESCRIPTION, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="the main job: Gaussian, TS and robust training, attacked")
-    p.add_argument("--out", default="reports/demo", help="report folder")
+    p.add_argument("--out", default="reports/demo", help=OUT_HELP)
     p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
     p.add_argument("--steps", type=int, default=300, help="training steps per model")
     p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out of the transfer")
@@ -210,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sampler-report", help="draw every TS family, compare its statistics with the theory"
     )
-    p.add_argument("--out", default="reports/sampler", help="report folder")
+    p.add_argument("--out", default="reports/sampler", help=OUT_HELP)
     p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
     p.add_argument("--eps-in", type=float, default=0.05, help="inner edge of the OOD band")
     p.add_argument("--eps-out", type=float, default=0.35, help="outer edge of the OOD band")
@@ -225,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["pgd", "fgsm", "mifgsm", "pgd-l2", "obsatk"],
         help=f"attacks to run; choices: {attacks}",
     )
-    p.add_argument("--out", default="reports/attack", help="report folder")
+    p.add_argument("--out", default="reports/attack", help=OUT_HELP)
     _attack_args(p)
     p.set_defaults(func=_attack)
     p = sub.add_parser("transfer", help="transfer matrix of one attack between named models")
@@ -236,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"named models; choices: {zoo}",
     )
     p.add_argument("--attack", default="pgd", help=f"choices: {attacks}")
-    p.add_argument("--out", default="reports/transfer", help="report folder")
+    p.add_argument("--out", default="reports/transfer", help=OUT_HELP)
     _attack_args(p)
     p.set_defaults(func=_transfer)
     p = sub.add_parser("evaluate", help="audit one or more denoisers: attacks, transfer, plots")
@@ -247,17 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.formatter_class = HelpFormatter
         p.allow_abbrev = False  # a prefix such as --step must not silently stand for --steps
         if p is not parser:
-            p.set_defaults(func=_in_grey_levels(p.get_default("func")))
+            p.set_defaults(func=_checked(p.get_default("func")))
     return parser
+
+
+def _one_line(kind: str, message: object) -> None:
+    print(f"ts-defense: {kind}: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, OSError, MemoryError, MissingDependency) as err:  # bad input
-        print(f"ts-defense: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
-        return 2
+    with warnings.catch_warnings():  # a warning (an animation's first frame...) is one line
+        warnings.showwarning = lambda message, *_, **__: _one_line("warning", message)
+        try:
+            return args.func(args)
+        except (ValueError, TypeError, OSError, MemoryError, MissingDependency) as err:  # bad input
+            _one_line("error", err)
+            return 2
 
 
 if __name__ == "__main__":

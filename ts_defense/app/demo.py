@@ -8,7 +8,6 @@ others, so the whole run takes a few minutes on two CPU cores and downloads noth
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -29,13 +28,9 @@ from ..models.denoiser import Denoiser
 from ..models.zoo import load_model
 from ..noise.sampler import TSConfig
 from ..training.fit import fit
-from .plots import (
-    deviation_figure,
-    image_strip_figure,
-    plot_budget_curves,
-    save_figure,
-)
-from .report import sampler_report, save_transfer
+from .output import check_out, json_text, write_set
+from .plots import budget_curves_figure, deviation_figure, image_strip_figure
+from .report import family_statistics, sampler_files, transfer_files
 
 ROBUST = "free-hat"  # the recommended robust recipe (BENCHMARKS.md, paper protocol)
 
@@ -78,13 +73,14 @@ def train_variants(cfg: DemoConfig, train: torch.Tensor, progress: bool) -> dict
 
 
 def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool = True) -> dict:
-    """Train, attack, evaluate; write ``report.md``, ``.json`` and the PNGs; return the results."""
+    """Train, attack, evaluate; write ``report.md``, ``.json``, the PNGs and the sampler and
+    transfer reports into ``out_dir`` (checked first, written as one unit); return the results."""
     cfg = cfg or DemoConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out_dir)
     images = bundled_images(size=128)
     train, test = images[:6], tiles(images[6:], 64)
-    sampler_report(out, TSConfig(sigma=cfg.sigma), seed=cfg.seed)
+    sampler_config = TSConfig(sigma=cfg.sigma)
+    files = sampler_files(family_statistics(sampler_config, seed=cfg.seed), sampler_config)
     trained = train_variants(cfg, train, progress)
     models: dict[str, Denoiser] = trained["models"]
     curves = budget_curve(
@@ -96,27 +92,26 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool 
         seed=cfg.seed,
         progress=progress,
     )
-    plot_budget_curves(curves, out / "psnr_vs_budget.png", steps=cfg.attack_steps)
+    files["psnr_vs_budget.png"] = budget_curves_figure(curves, steps=cfg.attack_steps)
     shifted = family_psnr(models, test, TSConfig(sigma=cfg.sigma), seed=cfg.seed)
     targets = dict(models)
     if cfg.bm3d:
         targets["bm3d"] = load_model("bm3d")
     attack = partial(DenoisingPGD, sigma=cfg.sigma, eps=cfg.transfer_eps, steps=cfg.attack_steps)
     transfer = transfer_matrix(targets, test, cfg.sigma, attack, seed=cfg.seed, progress=progress)
-    save_transfer(transfer, out)
+    files.update(transfer_files(transfer))
 
     # typicality of the attacked inputs, the detector, and one image strip (first variant)
     first = next(iter(models))
     noisy = add_noise(test, cfg.sigma, cfg.seed)[0]
     pgd = DenoisingPGD(models[first], cfg.sigma, eps=cfg.transfer_eps, steps=cfg.attack_steps)
     adv = pgd(noisy, test)
-    deviations = deviation_figure(noisy - test, adv - test, cfg.sigma, pgd.describe())
-    save_figure(deviations, out / "deviations.png")
+    files["deviations.png"] = deviation_figure(noisy - test, adv - test, cfg.sigma, pgd.describe())
     detector = {name: detection_auc(den, noisy, adv, cfg.sigma) for name, den in models.items()}
     panels = {"clean": test[:1], "noisy": noisy[:1], f"attacked on {first}": adv[:1]}
     for name, den in models.items():
         panels[f"{name}(attacked)"] = denoise(den, adv[:1], cfg.sigma)
-    save_figure(image_strip_figure(panels), out / "strip.png")
+    files["strip.png"] = image_strip_figure(panels)
 
     results = {
         "config": asdict(cfg),
@@ -127,8 +122,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, progress: bool 
         "detector_auc": detector,
         "test_images": int(test.shape[0]),
     }
-    (out / "report.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / "report.md").write_text(format_report(results, transfer.to_markdown()))
+    files["report.json"] = json_text(results)
+    files["report.md"] = format_report(results, transfer.to_markdown())
+    write_set(out_dir, files, what="demo report")
     return results
 
 

@@ -1,8 +1,9 @@
-"""Every plot of the application: each builds a :class:`matplotlib.figure.Figure` of its own
-(no pyplot, so a notebook's backend is left alone), and :func:`save_figure` writes it.
+"""Every plot of the application: one function per plot, each returning a
+:class:`matplotlib.figure.Figure` of its own (no pyplot, so a notebook's backend is left alone),
+and :func:`save_figure` to write one. Plots that other pages compose (budget curves, the
+transfer heatmap) take ``ax=`` to draw into a given Axes and return that Axes' Figure.
 
-``draw_*`` functions draw on a given Axes; ``*_figure`` functions return a new Figure;
-``plot_*`` functions write one to a file.
+Report sets take the Figures themselves as files (:func:`ts_defense.app.output.write_set`).
 """
 
 from __future__ import annotations
@@ -17,26 +18,35 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..attacks import BUDGET_UNITS, attack_class
+from ..attacks import ATTACKS, BUDGET_UNITS
 from ..attacks.base import steps_text
 from ..data import centre_crop
 from ..evaluation.metrics import psnr
 from ..evaluation.transfer import TransferResult
 from ..noise import typical
+from ..noise.families import Local, Radial
 from ..noise.sampler import TSConfig
+from .output import write_file
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` (its folder is created), format from the suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+def save_figure(fig: Figure, path: str | Path, dpi: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` atomically (its folder is created), format from the suffix, at
+    ``dpi`` (default: the figure's own)."""
+    if dpi is not None:
+        fig.set_dpi(dpi)
+    return write_file(path, fig)
+
+
+def _canvas(ax: Axes | None, size: tuple[float, float], dpi: int) -> tuple[Figure, Axes]:
+    """A new Figure of ``size`` with one Axes, or ``ax`` and its Figure."""
+    if ax is not None:
+        return ax.get_figure(), ax
+    fig = Figure(figsize=size, dpi=dpi, layout="tight")
+    return fig, fig.add_subplot()
 
 
 # -- attacked PSNR against the budget ----------------------------------------------------------
-def draw_budget_curves(
-    ax: Axes,
+def budget_curves_figure(
     curves: Mapping[str, Mapping[str, list[float]]],
     unit: float = 255.0,
     pass_through: bool = True,
@@ -44,13 +54,15 @@ def draw_budget_curves(
     attack: str = "pgd",
     steps: int = 10,
     objective: str = "clean",
-) -> None:
+    ax: Axes | None = None,
+) -> Figure:
     """PSNR against attack budget per model (solid), with each pass-through reference (dotted;
-    ``pass_through=False`` leaves them out), on ``ax``.
+    ``pass_through=False`` leaves them out).
 
     ``attack``, ``steps`` and ``objective`` are those ``budget_curve`` ran with: they name the
     axis and, without ``title``, the title. Budgets in image units are shown times ``unit``."""
-    cls = attack_class(attack)
+    fig, ax = _canvas(ax, (6, 4.2), 110)
+    cls = ATTACKS.lookup(attack)
     if cls.budget_unit == "ratio":
         unit = 1.0
     shown = BUDGET_UNITS[cls.budget_unit] if unit == 1.0 else f"x 1/{unit:g}"
@@ -69,42 +81,18 @@ def draw_budget_curves(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-
-
-def budget_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], **options: Any) -> Figure:
-    """A Figure of :func:`draw_budget_curves` (same keyword options)."""
-    fig = Figure(figsize=(6, 4.2), layout="tight")
-    draw_budget_curves(fig.add_subplot(), curves, **options)
     return fig
 
 
-def plot_budget_curves(
-    curves: Mapping[str, Mapping[str, list[float]]],
-    path: str | Path,
-    unit: float = 255.0,
-    pass_through: bool = True,
-    attack: str = "pgd",
-    steps: int = 10,
-    objective: str = "clean",
-) -> Path:
-    """PNG of :func:`draw_budget_curves` at ``path`` (``attack``, ``steps``, ``objective``:
-    what was run)."""
-    fig = budget_curves_figure(
-        curves,
-        unit=unit,
-        pass_through=pass_through,
-        attack=attack,
-        steps=steps,
-        objective=objective,
-    )
-    return save_figure(fig, path)
-
-
 # -- transfer heatmap --------------------------------------------------------------------------
-def draw_transfer(ax: Axes, result: TransferResult, from_zero: bool = True) -> Any:
-    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, on ``ax``;
-    returns the image for a colour bar. ``from_zero=False`` spans the colours over the drops'
-    own range, so that close values still differ in colour."""
+def transfer_figure(
+    result: TransferResult, from_zero: bool = False, ax: Axes | None = None
+) -> Figure:
+    """Heatmap of the PSNR drop (rows: source, columns: target), values annotated, with its
+    colour bar. The colours span the drops' own range (close values still differ) unless
+    ``from_zero``."""
+    size = (1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
+    fig, ax = _canvas(ax, size, 120)
     drop = np.array([[result.drop(s, t) for t in result.targets] for s in result.sources])
     low = 0.0 if from_zero else float(drop.min())
     high = max(float(drop.max()), low + 1e-6)
@@ -120,23 +108,9 @@ def draw_transfer(ax: Axes, result: TransferResult, from_zero: bool = True) -> A
     ax.set_title(
         result.meta.get("description", "transfer of adversarial perturbations"), fontsize=9
     )
-    return im
-
-
-def transfer_figure(result: TransferResult, from_zero: bool = False) -> Figure:
-    """The transfer heatmap with its colour bar; the colours span the drops' own range unless
-    ``from_zero`` (close values still differ)."""
-    size = (1.6 + 1.5 * len(result.targets), 1.4 + 0.8 * len(result.sources))
-    fig = Figure(figsize=size, layout="tight")
-    ax = fig.add_subplot()
     label = "PSNR drop (dB)" if from_zero else "PSNR drop (dB; colours span this table)"
-    fig.colorbar(draw_transfer(ax, result, from_zero), ax=ax, label=label)
+    fig.colorbar(im, ax=ax, label=label)
     return fig
-
-
-def plot_transfer(result: TransferResult, path: str | Path, from_zero: bool = False) -> Path:
-    """PNG of :func:`transfer_figure` at ``path``."""
-    return save_figure(transfer_figure(result, from_zero), path, dpi=120)
 
 
 # -- the sampler's families against the theory ---------------------------------------------
@@ -144,10 +118,10 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
     """Deviation histograms (band and typical set shaded) above one window map per family, from
     :func:`ts_defense.app.report.family_statistics`."""
     names = [n for n in stats if n != "theory"]
-    fig = Figure(figsize=(3.2 * len(names), 6.2), layout="tight")
+    fig = Figure(figsize=(3.2 * len(names), 6.2), dpi=110, layout="tight")
     axes = fig.subplots(2, len(names), squeeze=False)
-    eps_in, eps_out = config.families.flat("band")
-    window = config.families.flat("window")
+    eps_in, eps_out = config.families.first(Radial, Local).band
+    window = config.families.first(Local).window
     lim = max(eps_out * 1.15, 4 * stats["theory"]["std_d"])
     for k, name in enumerate(names):
         ax = axes[0, k]
@@ -171,13 +145,6 @@ def sampler_figure(stats: Mapping[str, Mapping[str, Any]], config: TSConfig) -> 
     return fig
 
 
-def plot_statistics(
-    stats: Mapping[str, Mapping[str, Any]], config: TSConfig, path: str | Path
-) -> Path:
-    """PNG of :func:`sampler_figure` at ``path``."""
-    return save_figure(sampler_figure(stats, config), path)
-
-
 # -- the demo's typicality and image plots ---------------------------------------------------
 def deviation_figure(
     noise_clean: Tensor, noise_adv: Tensor, sigma: float, attack: str, window: int = 8
@@ -185,7 +152,7 @@ def deviation_figure(
     """Histograms of the global and window deviations of ``y - x`` for Gaussian-noisy and
     attacked inputs, and the window map of one attacked input; ``attack`` (its description)
     titles the figure."""
-    fig = Figure(figsize=(13, 3.8), layout="tight")
+    fig = Figure(figsize=(13, 3.8), dpi=110, layout="tight")
     axes = fig.subplots(1, 3)
     for ax, size in zip(axes[:2], (None, window), strict=True):
         if size is None:
@@ -226,7 +193,7 @@ def _show_image(ax: Axes, img: Tensor, title: str) -> None:
 
 def image_strip_figure(panels: Mapping[str, Tensor]) -> Figure:
     """The first image of each batch in ``panels`` side by side, titled by its key."""
-    fig = Figure(figsize=(2.6 * len(panels), 3), layout="tight")
+    fig = Figure(figsize=(2.6 * len(panels), 3), dpi=110, layout="tight")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, img) in zip(axes, panels.items(), strict=True):
         _show_image(ax, img[0], title)
@@ -246,7 +213,7 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
     c = data["config"]
     grey = c["units"] == "grey levels"
     n = len(examples)
-    fig = Figure(figsize=(15, 4.6 + 2.7 * n), layout="tight")
+    fig = Figure(figsize=(15, 4.6 + 2.7 * n), dpi=90, layout="tight")
     grid = fig.add_gridspec(1 + n, len(AUDIT_STRIP), height_ratios=[1.5] + [1] * n)
     curves = {
         name: {
@@ -263,11 +230,9 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
         f"White-box PGD ({steps_text(c['steps'])}) on {', '.join(data['models'])}; sigma "
         f"{sigma}; mean of {len(data['images'])} images"
     )
-    draw_budget_curves(ax, curves, 255.0 if grey else 1.0, title=title)
+    budget_curves_figure(curves, 255.0 if grey else 1.0, title=title, ax=ax)
     if data["transfer"]:
-        ax = fig.add_subplot(grid[0, 3:])
-        im = draw_transfer(ax, TransferResult(**data["transfer"]), from_zero=False)
-        fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
+        transfer_figure(TransferResult(**data["transfer"]), ax=fig.add_subplot(grid[0, 3:]))
     top = c["budgets_as_typed"][-1]
     labels = {"attacked": f"attacked input (eps {top})", "output_attacked": "output on attacked"}
     for row, (name, ex) in enumerate(examples.items(), start=1):

@@ -1,10 +1,13 @@
 """The reports behind the commands: ``sampler-report`` (each TS family drawn on the bundled
 images, its statistics against the theory), ``attack`` and ``transfer`` (images and attacks by
-name, JSON + Markdown + heatmap written into a folder)."""
+name, JSON + Markdown + heatmap written into a folder).
+
+Each report is computed (a JSON-ready dict or a result object), rendered into its files
+(``*_files``: file name -> text or Figure) and written as one unit by
+:func:`ts_defense.app.output.write_set`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -23,8 +26,10 @@ from ..evaluation.typicality import typicality, typicality_table
 from ..models.denoiser import Denoiser
 from ..models.zoo import load_model
 from ..noise import typical
+from ..noise.families import Local, Radial
 from ..noise.sampler import TSConfig, TSSampler
-from .plots import plot_statistics, plot_transfer
+from .output import Content, check_out, json_text, write_set
+from .plots import sampler_figure, transfer_figure
 
 
 # -- the sampler report ------------------------------------------------------------------------
@@ -34,7 +39,7 @@ def family_statistics(
     """Draw every family (and Gaussian) on bundled-image patches; deviation statistics each."""
     clean = tiles(bundled_images(), patch).repeat(repeats, 1, 1, 1)
     n_dims = clean[0].numel()
-    eps, window = config.families.flat("band")[0], config.families.flat("window")
+    eps, window = config.families.first(Radial, Local).band[0], config.families.first(Local).window
     stats: dict[str, dict[str, Any]] = {}
     for name in config.family_names:
         draw = TSSampler(config.only(name), seed=seed).draw(clean)
@@ -83,25 +88,27 @@ def sampler_table(stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def sampler_report(out_dir: str | Path, config: TSConfig | None = None, seed: int = 0) -> str:
-    """Write ``sampler.md``, ``.json`` and ``.png`` into ``out_dir``; return the table."""
-    config = config or TSConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stats = family_statistics(config, seed=seed)
-    table = sampler_table(stats)
-    plot_statistics(stats, config, out / "sampler.png")
+def sampler_files(stats: dict[str, dict[str, Any]], config: TSConfig) -> dict[str, Content]:
+    """``sampler.md``, ``.json`` and ``.png`` of :func:`family_statistics`."""
     slim = {
         k: {kk: vv for kk, vv in v.items() if kk not in ("d", "window_map")}
         for k, v in stats.items()
     }
-    (out / "sampler.json").write_text(
-        json.dumps({"config": config.to_dict(), "stats": slim}, indent=2)
-    )
-    (out / "sampler.md").write_text(
-        f"# TS sampler report\n\n{table}\n\n![deviations](sampler.png)\n"
-    )
-    return table
+    md = f"# TS sampler report\n\n{sampler_table(stats)}\n\n![deviations](sampler.png)\n"
+    return {
+        "sampler.md": md,
+        "sampler.json": json_text({"config": config.to_dict(), "stats": slim}),
+        "sampler.png": sampler_figure(stats, config),
+    }
+
+
+def sampler_report(out_dir: str | Path, config: TSConfig | None = None, seed: int = 0) -> str:
+    """Write ``sampler.md``, ``.json`` and ``.png`` into ``out_dir``; return the table."""
+    config = config or TSConfig()
+    check_out(out_dir)
+    stats = family_statistics(config, seed=seed)
+    write_set(out_dir, sampler_files(stats, config), what="sampler report")
+    return sampler_table(stats)
 
 
 # -- attacks and transfer by name -------------------------------------------------------------
@@ -130,6 +137,68 @@ def format_options(options: dict) -> str:
     )
 
 
+def attack_data(
+    model: str,
+    attacks: Sequence[str],
+    images: list[Tensor],
+    sigma: float,
+    options: dict[str, dict],
+    seed: int = 0,
+    window: int = 8,
+    data_dir: Path | None = None,
+) -> dict:
+    """Evaluate ``attacks`` on one named model: per-attack metrics, the worst case per image and
+    the typicality of the inputs, as a JSON-ready dict (what :func:`attack_markdown` renders)."""
+    den = load_model(model, data_dir)
+    noisy = add_noise(images, sigma, seed)
+    evals, typ = {}, {"noisy": _typicality(images, noisy, sigma, window)}
+    for name in tqdm(attacks, desc=f"attacking {model}"):
+        atk = make_attack(name, den, sigma, **options[name])
+        evals[name], adv = evaluate_attack(den, atk, images, noisy, sigma, name=name)
+        typ[name] = _typicality(images, adv, sigma, window)
+    return {
+        "model": model,
+        "sigma": sigma,
+        "seed": seed,
+        "window": window,
+        "images": sum(len(x) for x in images),
+        "image_shape": list(images[0].shape),
+        "options": options,
+        "attacks": {k: v.to_dict() for k, v in evals.items()},
+        "worst_case": worst_case(evals),
+        "typicality": typ,
+    }
+
+
+def attack_markdown(data: dict) -> str:
+    """The attack report's tables: PSNR/SSIM per attack and the worst case, then typicality."""
+    rows = [
+        f"Model {data['model']}, sigma {data['sigma'] * 255:g}/255, {data['images']} images.\n",
+        "| attack | options | PSNR clean | PSNR attacked | drop | SSIM clean | SSIM attacked |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, ev in data["attacks"].items():
+        m = ev["mean"]
+        rows.append(
+            f"| {name} | {format_options(data['options'][name])} | {m['psnr_clean']:.2f} | "
+            f"{m['psnr_attacked']:.2f} | "
+            f"{m['psnr_drop']:.2f} | {m['ssim_clean']:.4f} | {m['ssim_attacked']:.4f} |"
+        )
+    w = data["worst_case"]["mean"]
+    rows.append(
+        f"| worst case per image | | {w['psnr_clean']:.2f} | {w['psnr_attacked']:.2f} | "
+        f"{w['psnr_drop']:.2f} | | {w['ssim_attacked']:.4f} |"
+    )
+    shape = tuple(data["image_shape"])
+    rows += ["", typicality_table(data["typicality"], data["sigma"], data["window"], 0.05, shape)]
+    return "\n".join(rows)
+
+
+def attack_files(data: dict) -> dict[str, Content]:
+    """``attack.json`` and ``attack.md`` of :func:`attack_data`."""
+    return {"attack.json": json_text(data), "attack.md": attack_markdown(data) + "\n"}
+
+
 def attack_report(
     model: str,
     attacks: Sequence[str],
@@ -141,48 +210,12 @@ def attack_report(
     window: int = 8,
     data_dir: Path | None = None,
 ) -> str:
-    """Evaluate ``attacks`` on one named model; write ``attack.{json,md}``; return the Markdown."""
-    den = load_model(model, data_dir)
-    noisy = add_noise(images, sigma, seed)
-    evals, typ = {}, {"noisy": _typicality(images, noisy, sigma, window)}
-    for name in tqdm(attacks, desc=f"attacking {model}"):
-        atk = make_attack(name, den, sigma, **options[name])
-        evals[name], adv = evaluate_attack(den, atk, images, noisy, sigma, name=name)
-        typ[name] = _typicality(images, adv, sigma, window)
-    worst = worst_case(evals)
-    rows = [
-        f"Model {model}, sigma {sigma * 255:g}/255, {sum(len(x) for x in images)} images.\n",
-        "| attack | options | PSNR clean | PSNR attacked | drop | SSIM clean | SSIM attacked |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, ev in evals.items():
-        m = ev.summary()
-        rows.append(
-            f"| {name} | {format_options(options[name])} | {m['psnr_clean']:.2f} | "
-            f"{m['psnr_attacked']:.2f} | "
-            f"{m['psnr_drop']:.2f} | {m['ssim_clean']:.4f} | {m['ssim_attacked']:.4f} |"
-        )
-    w = worst["mean"]
-    rows.append(
-        f"| worst case per image | | {w['psnr_clean']:.2f} | {w['psnr_attacked']:.2f} | "
-        f"{w['psnr_drop']:.2f} | | {w['ssim_attacked']:.4f} |"
-    )
-    rows += ["", typicality_table(typ, sigma, window, 0.05, images[0].shape)]
-    text = "\n".join(rows)
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    report = {
-        "model": model,
-        "sigma": sigma,
-        "seed": seed,
-        "options": options,
-        "attacks": {k: v.to_dict() for k, v in evals.items()},
-        "worst_case": worst,
-        "typicality": typ,
-    }
-    (path / "attack.json").write_text(json.dumps(report, indent=2))
-    (path / "attack.md").write_text(text + "\n")
-    return text
+    """:func:`attack_data`, written as ``attack.{json,md}`` into ``out`` (checked first);
+    returns the Markdown."""
+    check_out(out)
+    data = attack_data(model, attacks, images, sigma, options, seed, window, data_dir)
+    write_set(out, attack_files(data), what="attack report")
+    return attack_markdown(data)
 
 
 def _typicality(clean: list[Tensor], inputs: list[Tensor], sigma: float, window: int) -> dict:
@@ -201,6 +234,7 @@ def transfer_report(
     data_dir: Path | None = None,
 ) -> TransferResult:
     """Transfer matrix between named models; writes ``transfer.{json,md,png}`` into ``out``."""
+    check_out(out)
     named = {m: load_model(m, data_dir) for m in models}
     factory = partial(_build, attack, sigma, options)
     result = transfer_matrix(named, images, sigma, factory, seed=seed, progress=True)
@@ -216,14 +250,19 @@ def _build(attack: str, sigma: float, options: dict, model: Denoiser) -> Denoise
     return make_attack(attack, model, sigma, **options)
 
 
+def transfer_files(result: TransferResult, stem: str = "transfer") -> dict[str, Content]:
+    """``<stem>.json``, ``<stem>.md`` and the heatmap ``<stem>.png`` of ``result``."""
+    return {
+        f"{stem}.json": json_text(result.to_dict()),
+        f"{stem}.md": result.to_markdown() + "\n",
+        f"{stem}.png": transfer_figure(result),
+    }
+
+
 def save_transfer(
     result: TransferResult, out_dir: str | Path, stem: str = "transfer"
 ) -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.md`` and the heatmap ``<stem>.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md", "png": out / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2))
-    paths["md"].write_text(result.to_markdown() + "\n")
-    plot_transfer(result, paths["png"])
-    return paths
+    """Write ``<stem>.json``, ``<stem>.md`` and the heatmap ``<stem>.png`` into ``out_dir`` (one
+    unit, see :func:`~ts_defense.app.output.write_set`); return their paths by kind."""
+    paths = write_set(out_dir, transfer_files(result, stem), what="transfer report")
+    return {name.rsplit(".", 1)[1]: path for name, path in paths.items()}

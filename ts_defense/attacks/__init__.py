@@ -3,10 +3,13 @@
 Attacks perturb the noisy input and call models only through :class:`ts_defense.Denoiser`
 with the nominal sigma: :class:`DenoisingPGD` (L-inf), :class:`L2DenoisingPGD` (L2, budget
 relative to the noise norm), :class:`ObsAtk` (zero-mean L2), :class:`DenoisingFGSM`,
-:class:`MomentumPGD` and :class:`EnsemblePGD`. ``make_attack(name, model, sigma, **options)``
-builds one by its short name (``ATTACKS``); each class says what builds it: its budget keyword
-(``budget``), that budget's unit (``budget_unit``, a key of ``BUDGET_UNITS``), its ``norm`` and
-whether it takes ``steps`` (``takes_steps``). ``budget_options`` turns those into keywords.
+:class:`MomentumPGD`, :class:`EnsemblePGD`, and the parameter-free :class:`APGD`,
+:class:`APGDL2` and :class:`APGDObsAtk` (Croce & Hein 2020). ``make_attack(name, model, sigma,
+**options)`` builds one by its short name (``ATTACKS``); each class says what builds it: its
+budget keyword (``budget``), that budget's unit (``budget_unit``, a key of ``BUDGET_UNITS``), its
+``norm`` and whether it takes ``steps`` (``takes_steps``). ``budget_options`` turns those into
+keywords.
+The losses (``LOSSES``) are the ones training uses too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any
 
 from torch import Tensor
 
-from .base import BUDGET_UNITS, LOSSES, OBJECTIVES, DenoiserAttack
+from .._losses import LOSSES, PixelLoss
+from .._registry import Registry
+from .apgd import APGD, APGDL2, APGDObsAtk
+from .base import BUDGET_UNITS, OBJECTIVES, DenoiserAttack
 from .ensemble import EnsemblePGD
 from .fgsm import DenoisingFGSM
 from .momentum import MomentumPGD
@@ -23,27 +29,26 @@ from .obsatk import ObsAtk
 from .pgd import DenoisingPGD
 from .pgd_l2 import L2DenoisingPGD
 
-ATTACKS: dict[str, type[DenoiserAttack]] = {
-    "pgd": DenoisingPGD,
-    "pgd-l2": L2DenoisingPGD,
-    "obsatk": ObsAtk,
-    "fgsm": DenoisingFGSM,
-    "mifgsm": MomentumPGD,
-    "ensemble-pgd": EnsemblePGD,
-}
-
-
-def attack_class(name: str) -> type[DenoiserAttack]:
-    """The class of the attack called ``name`` (a key of ``ATTACKS``)."""
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(map(repr, ATTACKS))}")
-    return ATTACKS[name]
+ATTACKS: Registry[type[DenoiserAttack]] = Registry(
+    "attack",
+    {
+        "pgd": DenoisingPGD,
+        "pgd-l2": L2DenoisingPGD,
+        "obsatk": ObsAtk,
+        "fgsm": DenoisingFGSM,
+        "mifgsm": MomentumPGD,
+        "ensemble-pgd": EnsemblePGD,
+        "apgd": APGD,
+        "apgd-l2": APGDL2,
+        "apgd-obsatk": APGDObsAtk,
+    },
+)
 
 
 def budget_options(name: str, budget: float, steps: int | None = None) -> dict[str, Any]:
     """Keywords giving attack ``name`` this ``budget`` (in the attack's own unit) and ``steps``
     (dropped for one-step attacks such as ``"fgsm"``)."""
-    cls = attack_class(name)
+    cls = ATTACKS.lookup(name)
     options: dict[str, Any] = {cls.budget: budget}
     if steps is not None and cls.takes_steps:
         options["steps"] = steps
@@ -52,10 +57,13 @@ def budget_options(name: str, budget: float, steps: int | None = None) -> dict[s
 
 def make_attack(name: str, model: Any, sigma: float | Tensor, **options: Any) -> DenoiserAttack:
     """The attack called ``name`` (a key of ``ATTACKS``) on ``model`` with ``options``."""
-    return attack_class(name)(model, sigma, **options)
+    return ATTACKS.lookup(name)(model, sigma, **options)
 
 
 __all__ = [
+    "APGD",
+    "APGDL2",
+    "APGDObsAtk",
     "ATTACKS",
     "BUDGET_UNITS",
     "LOSSES",
@@ -67,7 +75,7 @@ __all__ = [
     "L2DenoisingPGD",
     "MomentumPGD",
     "ObsAtk",
-    "attack_class",
+    "PixelLoss",
     "budget_options",
     "make_attack",
 ]

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import (
@@ -36,6 +35,7 @@ from .._checks import (
     check_positive,
     check_seed,
 )
+from .._losses import LOSSES
 from ..models.denoiser import Denoiser
 from ..seeding import stream_seed
 
@@ -51,10 +51,6 @@ BUDGET_UNITS = {
     "image": "in image units",
     "ratio": "a share of the noise norm",
     "rms": "RMS per pixel, in image units",
-}
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": lambda out, ref: F.mse_loss(out, ref, reduction="sum"),
-    "l1": lambda out, ref: F.l1_loss(out, ref, reduction="sum"),
 }
 
 
@@ -117,40 +113,65 @@ class DenoiserAttack(Attack):
 
     model: a :class:`Denoiser`, or a sequence of them (the loss is averaged over the ensemble).
     sigma: the nominal noise level passed to the model (a number or a (B,) tensor).
-    eps: the budget (its norm is the subclass's); steps, alpha: iterations and step size.
+    eps: the budget (its norm and its default are the subclass's); steps: iterations (default
+        ``default_steps``); alpha: step size (default :meth:`default_alpha`).
     objective: ``"clean"``, ``"output"`` or ``"noisy"`` (see the module docstring).
-    loss: ``"mse"``, ``"l1"`` or a callable ``loss(output, reference) -> scalar``.
+    loss: a name of ``LOSSES`` (``"mse"``, ``"l1"``, ...) or a callable
+        ``loss(output, reference) -> scalar``.
     clip: ``(low, high)`` range for the attacked input, or None (default: no clipping).
-    random_start: start from a random point of the ball; seed: seeds that draw. (Without it,
-        the ``"output"`` objective still starts 1e-3 of the way to a random point: its gradient
-        is zero at the unperturbed input.)
+    random_start: start from a random point of the ball (default ``default_random_start``);
+        seed: seeds that draw. (Without it, the ``"output"`` objective still starts 1e-3 of the
+        way to a random point: its gradient is zero at the unperturbed input.)
+    name: torchattacks' name of the attack (default: the class name).
+
+    A subclass states what builds it in class attributes instead of a constructor of its own.
     """
 
     # What callers need to build any attack without knowing its name:
     budget = "eps"  # the keyword of the budget argument
     budget_unit = "image"  # its unit, a key of BUDGET_UNITS
     norm = "L-inf"  # the norm of the ball
-    takes_steps = True  # False for one-step attacks, whose constructor has no ``steps``
+    takes_steps = True  # False for one-step attacks: no steps, alpha or random_start
+    # The defaults of the arguments left out:
+    default_budget = 8 / 255
+    default_steps = 10
+    default_random_start = True
+    min_models = 1  # surrogates the attack needs
 
     def __init__(
         self,
-        name: str,
         model: Denoiser | Sequence[Denoiser],
         sigma: float | Tensor,
-        eps: float,
-        steps: int,
+        eps: float | None = None,
+        steps: int | None = None,
+        *,
         alpha: float | None = None,
         objective: str = "clean",
         loss: str | Callable[[Tensor, Tensor], Tensor] = "mse",
         clip: tuple[float, float] | None = None,
-        random_start: bool = True,
+        random_start: bool | None = None,
         seed: int = 0,
+        name: str | None = None,
     ) -> None:
+        if not self.takes_steps:
+            given = {"steps": steps, "alpha": alpha, "random_start": random_start}
+            fixed = sorted(k for k, v in given.items() if v is not None)
+            if fixed:  # one full step from the unperturbed input, by definition
+                raise TypeError(
+                    f"{type(self).__name__} takes no {', '.join(fixed)} "
+                    f"(one step of size {self.budget})"
+                )
+            steps, random_start = 1, False
         self._denoisers = as_denoisers(model)
+        if len(self._denoisers) < self.min_models:
+            raise ValueError(
+                f"model: {type(self).__name__} needs at least {self.min_models} surrogate "
+                f"denoisers, got {len(self._denoisers)}"
+            )
         surrogate = (
             self._denoisers[0] if len(self._denoisers) == 1 else nn.ModuleList(self._denoisers)
         )
-        super().__init__(name, surrogate)
+        super().__init__(type(self).__name__ if name is None else name, surrogate)
         if isinstance(sigma, Tensor):
             if not bool(torch.isfinite(sigma).all()) or not bool((sigma > 0).all()):
                 raise ValueError("sigma must be finite and > 0")
@@ -158,10 +179,12 @@ class DenoiserAttack(Attack):
             check_positive("sigma", sigma)
         self.sigma = sigma
         check_image_units("sigma", sigma, "noise levels")
+        eps = self.default_budget if eps is None else eps
         if self.budget_unit != "ratio":
             check_image_units("eps", eps, "budgets")
         # beyond F32_MAX / 100 the ball and its steps overflow float32
         self.eps = float(check_nonnegative(self.budget, eps, high=F32_MAX / 100))
+        steps = self.default_steps if steps is None else steps
         check_positive("steps", steps, integer=True)
         self.steps = steps
         self.alpha = self.default_alpha() if alpha is None else alpha
@@ -171,11 +194,11 @@ class DenoiserAttack(Attack):
         if callable(loss):
             self._loss_fn, self.loss = loss, getattr(loss, "__name__", type(loss).__name__)
         else:
-            self._loss_fn, self.loss = LOSSES[check_choice("loss", loss, tuple(LOSSES))], loss
+            self._loss_fn, self.loss = LOSSES.lookup(loss).total, loss
         if clip is not None:
             clip = check_interval("clip", clip, low=-math.inf)
         self.clip = clip
-        self.random_start = random_start
+        self.random_start = self.default_random_start if random_start is None else random_start
         # The start's own stream: the same seed's test noise must not share its bits.
         start_seed = stream_seed(check_seed("seed", seed), "attack")
         self._generator = torch.Generator().manual_seed(start_seed)
@@ -229,21 +252,27 @@ class DenoiserAttack(Attack):
         with torch.no_grad():
             return [den(noisy, self.sigma).detach() for den in self._denoisers]
 
+    def check_loss_value(self, value: object, shape: tuple[int, ...], what: str) -> Tensor:
+        """Require a loss value of ``shape`` (``what`` in words) that carries a gradient: shape
+        and autograd flag only, no device sync."""
+        if not isinstance(value, Tensor) or value.shape != shape:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss {self.loss!r} must return {what}, got {got}")
+        if not value.requires_grad:
+            raise ValueError(
+                "model: its output carries no gradient (no_grad or detach inside?): "
+                "attack a differentiable model, or use it as a transfer target only"
+            )
+        return value
+
     def objective_value(self, adv: Tensor, refs: list[Tensor]) -> Tensor:
         """The quantity the attack ascends: the mean ensemble loss (negated for ``"noisy"``)."""
         losses = [
             self._loss_fn(den(adv, self.sigma), r)
             for den, r in zip(self._denoisers, refs, strict=True)
         ]
-        for value in losses:  # shape and autograd flag only: no device sync
-            if not isinstance(value, Tensor) or value.dim() != 0:
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"loss {self.loss!r} must return a scalar tensor, got {got}")
-            if not value.requires_grad:
-                raise ValueError(
-                    "model: its output carries no gradient (no_grad or detach inside?): "
-                    "attack a differentiable model, or use it as a transfer target only"
-                )
+        for value in losses:
+            self.check_loss_value(value, (), "a scalar tensor")
         total = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         return -total if self.objective == "noisy" else total
 

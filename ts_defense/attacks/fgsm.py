@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from torch import Tensor
-
-from ..models.denoiser import Denoiser
 from .pgd import DenoisingPGD
 
 
@@ -23,19 +17,6 @@ class DenoisingFGSM(DenoisingPGD):
     """
 
     takes_steps = False
-
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 8 / 255,
-        **options: Any,
-    ) -> None:
-        fixed = sorted({"steps", "alpha", "random_start"} & set(options))
-        if fixed:  # one full step from the unperturbed input, by definition
-            raise TypeError(f"DenoisingFGSM takes no {', '.join(fixed)} (one step of size eps)")
-        options.setdefault("name", "DenoisingFGSM")
-        super().__init__(model, sigma, eps, 1, random_start=False, **options)
 
     def default_alpha(self) -> float:
         """The whole budget in the one step."""

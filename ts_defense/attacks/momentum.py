@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
 from .._checks import check_nonnegative
-from ..models.denoiser import Denoiser
 from .pgd import DenoisingPGD
 
 
@@ -19,24 +17,16 @@ class MomentumPGD(DenoisingPGD):
     Distance measure: L-inf. Stabilising the direction helps perturbations crafted on one model
     (or an ensemble) transfer to others.
 
-    Arguments: as :class:`DenoisingPGD`, plus decay (1.0); alpha defaults to ``eps / steps`` and
-    there is no random start by default (as in MI-FGSM).
+    Arguments: as :class:`DenoisingPGD`, plus decay (1.0, by keyword); alpha defaults to
+    ``eps / steps`` and there is no random start by default (as in MI-FGSM).
 
     >>> adv = MomentumPGD(Denoiser(dncnn, predicts="noise"), sigma=25 / 255)(noisy, clean)
     """
 
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 8 / 255,
-        steps: int = 10,
-        decay: float = 1.0,
-        random_start: bool = False,
-        **options: Any,
-    ) -> None:
-        options.setdefault("name", "MomentumPGD")
-        super().__init__(model, sigma, eps, steps, random_start=random_start, **options)
+    default_random_start = False
+
+    def __init__(self, *args: Any, decay: float = 1.0, **options: Any) -> None:
+        super().__init__(*args, **options)
         self.decay = float(check_nonnegative("decay", decay))
 
     def default_alpha(self) -> float:

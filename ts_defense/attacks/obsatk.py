@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..models.denoiser import Denoiser
 from .constraints import project_l2, zero_mean, zero_mean_in_box
-from .pgd_l2 import L2DenoisingPGD
+from .pgd_l2 import L2Attack
 
 
-class ObsAtk(L2DenoisingPGD):
+class ObsAtk(L2Attack):
     r"""Observation-based zero-mean attack: L2 PGD whose perturbation has zero mean per sample.
 
     Distance measure: L2, ``|delta|_2 <= eps * sqrt(N)`` (eps is the RMS per pixel, as in
@@ -28,19 +25,8 @@ class ObsAtk(L2DenoisingPGD):
     >>> adv = ObsAtk(Denoiser(dncnn, predicts="noise"), sigma=25 / 255, eps=5 / 255)(noisy, clean)
     """
 
-    budget = "eps"
     budget_unit = "rms"
-
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 5 / 255,
-        steps: int = 10,
-        **options: Any,
-    ) -> None:
-        options.setdefault("name", "ObsAtk")
-        super().__init__(model, sigma, eps, steps, **options)
+    default_budget = 5 / 255
 
     def radius(self, noisy: Tensor) -> Tensor:
         """The per-sample L2 budget ``eps * sqrt(N)``, shape (B, 1, 1, 1)."""

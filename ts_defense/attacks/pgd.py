@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from torch import Tensor
 
-from ..models.denoiser import Denoiser
 from .base import DenoiserAttack
 from .constraints import project_linf
 
@@ -26,16 +22,6 @@ class DenoisingPGD(DenoiserAttack):
     >>> attack = DenoisingPGD(Denoiser(dncnn, predicts="noise"), sigma=25 / 255)
     >>> adv = attack(noisy, clean)
     """
-
-    def __init__(
-        self,
-        model: Denoiser | Sequence[Denoiser],
-        sigma: float | Tensor,
-        eps: float = 8 / 255,
-        steps: int = 10,
-        **options: Any,
-    ) -> None:
-        super().__init__(options.pop("name", "DenoisingPGD"), model, sigma, eps, steps, **options)
 
     def init_delta(self, noisy: Tensor) -> Tensor:
         return self.uniform(noisy, -self.eps, self.eps)

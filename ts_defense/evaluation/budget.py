@@ -1,11 +1,12 @@
 """Robustness of denoisers against attack budgets (layer 4): attacked PSNR per budget, and what
 a denoiser that passed the perturbation through unchanged would score.
 
-A perturbation that looks like image content must pass through any denoiser that keeps image
-content, so part of every attack's PSNR drop is irreducible. ``pass_through`` measures that
-part — the PSNR of ``f(y) + delta`` — and ``gain`` how much the model amplifies the
-perturbation, ``|f(y + delta) - f(y)| / |delta|``; a defense can only win the gap between the
-attacked PSNR and the pass-through PSNR.
+A perturbation that looks like image content largely passes through a denoiser that keeps
+image content. ``pass_through`` is the reference for that — the PSNR of ``f(y) + delta``, what
+a model that kept the perturbation untouched would score — and ``gain`` how much of the
+perturbation the model keeps, ``|f(y + delta) - f(y)| / |delta|``. The reference is not a
+bound: a model with gain below 1 scores above it (adversarially trained DnCNNs do); the gain
+is the quantity a defense moves.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ versus attacked, and the worst case per image over a set of attacks (the stronge
 counts, as in robustness benchmarks for classifiers).
 
 Denoised outputs are clamped to ``[0, data_range]`` before the metrics, as in the DnCNN
-evaluations; inputs are never clamped.
+evaluations; inputs are never clamped. PSNR is capped at :data:`PSNR_CEILING` (100 dB, an error
+of 1e-5 of the range): a perfect estimate (a saturated image, an identity on a clean input)
+scores the ceiling, never ``inf``, so that means stay finite and reports stay valid JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 from torch import Tensor
 
 from .._checks import check_images, check_positive
@@ -24,6 +26,7 @@ from ..seeding import stream_seed
 
 Images = Tensor | Sequence[Tensor]
 SSIM_WINDOW = 7  # skimage's default window
+PSNR_CEILING = 100.0  # dB: what an exact estimate scores (the MSE floor is 1e-10 of range**2)
 
 
 def as_batches(images: Images, name: str = "images") -> list[Tensor]:
@@ -59,9 +62,17 @@ def _per_image(metric: Callable, clean: Tensor, est: Tensor, data_range: float) 
     return [float(metric(a, b, data_range=data_range)) for a, b in zip(x, y, strict=True)]
 
 
+def _psnr(clean: np.ndarray, estimate: np.ndarray, data_range: float) -> float:
+    """skimage's ``peak_signal_noise_ratio``, capped at :data:`PSNR_CEILING`."""
+    mse = np.mean((clean - estimate) ** 2, dtype=np.float64)
+    floor = data_range**2 * 10 ** (-PSNR_CEILING / 10)
+    return float(min(10 * np.log10(data_range**2 / max(mse, floor)), PSNR_CEILING))
+
+
 def psnr(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:
-    """PSNR in dB of each image (skimage); the estimate is clamped to ``[0, data_range]``."""
-    return _per_image(peak_signal_noise_ratio, clean, estimate, data_range)
+    """PSNR in dB of each image (as skimage computes it), at most :data:`PSNR_CEILING`; the
+    estimate is clamped to ``[0, data_range]``."""
+    return _per_image(_psnr, clean, estimate, data_range)
 
 
 def ssim(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:

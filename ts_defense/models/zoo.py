@@ -1,12 +1,14 @@
-"""Named denoisers for attacks and transfer studies: the pretrained DnCNNs of ``shared/data``,
+"""Named denoisers for attacks and transfer studies: the public pretrained DnCNNs,
 plug-and-play HQS around the blind DnCNN-B, and BM3D (a model-driven baseline: a transfer
 target only, it has no gradient).
 
 Pretrained weights are never downloaded: ``SOURCES`` says where each file comes from (its
-public URL) and pins its SHA-256; :func:`weights_file` looks for it in the given data folder,
-the cache folder (``$TS_DEFENSE_CACHE``, else ``~/.cache/ts-defense``) and the shared data
-folder (``$TS_DEFENSE_DATA``), refuses a file whose SHA-256 differs, and for a missing file
-names the URL and the folder to put it in.
+public URL) and pins its SHA-256. The two MIT-licensed sigma-25 files (``dncnn-s-25``,
+``kair-dncnn-25``) ship inside the package (``models/weights``, with their licence notices in
+``NOTICE.md``); :func:`weights_file` looks for the others in the given data folder, the cache
+folder (``$TS_DEFENSE_CACHE``, else ``~/.cache/ts-defense``) and the shared data folder
+(``$TS_DEFENSE_DATA``), refuses a file whose SHA-256 differs, and for a missing file names the
+URL and the folder to put it in.
 
 >>> den = load_model("dncnn-s-25")      # a ts_defense.Denoiser, in eval mode
 >>> register_model("mine", lambda data_dir: Denoiser(my_net, predicts="clean"))
@@ -44,23 +46,27 @@ class WeightsSource:
     sha256: str
 
 
-_SAOYAN = "https://github.com/SaoYan/DnCNN-PyTorch/raw/6b08049/logs/{}/net.pth"
+# DenoisingSimilitude by Yao Li (MIT) redistributes DnCNN-PyTorch's (SaoYan) trained files
+_SIMILITUDE = (
+    "https://github.com/yaoli90/DenoisingSimilitude/raw/76368f7/DnCNN_denoising_PGD/logs/{}/net.pth"
+)
+BUNDLED_WEIGHTS = Path(__file__).parent / "weights"  # shipped in the wheel: see NOTICE.md there
 SOURCES: dict[str, WeightsSource] = {
-    # DnCNN-PyTorch by SaoYan (MIT): logs/<name>/net.pth, saved here as <name>.pth
+    # logs/<name>/net.pth, saved here as <name>.pth
     "DnCNN-S-15.pth": WeightsSource(
-        _SAOYAN.format("DnCNN-S-15"),
+        _SIMILITUDE.format("DnCNN-S-15"),
         "6eaf743d87f977693ad2ab1e35b0d09c3c8bd87fb74b8ed2d659918bdba2cbd9",
     ),
     "DnCNN-S-25.pth": WeightsSource(
-        _SAOYAN.format("DnCNN-S-25"),
+        _SIMILITUDE.format("DnCNN-S-25"),
         "65f0f0ea16d667274a75a7eec19950b22e752007c8a3147831b2d5441bd62920",
     ),
     "DnCNN-S-50.pth": WeightsSource(
-        _SAOYAN.format("DnCNN-S-50"),
+        _SIMILITUDE.format("DnCNN-S-50"),
         "dfdd4d9b10e50d466a48f15f4aaa0ba0ccfa4b71fc80b5ccbcecddce8e69a50e",
     ),
     "DnCNN-B.pth": WeightsSource(
-        _SAOYAN.format("DnCNN-B"),
+        _SIMILITUDE.format("DnCNN-B"),
         "dc25406eff05b9f4d1b30084a7a774e458e963f67d4a0ad1d2d9efbef4325b39",
     ),
     # KAIR's model zoo by Kai Zhang (MIT): release v1.0, dncnn_25.pth
@@ -86,13 +92,14 @@ def sha256(path: Path) -> str:
 
 
 def weights_file(filename: str, data_dir: Path | None = None) -> Path:
-    """The checked path of a file of ``SOURCES``: the first of ``data_dir/weights``, the cache
-    folder and the shared data folder's ``weights/`` that holds it.
+    """The checked path of a file of ``SOURCES``: the first of ``data_dir/weights``, the
+    package's own ``weights/`` (the two files it ships), the cache folder and the shared data
+    folder's ``weights/`` that holds it.
 
     A missing file is a FileNotFoundError naming the URL to get it from and where to put it; a
     file whose SHA-256 differs from the pinned one is refused (ValueError)."""
     source = SOURCES[filename]
-    folders = [cache_dir(), shared_data_dir(must_exist=False) / "weights"]
+    folders = [BUNDLED_WEIGHTS, cache_dir(), shared_data_dir(must_exist=False) / "weights"]
     if data_dir is not None:
         folders.insert(0, Path(data_dir) / "weights")
     for folder in folders:

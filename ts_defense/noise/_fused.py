@@ -1,19 +1,17 @@
-"""The arithmetic of the fused batch draw (:func:`ts_defense.noise.families.draw_batch`).
+"""The arithmetic of the fused batch draw (:class:`ts_defense.noise.families.DrawPipeline`).
 
 Every built-in family is ``gain * g + offset`` on one white Gaussian ``g`` shared by the batch,
 with a gain and an offset per sample (per window for ``local``). :class:`SharedNoise` holds
 ``g`` and the per-cell statistics the families ask for; each family returns its
 :class:`Parts` (the power its noise should have, the power of ``g``), :func:`picked_gain`
 picks each sample's parts and takes one square root for the batch. The helpers keep the op
-count low (each op is a kernel launch on a GPU) and the CPU bits fixed: constants are cached
-per device and deviations come from uniforms in as few ops as the same rounding allows.
+count low (each op is a kernel launch on a GPU): constants are cached per device and
+deviations come from uniforms in few ops.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -113,7 +111,7 @@ class Parts(NamedTuple):
     """A built-in family on the batch's shared noise ``g``: ``gain * (g - mean) + smooth`` with
     ``gain = sqrt(target / max(power, TINY))``. ``target`` and ``power`` are per sample (B,) or
     per cell (B, gh, gw); ``neg_mean`` (``-mean``, same shapes) only for zero-mean noise (None:
-    no offset); ``smooth`` a field (B, Hp, Wp) or None. :func:`draw_batch` picks each sample's
+    no offset); ``smooth`` a field (B, Hp, Wp) or None. :func:`picked_gain` picks each sample's
     parts first, then takes the square root and divides once for the whole batch."""
 
     target: Tensor
@@ -206,8 +204,6 @@ class SharedNoise:
     @once
     def centred_power(self) -> Tensor:
         """``|g - mean|^2`` per sample."""
-        if self.mean is None and self.grid == (1, 1):  # one cell: its energy (same bits)
-            return self.energy.view(self.shape[0])
         power = self.energy.sum((1, 2))
         return power if self.mean is None else power - self.n * self.mean.square()
 
@@ -236,21 +232,6 @@ class SharedNoise:
         elif gw > 1:
             x = x.repeat_interleave(cw, 2)
         return x.view(b, 1, gh, 1, -1)
-
-
-@cached(maxsize=64)
-def square_root_of(gain: float) -> float:
-    """A float32 ``x`` whose float32 square root is exactly ``float32(gain)``: its square
-    (computed on the host; the float32 square is the double one rounded, which is exact)."""
-
-    def f32(v: float) -> float:
-        return struct.unpack("f", struct.pack("f", v))[0]
-
-    g = f32(gain)
-    x = f32(g * g)
-    if f32(math.sqrt(x)) != g:  # never in IEEE binary arithmetic
-        raise AssertionError(f"float32 sqrt({x!r}) != {g!r}")
-    return x
 
 
 def picked_gain(base: SharedNoise, family: Tensor, slots: Sequence[Parts]) -> tuple[Tensor, ...]:

@@ -13,26 +13,26 @@ the statistics below hold at every sigma.
   (``d = 0`` exactly): white noise mixed with a smooth field (bilinearly upsampled by
   ``corr_scale``, shared across channels).
 
-:func:`draw_batch` draws a whole batch without synchronising the host with the device and with
-shapes that never depend on the data: every built-in family is a gain and an offset per sample
-(per window for ``local``) on one white Gaussian shared by the batch (the arithmetic lives in
-:mod:`ts_defense.noise._fused`). Each sample's noise depends only on its own part of that noise and
-its own family parameters, so sharing it leaves every family's law unchanged. Every random
-tensor is drawn first (:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`)
-is a pure function that ``torch.compile`` can fuse (``TSSampler(compile=True)``).
+:class:`DrawPipeline` is the one batch draw (the sampler's, eager or compiled, and
+:meth:`Family.draw`). It never synchronises the host with the device and its shapes never depend
+on the data: every built-in family is a gain and an offset per sample (per window for ``local``)
+on one white Gaussian shared by the batch (the arithmetic lives in :mod:`ts_defense.noise._fused`).
+Each sample's noise depends only on its own part of that noise and its own family parameters, so
+sharing it leaves every family's law unchanged. Every random tensor is drawn first
+(:func:`draw_randoms`), so the arithmetic after it (:func:`shape_noise`) is a pure function that
+``torch.compile`` can fuse (``TSSampler(compile=True)``).
 
 Register more with :func:`register_family`: a :class:`Family` subclass (a frozen dataclass whose
 ``draw(shape, generator, zero_mean)`` returns unit-level float32 noise), an instance of one with
-its parameters, or (decorator) a function ``fn(shape, generator, config)``. Such families are
-drawn for the whole batch and selected with ``torch.where``.
+its parameters, or (decorator) a function ``fn(shape, generator, zero_mean)`` (the same call).
+Such families are drawn for the whole batch and selected with ``torch.where``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +48,7 @@ from .._checks import (
     is_finite_number,
     shown,
 )
+from .._registry import Registry
 from ._fused import (
     Grid,
     Parts,
@@ -58,13 +59,12 @@ from ._fused import (
     picked_gain,
     power_factor,
     rand,
-    square_root_of,
     to_nominal_power,
     uniforms,
     window_counts,
 )
 
-FamilyFn = Callable[[Shape, torch.Generator, Any], Tensor]
+FamilyFn = Callable[[Shape, torch.Generator, bool], Tensor]
 
 SIDES = ("both", "above", "below")
 # A deviation d scales the noise power by 1 + 2 d: beyond 1e6 it is no longer "near" the typical
@@ -80,13 +80,11 @@ class Family:
     Subclass as a frozen dataclass with a ``name`` and fields of defaults; check the fields in
     ``__post_init__`` with errors that name ``families.<name>.<field>`` (:meth:`key`), and
     implement :meth:`draw` (unit-level float32 noise for a whole batch). The built-in families
-    implement :meth:`randoms` and :meth:`parts` instead, which :func:`draw_batch` fuses into
-    one pass.
+    implement :meth:`randoms` and :meth:`parts` instead, which :class:`DrawPipeline` fuses
+    into one pass.
     """
 
     name: ClassVar[str] = ""
-    # TSConfig's flat keywords (``band``, ``window``, ...) -> the field of this family they set
-    FLAT: ClassVar[Mapping[str, str]] = {}
 
     def key(self, field: str) -> str:
         """The option path of ``field`` in error messages: ``families.<name>.<field>``."""
@@ -107,12 +105,7 @@ class Family:
             raise NotImplementedError(
                 f"noise family {self.name!r} implements neither draw nor parts"
             )
-        one = torch.ones(shape[0], dtype=torch.long, device=gen.device)
-        return draw_batch(shape, gen, (GAUSSIAN, self), one, zero_mean=zero_mean)
-
-    def __call__(self, shape: Shape, gen: torch.Generator, config: Any = None) -> Tensor:
-        """``FAMILIES[name](shape, generator, config)``: :meth:`draw` with ``config.zero_mean``."""
-        return self.draw(shape, gen, bool(getattr(config, "zero_mean", False)))
+        return DrawPipeline((GAUSSIAN, self), zero_mean)(shape, gen)[2]
 
     def options(self) -> tuple[str, ...]:
         """The names of this family's parameters."""
@@ -165,7 +158,6 @@ class Radial(_Banded):
     nominal) or ``"below"`` (less)."""
 
     name: ClassVar[str] = "radial"
-    FLAT: ClassVar[Mapping[str, str]] = {"band": "band", "sides": "sides"}
 
     def randoms(self, grid: Grid, gen: torch.Generator) -> tuple[Tensor, ...]:
         return (rand((uniforms(self), grid.shape[0]), gen),)  # = one draw per row, on the CPU
@@ -183,12 +175,6 @@ class Local(_Banded):
     window: int = 8
     fraction: float = 0.25
     name: ClassVar[str] = "local"
-    FLAT: ClassVar[Mapping[str, str]] = {
-        "band": "band",
-        "sides": "sides",
-        "window": "window",
-        "local_fraction": "fraction",
-    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,7 +219,6 @@ class Structured(Family):
     corr_scale: int = 4
     corr_mix: tuple[float, float] = (0.3, 0.9)
     name: ClassVar[str] = "structured"
-    FLAT: ClassVar[Mapping[str, str]] = {"corr_scale": "corr_scale", "corr_mix": "corr_mix"}
 
     def __post_init__(self) -> None:
         check_positive(self.key("corr_scale"), self.corr_scale, integer=True, maximum=MAX_WINDOW)
@@ -248,7 +233,7 @@ class Structured(Family):
         return coarse, rand(grid.shape[0], gen)
 
     def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
-        """:func:`draw_batch` then centres it (zero-mean) and scales it to the nominal power,
+        """:func:`shape_noise` then centres it (zero-mean) and scales it to the nominal power,
         from the drawn noise itself."""
         b = base.shape[0]
         s = self.corr_scale
@@ -270,9 +255,9 @@ class _Gaussian(Family):
         return ()
 
     def parts(self, base: SharedNoise, randoms: tuple[Tensor, ...]) -> Parts:
-        n = base.n
-        gain = math.sqrt(n / max(n - 1, 1)) if base.zero_mean else 1.0
-        return Parts(base.ones(square_root_of(gain)), base.ones(), base.neg_mean)
+        n = base.n  # zero-mean: |g - mean|^2 has n - 1 degrees of freedom, rescaled to n
+        power = n / max(n - 1, 1) if base.zero_mean else 1.0
+        return Parts(base.ones(power), base.ones(), base.neg_mean)
 
 
 GAUSSIAN = _Gaussian()
@@ -280,8 +265,8 @@ GAUSSIAN = _Gaussian()
 
 @dataclass(frozen=True, kw_only=True)
 class FunctionFamily(Family):
-    """A family registered as a function ``fn(shape, generator, config)`` (no parameters); the
-    sampler passes its :class:`~ts_defense.TSConfig` as ``config``."""
+    """A family registered as a function ``fn(shape, generator, zero_mean)`` (no parameters):
+    its :meth:`draw`."""
 
     fn: FamilyFn
     label: str
@@ -294,13 +279,12 @@ class FunctionFamily(Family):
         return ()
 
     def draw(self, shape: Shape, gen: torch.Generator, zero_mean: bool = False) -> Tensor:
-        return self.fn(shape, gen, self)
-
-    def __call__(self, shape: Shape, gen: torch.Generator, config: Any = None) -> Tensor:
-        return self.fn(shape, gen, config)
+        return self.fn(shape, gen, zero_mean)
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry(
+    "noise family", [(f.name, f()) for f in (Radial, Local, Structured)]
+)
 
 
 def register_family(name: str, family: Family | type[Family] | FamilyFn | None = None) -> Any:
@@ -308,31 +292,26 @@ def register_family(name: str, family: Family | type[Family] | FamilyFn | None =
 
     ``register_family("fine", Local(window=4))`` registers a family object with its parameters
     (a :class:`Family` subclass registers its defaults); ``@register_family("pink")`` decorates a
-    :class:`Family` subclass or a function ``fn(shape, generator, config)``, returned unchanged.
+    :class:`Family` subclass or a function ``fn(shape, generator, zero_mean)`` (what
+    :meth:`Family.draw` takes), returned unchanged.
     """
 
     def add(member: Any) -> Any:
-        if name in FAMILIES or name == "gaussian":
-            raise ValueError(f"noise family {name!r} is already registered")
+        if name == "gaussian":  # index 0 of every draw, not a family to pick
+            raise ValueError("noise family 'gaussian' is already registered")
         if isinstance(member, type) and issubclass(member, Family):
-            FAMILIES[name] = member()
+            FAMILIES.register(name, member())
         elif isinstance(member, Family):
-            FAMILIES[name] = member
+            FAMILIES.register(name, member)
         elif callable(member):
-            FAMILIES[name] = FunctionFamily(fn=member, label=name)
+            FAMILIES.register(name, FunctionFamily(fn=member, label=name))
         else:
             raise TypeError(
                 f"register_family({name!r}) takes a Family or a function, got {shown(member)}"
             )
         return member
 
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a noise family's name must be a non-empty str, got {shown(name)}")
     return add if family is None else add(family)
-
-
-for _cls in (Radial, Local, Structured):
-    FAMILIES[_cls.name] = _cls()
 
 
 def _registered_name(member: Family) -> str:
@@ -350,7 +329,7 @@ def _registered_name(member: Family) -> str:
 
 
 class Families(Mapping[str, float]):
-    """``TSConfig.families``: family name -> weight, as before, and each name's family object
+    """``TSConfig.families``: family name -> weight, and each name's family object
     with its parameters (:meth:`family`)."""
 
     def __init__(self, weights: Mapping[str, float], members: Mapping[str, Family]) -> None:
@@ -384,19 +363,16 @@ class Families(Mapping[str, float]):
         """``{name: {"weight": w, <parameter>: value, ...}}`` in plain types."""
         return {n: {"weight": w, **self._members[n].to_dict()} for n, w in self._weights.items()}
 
-    def flat(self, keyword: str) -> Any:
-        """The value of a flat TSConfig keyword (``band``, ``window``, ...): from the first family
-        that has it, else the default of the built-in family that has it."""
-        members = [*self._members.values(), Radial(), Local(), Structured()]
-        member = next(m for m in members if keyword in type(m).FLAT)
-        return getattr(member, type(member).FLAT[keyword])
+    def first(self, *kinds: type[Family]) -> Any:
+        """The first listed family of one of ``kinds`` (``Radial``, ``Local``, ...), else the
+        first kind's defaults: e.g. the band and window a report shows."""
+        listed = (m for m in self._members.values() if isinstance(m, kinds))
+        return next(listed, None) or kinds[0]()
 
     @classmethod
-    def parse(cls, value: object, flat: Mapping[str, Any] | None = None) -> Families:
+    def parse(cls, value: object) -> Families:
         """Read ``families``: keys are registered names or family objects, values weights or
-        nested blocks ``{"weight": w, <parameter>: value}`` (weight 1 when left out). ``flat``
-        keywords (``band``, ``window``, ...) then set that parameter of every family that has
-        it; one that no family listed uses is still checked against the built-in defaults."""
+        nested blocks ``{"weight": w, <parameter>: value}`` (weight 1 when left out)."""
         if isinstance(value, Families):
             weights, members = dict(value._weights), dict(value._members)
         elif isinstance(value, Mapping):
@@ -418,11 +394,6 @@ class Families(Mapping[str, float]):
         else:
             raise TypeError(f"families must map family names to weights, got {shown(value)}")
         check_float32("sum(families.values())", sum(weights.values()), low=0.0)
-        for name, member in members.items():
-            members[name] = _with_flat(member, flat or {})
-        for default in (Radial(), Local(), Structured()):
-            if not any(isinstance(m, type(default)) for m in members.values()):
-                _with_flat(default, flat or {})
         return cls(weights, members)
 
 
@@ -430,54 +401,76 @@ def _resolve(key: object) -> tuple[str, Family]:
     """A key of ``families``: a registered name or a family object -> (name, family)."""
     if isinstance(key, Family):
         return _registered_name(key), key
-    if isinstance(key, str) and key in FAMILIES:
-        return key, FAMILIES[key]
-    known = ", ".join(sorted(FAMILIES))
-    raise ValueError(f"unknown noise family {shown(key)} in families; known: {known}")
+    member = FAMILIES.lookup(key)  # a str, then
+    return str(key), member
 
 
-def _with_flat(member: Family, flat: Mapping[str, Any]) -> Family:
-    """``member`` with the flat keywords it uses set; errors name the keyword as given."""
-    used = {k: f for k, f in type(member).FLAT.items() if k in flat}
-    if not used:
-        return member
-    try:
-        return dataclasses.replace(member, **{f: flat[k] for k, f in used.items()})  # type: ignore[type-var]
-    except (TypeError, ValueError) as err:
-        message = str(err)
-        for keyword, f in used.items():
-            message = message.replace(member.key(f), keyword)
-        raise type(err)(message) from err
+def _float32(device_type: str) -> AbstractContextManager[Any]:
+    """Autocast off on ``device_type``: noise is computed in float32 whatever the caller's
+    mixed precision (the same bits with and without it)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
 
 
-def draw_batch(
-    shape: Shape,
-    gen: torch.Generator,
-    families: Sequence[Family | None],
-    family: Tensor,
-    sigma: Tensor | None = None,
-    zero_mean: bool = False,
-    config: Any = None,
-) -> Tensor:
-    """Noise (B, C, H, W) float32: sample ``b`` from ``families[family[b]]`` at level
-    ``sigma[b]`` (default 1), zero-mean per sample when ``zero_mean``. ``families[0]`` is
-    :data:`GAUSSIAN`; ``None`` marks a family never picked (weight 0): it is not drawn. ``config``
-    is what functions registered with :func:`register_family` get as their third argument."""
-    if not isinstance(families, Sequence):  # draw_batch(shape, gen, config, family, names, sigma)
-        warnings.warn(
-            "draw_batch(shape, gen, config, family, names, sigma) is deprecated: pass the family "
-            "objects, draw_batch(shape, gen, families, family, sigma, zero_mean)",
-            DeprecationWarning,
-            stacklevel=2,
+Choose = Callable[..., tuple[Tensor, Tensor]]
+
+
+def every_sample_first(batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Level 1 and ``families[1]`` for every sample: what :meth:`Family.draw` asks for."""
+    return torch.ones(batch, device=device), torch.ones(batch, dtype=torch.long, device=device)
+
+
+class DrawPipeline:
+    """The one batch draw: the sampler's (eager or ``compile=True``) and :meth:`Family.draw`.
+
+    ``families[0]`` is :data:`GAUSSIAN`; ``None`` marks a family never picked (weight 0): it is
+    not drawn. A call ``pipeline(shape, generator, chosen)`` draws every random tensor first
+    (:func:`draw_randoms`), then runs the pure part (through ``torch.compile`` when
+    ``compile``): ``choose(batch, device, *chosen)`` gives each sample's level and family index
+    (``chosen``: the tensors it takes, drawn by the caller before the call), then
+    :func:`shape_noise`; the families without parts come last (:func:`draw_others`). It returns
+    the level (B,), the family index (B,) and the float32 noise (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        families: Sequence[Family | None],
+        zero_mean: bool,
+        choose: Choose = every_sample_first,
+        compile: bool = False,
+    ) -> None:
+        self.families, self.zero_mean = tuple(families), zero_mean
+        self.choose, self.compile = choose, compile
+        self.__setstate__({})
+
+    def __getstate__(self) -> dict[str, Any]:  # a compiled function does not pickle: rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "_run"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # Not fullgraph: past torch's recompile limit (8 batch shapes) dynamo then runs new
+        # shapes eagerly, where fullgraph=True would raise (tests check it is one graph).
+        self._run = torch.compile(self._pure, dynamic=False) if self.compile else self._pure
+
+    def _pure(
+        self, grid: Grid, chosen: tuple[Tensor | None, ...], g: Tensor, randoms: list[Any]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        sig, family = self.choose(grid.shape[0], g.device, *chosen)
+        return (
+            sig,
+            family,
+            shape_noise(grid, self.families, self.zero_mean, family, sig, g, randoms),
         )
-        config, names, sigma = families, sigma, zero_mean if isinstance(zero_mean, Tensor) else None
-        zero_mean = config.zero_mean
-        fams = config.families
-        families = [GAUSSIAN, *(None if n is None else fams.family(n) for n in names[1:])]
-    sig = torch.ones(shape[0], device=gen.device) if sigma is None else sigma
-    grid, g, randoms = draw_randoms(shape, gen, families)
-    noise = shape_noise(grid, families, zero_mean, family, sig, g, randoms)
-    return draw_others(noise, gen, families, family, sig, zero_mean, randoms, config)
+
+    def __call__(
+        self, shape: Sequence[int], gen: torch.Generator, chosen: tuple[Tensor | None, ...] = ()
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        grid, g, randoms = draw_randoms(tuple(shape), gen, self.families)
+        with _float32(gen.device.type):  # autocast would run the matmuls in half precision
+            sig, family, noise = self._run(grid, chosen, g, randoms)
+            noise = draw_others(noise, gen, self.families, family, sig, self.zero_mean, randoms)
+        return sig, family, noise
 
 
 def draw_randoms(
@@ -500,7 +493,7 @@ def shape_noise(
     g: Tensor,
     randoms: Sequence[tuple[Tensor, ...] | None],
 ) -> Tensor:
-    """The noise of :func:`draw_batch` from its random tensors (:func:`draw_randoms`), for the
+    """The noise of a draw from its random tensors (:func:`draw_randoms`), for the
     families with parts; a pure function of tensors (it writes into them), so ``torch.compile``
     can fuse it (the sampler's ``compile=True``). Families drawn by themselves keep the
     Gaussian noise here; :func:`draw_others` puts theirs in."""
@@ -533,17 +526,12 @@ def draw_others(
     sig: Tensor,
     zero_mean: bool,
     randoms: Sequence[tuple[Tensor, ...] | None],
-    config: Any = None,
 ) -> Tensor:
     """``noise`` with the samples of the families without parts (registered functions, a
     second ``local``) drawn now, each for the whole batch and put in with ``torch.where``."""
     shape, b = tuple(noise.shape), noise.shape[0]
     for k, member in enumerate(families):
         if member is not None and randoms[k] is None:
-            if isinstance(member, FunctionFamily):
-                drawn = member(shape, gen, member if config is None else config)
-            else:
-                drawn = member.draw(shape, gen, zero_mean)
-            drawn = drawn.float() * sig.view(b, 1, 1, 1)
+            drawn = member.draw(shape, gen, zero_mean).float() * sig.view(b, 1, 1, 1)
             noise = torch.where((family == k).view(b, 1, 1, 1), drawn, noise)
     return noise

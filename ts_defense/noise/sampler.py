@@ -14,9 +14,7 @@ import dataclasses
 import functools
 import itertools
 import math
-import warnings
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -37,23 +35,10 @@ from .._checks import (
 from .._io import plain
 from ..seeding import stream_seed
 from . import typical
-from .families import (
-    GAUSSIAN,
-    MAX_DEVIATION,
-    MAX_WINDOW,
-    SIDES,
-    Families,
-    Family,
-    Grid,
-    draw_others,
-    draw_randoms,
-    shape_noise,
-)
+from .families import FAMILIES, GAUSSIAN, MAX_DEVIATION, MAX_WINDOW, SIDES, DrawPipeline, Families
 from .sigma import SigmaSchedule
 
 __all__ = ["MAX_DEVIATION", "MAX_WINDOW", "SIDES", "TSConfig", "TSDraw", "TSSampler"]
-
-FLAT = ("band", "sides", "window", "local_fraction", "corr_scale", "corr_mix")
 
 
 @dataclass(frozen=True, init=False)
@@ -66,17 +51,12 @@ class TSConfig:
     families: weights of the out-of-distribution families, keyed by registered name (its
         registered parameters) or by family object (:class:`~.families.Radial`,
         :class:`~.families.Local`, :class:`~.families.Structured`, ... with their own
-        parameters). A value may be a nested block ``{"weight": w, <parameter>: v}``.
+        parameters). A value may be a nested block ``{"weight": w, <parameter>: v}``: the
+        families' parameters (``band``, ``window``, ...) are given there only.
         Read back as a mapping name -> weight; ``families.family(name)`` is the family object.
     zero_mean: draw zero-mean noise (each sample's noise sums to zero).
     clip: clamp the noisy image to this range, or None (default: no clipping).
     data_range: the range of the images (sigma at most this).
-
-    The flat keywords of earlier versions (``band``, ``sides``, ``window``, ``local_fraction``,
-    ``corr_scale``, ``corr_mix``) remain a shorthand, here and in :meth:`from_dict`: each sets
-    that parameter of every listed family that has it (``local_fraction`` is ``Local.fraction``),
-    so flat and nested options draw the same bits. Reading them from a config
-    (``config.band``) is deprecated (a ``DeprecationWarning``): it gives the first listed family's.
     """
 
     sigma: float | tuple[float, float] | SigmaSchedule
@@ -91,18 +71,10 @@ class TSConfig:
         sigma: float | tuple[float, float] | SigmaSchedule = 25 / 255,
         p_ood: float = 0.2,
         families: Mapping[Any, Any] | None = None,
-        band: tuple[float, float] | None = None,
-        sides: str | None = None,
-        window: int | None = None,
-        local_fraction: float | None = None,
-        corr_scale: int | None = None,
-        corr_mix: tuple[float, float] | None = None,
         zero_mean: bool = False,
         clip: tuple[float, float] | None = None,
         data_range: float = 1.0,
     ) -> None:
-        given = (band, sides, window, local_fraction, corr_scale, corr_mix)
-        flat = {k: v for k, v in zip(FLAT, given, strict=True) if v is not None}
         if families is None:
             families = {"radial": 1.0, "local": 1.0, "structured": 1.0}
         check_float32("data_range", check_positive("data_range", data_range))
@@ -115,7 +87,7 @@ class TSConfig:
         if not is_finite_number(sigma):  # a pair or a schedule: stored as simply as it goes
             sigma = schedule if schedule.plain is None else schedule.plain
         check_probability("p_ood", p_ood)
-        fams = Families.parse(families, flat)
+        fams = Families.parse(families)
         if p_ood > 0 and not any(w > 0 for w in fams.values()):
             raise ValueError(f"p_ood={p_ood} > 0 needs a family with weight > 0: {dict(fams)!r}")
         if not isinstance(zero_mean, bool):
@@ -129,13 +101,15 @@ class TSConfig:
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> TSConfig:
-        """Build from an options mapping (YAML/JSON), e.g. what :meth:`to_dict` wrote; the flat
-        keywords are read too. Unknown keys are rejected by name, nested ones included."""
-        known = {f.name for f in dataclasses.fields(cls)} | set(FLAT)
+        """Build from an options mapping (YAML/JSON), e.g. what :meth:`to_dict` wrote. Unknown
+        keys are rejected by name, nested ones included; a family's parameter at the top level
+        is told where it goes."""
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known, key=str)
         if unknown:
             raise ValueError(
                 f"unknown TS option(s) {', '.join(map(repr, unknown))}; known: {sorted(known)}"
+                + "".join(map(_where_it_goes, unknown))
             )
         opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         return cls(**opts)
@@ -174,55 +148,42 @@ class TSConfig:
         return dataclasses.replace(self, p_ood=1.0, families=alone)
 
 
-def _flat_reader(keyword: str) -> property:
-    def read(self: TSConfig) -> Any:
-        warnings.warn(
-            f"TSConfig.{keyword} is deprecated: families own their parameters "
-            f"(config.families.family(name))",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.families.flat(keyword)
-
-    return property(read, doc=f"Deprecated: ``{keyword}`` of the first listed family using it.")
-
-
-for _keyword in FLAT:
-    setattr(TSConfig, _keyword, _flat_reader(_keyword))
-
-
-def _float32(device_type: str) -> AbstractContextManager[Any]:
-    """Autocast off on ``device_type``: noise is computed in float32 whatever the caller's
-    mixed precision (the same bits with and without it)."""
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return nullcontext()
+def _where_it_goes(key: object) -> str:
+    """For a top-level key that is a family's parameter (``band``; ``local_fraction`` for
+    ``Local.fraction``): which families take it and how, else nothing."""
+    owners = [
+        (name, option)
+        for name, family in FAMILIES.items()
+        for option in family.options()
+        if key in (option, f"{name}_{option}")
+    ]
+    if not owners:
+        return ""
+    name, option = owners[0]
+    example = {"families": {name: {option: FAMILIES[name].to_dict()[option]}}}
+    where = ", ".join(f"families.{n}" for n, _ in owners)
+    return f"; give {key!r} under {where}, e.g. {example}"
 
 
-def _shape(
+def _choose(
     schedule: SigmaSchedule,
-    slots: tuple[Family | None, ...],
-    zero_mean: bool,
-    grid: Grid,
+    batch: int,
+    device: torch.device,
     sig_random: Tensor | None,
     sig: Tensor | None,
     u: Tensor | None,
     edges: Tensor | None,
     lookup: Tensor | None,
-    g: Tensor,
-    randoms: list[tuple[Tensor, ...] | None],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Sigma, family and noise per sample from the draw's random tensors (``sig`` given
-    overrides the schedule): the pure part of :meth:`TSSampler.draw`, what ``compile=True``
-    hands to ``torch.compile``."""
-    b = grid.shape[0]
+) -> tuple[Tensor, Tensor]:
+    """Nominal sigma and family per sample from the draw's random tensors (``sig`` given
+    overrides the schedule): the sampler's part of the pure draw."""
     if sig is None:
-        sig = schedule.from_random(sig_random, b, g.device)
+        sig = schedule.from_random(sig_random, batch, device)
     if u is None or edges is None or lookup is None:  # Gaussian noise only
-        family = g.new_zeros(b, dtype=torch.long)
+        family = torch.zeros(batch, dtype=torch.long, device=device)
     else:  # u < p_ood splits by the weights; u >= p_ood falls in the last bucket: Gaussian
         family = lookup.index_select(0, torch.bucketize(u, edges, right=True))
-    return sig, family, shape_noise(grid, slots, zero_mean, family, sig, g, randoms)
+    return sig, family
 
 
 @dataclass
@@ -298,24 +259,14 @@ class TSSampler:
         cfg = self.config
         # Families drawn: only Gaussian when p_ood is 0; never a family of weight 0.
         fams = cfg.families if cfg.p_ood > 0 else {}
-        self._slots = (GAUSSIAN, *(fams.family(k) if w > 0 else None for k, w in fams.items()))
-        self.compile = compile
-        self._shape = self._shaping()
+        slots = (GAUSSIAN, *(fams.family(k) if w > 0 else None for k, w in fams.items()))
+        choose = functools.partial(_choose, cfg.sigma_schedule)
+        self._pipeline = DrawPipeline(slots, cfg.zero_mean, choose, compile)
 
-    def _shaping(self) -> Any:
-        """The pure part of :meth:`draw` for this sampler's families, compiled if asked."""
-        cfg = self.config
-        shaping = functools.partial(_shape, cfg.sigma_schedule, self._slots, cfg.zero_mean)
-        # Not fullgraph: past torch's recompile limit (8 batch shapes) dynamo then runs new
-        # shapes eagerly, where fullgraph=True would raise (tests check it is one graph).
-        return torch.compile(shaping, dynamic=False) if self.compile else shaping
-
-    def __getstate__(self) -> dict[str, Any]:  # a compiled function does not pickle: rebuilt
-        return {k: v for k, v in self.__dict__.items() if k != "_shape"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._shape = self._shaping()
+    @property
+    def compile(self) -> bool:
+        """Whether the draw's arithmetic runs as one ``torch.compile`` graph."""
+        return self._pipeline.compile
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator used for draws on ``device`` (created and seeded on first use)."""
@@ -324,7 +275,10 @@ class TSSampler:
             device = torch.device("cuda", torch.cuda.current_device())
         key = str(device)
         if key not in self._generators:
-            gen = torch.Generator(device=device)
+            try:
+                gen = torch.Generator(device=device)
+            except RuntimeError as err:  # e.g. "meta": torch draws no random numbers there
+                raise ValueError(f"the sampler cannot draw on device {key!r}: {err}") from err
             gen.manual_seed(stream_seed(self.seed, "noise"))
             if key in self._pending:
                 gen.set_state(self._pending.pop(key))
@@ -345,7 +299,7 @@ class TSSampler:
     def _tables(self, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
         """The cumulative family weights times ``p_ood`` and the bucket -> family table, built
         once per device (None with Gaussian noise only)."""
-        if len(self._slots) == 1:
+        if len(self._pipeline.families) == 1:
             return None, None
         key = str(device)
         if key not in self._edges:  # cumulative weights times p_ood; filled, not copied
@@ -355,7 +309,7 @@ class TSSampler:
                 edges[i] = self.config.p_ood * cum / sum(weights)
             self._edges[key] = edges
         if key not in self._lookup:  # bucket -> family: (bucket + 1) % len(slots), as a table
-            k = len(self._slots)
+            k = len(self._pipeline.families)
             self._lookup[key] = torch.arange(1, k + 1, device=device).remainder_(k)
         return self._edges[key], self._lookup[key]
 
@@ -368,7 +322,7 @@ class TSSampler:
         ``check_finite=False`` skips the NaN/Inf check of ``clean``, the one step that waits for
         the device: the draw then never synchronises (with the configured sigma).
         """
-        check_images(clean, "clean", finite=check_finite)
+        check_images(clean, "clean", finite=check_finite, data_range=self.config.data_range)
         cfg = self.config
         shape = tuple(clean.shape)
         gen = self.generator(clean.device)
@@ -383,12 +337,10 @@ class TSSampler:
                     f"sigma must be a number or a ({b},) vector, got {tuple(sig.shape)}"
                 )
             sig = sig.reshape(-1).expand(b).contiguous()
-        u = torch.rand(b, generator=gen, device=gen.device) if len(self._slots) > 1 else None
-        grid, g, randoms = draw_randoms(shape, gen, self._slots)
         edges, lookup = self._tables(gen.device)
-        with _float32(clean.device.type):  # autocast would run the matmuls in half precision
-            sig, family, noise = self._shape(grid, sig_random, sig, u, edges, lookup, g, randoms)
-            noise = draw_others(noise, gen, self._slots, family, sig, cfg.zero_mean, randoms, cfg)
+        u = None if edges is None else torch.rand(b, generator=gen, device=gen.device)
+        chosen = (sig_random, sig, u, edges, lookup)
+        sig, family, noise = self._pipeline(shape, gen, chosen)
         noisy = clean.float() + noise if clean.dtype != torch.float32 else clean + noise
         if cfg.clip is not None:
             noisy = noisy.clamp_(*cfg.clip)

@@ -20,16 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_images, check_positive
+from .._checks import check_dense, check_images, check_positive
 
 SigmaLike = float | Tensor
+
+
+def _real(name: str, x: Tensor) -> Tensor:
+    """Require a dense real tensor (a complex sigma would lose its imaginary part)."""
+    if check_dense(name, x).is_complex():
+        raise TypeError(f"{name} must be real, got {x.dtype}")
+    return x
 
 
 def sigma_tensor(sigma: SigmaLike, noise: Tensor, check_values: bool = True) -> Tensor:
     """``sigma`` as a float32 tensor broadcastable to ``noise`` (B, C, H, W); validated > 0
     (for a tensor only with ``check_values``: reading its values waits for the device)."""
     if isinstance(sigma, Tensor):
-        s = sigma.to(device=noise.device, dtype=torch.float32)
+        s = _real("sigma", sigma).to(device=noise.device, dtype=torch.float32)
         if s.dim() == 0:
             s = s.reshape(1, 1, 1, 1)
         elif s.dim() == 1:
@@ -61,7 +68,9 @@ def sigma_tensor(sigma: SigmaLike, noise: Tensor, check_values: bool = True) -> 
 
 def entropy_rate(sigma: SigmaLike) -> Tensor:
     """Differential entropy per dimension of ``N(0, sigma^2)``: ``1/2 log(2 pi e sigma^2)``."""
-    if not isinstance(sigma, Tensor):
+    if isinstance(sigma, Tensor):
+        _real("sigma", sigma)
+    else:
         check_positive("sigma", sigma)
     s = torch.as_tensor(sigma, dtype=torch.float64)
     if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):

@@ -22,15 +22,17 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive, check_probability, check_seed
-from ..attacks import DenoiserAttack, make_attack
 from ..models.denoiser import Denoiser
 from ..seeding import stream_seed
+
+if TYPE_CHECKING:  # the attacks (and torchattacks) load when a share is first crafted
+    from ..attacks import DenoiserAttack
 
 # threat model -> the attack whose step and projection craft it
 THREATS = {"linf": "pgd", "l2": "obsatk"}
@@ -43,6 +45,8 @@ def _check_budget(eps: object) -> float | tuple[float, float]:
         isinstance(v, bool) or not isinstance(v, (int, float)) for v in values
     ):
         raise TypeError(f"eps must be a number or a pair (low, high), got {eps!r}")
+    if any(math.isfinite(v) and v < 0 for v in values):
+        raise ValueError(f"eps={eps!r} must be >= 0: a budget is a size, not signed")
     if not all(math.isfinite(v) and 0 <= v <= 1 for v in values):
         raise ValueError(
             f"eps={eps!r} must lie in [0, 1]: budgets are in image units (8/255, not 8)"
@@ -152,6 +156,8 @@ class Adversarial:
         wraps: crafting needs no gradient synchronisation between processes.
         """
         if self._attack is None or self._for is not denoiser:
+            from ..attacks import make_attack
+
             cfg = self.config
             target = denoiser
             if isinstance(denoiser.model, nn.parallel.DistributedDataParallel):

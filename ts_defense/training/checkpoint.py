@@ -158,20 +158,9 @@ def save_checkpoint(
     return atomic_save(state, path)
 
 
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    sampler: TSSampler | None = None,
-    strict: bool = True,
-) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``); return ``extra``.
-
-    A file whose digest does not match its contents is refused (``ValueError``). ``strict``:
-    the model's keys must match and the sampler's TS configuration must be the one it was saved
-    with (``strict=False`` loads matching weights and resumes the stream under a new config).
-    """
-    _check_parts(model, optimizer, sampler)
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents :func:`save_checkpoint` wrote (``weights_only=True``), digest checked: a file
+    whose digest does not match its contents is refused (``ValueError``)."""
     path = Path(path)
     state = safe_load(path, "checkpoint")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
@@ -181,6 +170,24 @@ def load_checkpoint(
             f"refusing to load {path}: its contents do not match their digest (the file was "
             f"damaged or altered); nothing was restored"
         )
+    return dict(state)
+
+
+def restore_checkpoint(
+    state: Mapping[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    sampler: TSSampler | None = None,
+    strict: bool = True,
+    path: str | Path = "checkpoint",
+) -> dict[str, Any]:
+    """Load what :func:`read_checkpoint` read into the parts given; return ``extra``.
+
+    ``strict``: the model's keys must match and the sampler's TS configuration must be the one
+    it was saved with (``strict=False`` loads matching weights and resumes the stream under a
+    new config). ``path`` names the file in messages.
+    """
+    _check_parts(model, optimizer, sampler)
     for name, obj in (("optimizer", optimizer), ("sampler", sampler)):
         if obj is not None and name not in state:
             raise ValueError(f"{path} holds no {name} state")
@@ -194,3 +201,16 @@ def load_checkpoint(
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     return dict(state["extra"])
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    sampler: TSSampler | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote (:func:`read_checkpoint`, then
+    :func:`restore_checkpoint`); return ``extra``."""
+    _check_parts(model, optimizer, sampler)
+    return restore_checkpoint(read_checkpoint(path), model, optimizer, sampler, strict, path)

@@ -1,18 +1,23 @@
-"""A complete small TS training loop for users who have none: random patches, Adam, progress bar.
+"""A complete small TS training loop for users who have none: random patches, Adam, progress.
 
 >>> history = fit(DnCNN(depth=8, features=32), bundled_images(), steps=500, predicts="noise")
 >>> history.column("loss")[-1]
 
 Stopped and restarted with the same ``checkpoint`` path, it resumes where it stopped and ends
 with the same weights as an uninterrupted run (model, optimizer, sampler, patch generator and
-torch's global generator are all in the checkpoint).
+torch's global generator are all in the checkpoint, with the recipe that wrote it).
+
+The parts: :func:`fit` checks its arguments, :func:`assemble` builds the run (:class:`Run`),
+:class:`Checkpointer` saves and resumes it, and :func:`train` is the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +25,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .._checks import (
     MAX_INT,
@@ -30,25 +34,30 @@ from .._checks import (
     check_seed,
     check_type,
 )
-from ..noise.sampler import TSConfig
+from .._progress import Progress
+from ..noise.sampler import TSConfig, TSSampler
 from ..seeding import stream_seed
 from .adversarial import AdversarialConfig
-from .checkpoint import check_file_path, load_checkpoint, save_checkpoint
+from .checkpoint import check_file_path, read_checkpoint, restore_checkpoint, save_checkpoint
 from .recipes import Recipe, make_recipe
-from .step import LossFn, TrainStep, check_accelerator, rank_seed
+from .step import LossFn, Perturbation, TrainStep, check_accelerator, denoiser_for, rank_seed
 
 
 @dataclass
 class History:
-    """One record per logged step: ``step`` plus :meth:`StepResult.as_dict` (loss, parts, ...)."""
+    """One record per logged step: ``step`` plus :meth:`StepResult.as_dict` (loss, parts, ...).
+
+    A record leaves out what its step did not have (``loss_ood`` of a batch without OOD rows).
+    """
 
     records: list[dict[str, float]] = field(default_factory=list)
 
     def column(self, key: str) -> list[float]:
-        """The values of ``key`` over the logged steps."""
-        if self.records and key not in self.records[0]:
-            raise KeyError(f"no {key!r} in history; keys: {sorted(self.records[0])}")
-        return [r[key] for r in self.records]
+        """The values of ``key`` over the logged steps (NaN for a step without it)."""
+        if self.records and not any(key in r for r in self.records):
+            keys = sorted({k for r in self.records for k in r})
+            raise KeyError(f"no {key!r} in history; keys: {keys}")
+        return [r.get(key, math.nan) for r in self.records]
 
 
 class PatchSampler:
@@ -122,6 +131,7 @@ def fit(
     model: nn.Module,
     images: Tensor | Sequence[Tensor],
     *,
+    predicts: str | None = None,
     config: TSConfig | Mapping[str, Any] | None = None,
     recipe: str | Recipe = "ts",
     adversarial: AdversarialConfig | Mapping[str, Any] | None = None,
@@ -130,8 +140,7 @@ def fit(
     patch_size: int = 40,
     lr: float = 1e-3,
     seed: int = 0,
-    predicts: str = "clean",
-    noise_level: str = "none",
+    noise_level: str | None = None,
     loss: str | LossFn = "mse",
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -145,6 +154,10 @@ def fit(
 ) -> History:
     """Train ``model`` in place with TS noise on random patches of ``images`` for ``steps``.
 
+    predicts: what a bare ``nn.Module`` outputs, required: ``"noise"`` (a residual network
+        such as DnCNN) or ``"clean"``; a :class:`Denoiser` carries it (and ``noise_level``).
+    images: in image units (values above twice the config's ``data_range``, 0..255 images,
+        are refused), cast to the model's dtype.
     config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
     recipe: a name of ``ts_defense.training.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
         ``"ts-hat"``, ``"free-hat"``, ...) or a resolved ``Recipe``; ``adversarial`` refines its
@@ -155,19 +168,22 @@ def fit(
     accelerator: an ``accelerate.Accelerator``; model and optimizer are prepared with it and
         each process draws its own noise and patches (seed + process index).
     checkpoint: a file path; if it exists the run resumes from it (refused unless ``fit``
-        wrote it under the same TS config). It is written (atomically) when training starts, so
-        an unwritable path fails at once, then every ``checkpoint_every`` steps (0: none), on
-        Ctrl-C and at the end. Single process only.
+        wrote it under the same recipe and TS config). It is written (atomically) when training
+        starts, so an unwritable path fails at once, then every ``checkpoint_every`` steps (0:
+        none), on Ctrl-C and at the end. Single process only.
     Ctrl-C with ``checkpoint`` (main thread): the current step finishes, the state is saved and
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt`` that ends a script with one line) says
-    how to resume; a second Ctrl-C stops at once, without saving.
+    how to resume; a second Ctrl-C stops at once, without saving. Where fit cannot catch it
+    (SIGINT ignored, as in a background job, or handled by someone else; another thread) it
+    says so in a warning.
     on_nonfinite: ``"raise"`` stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` (with ``checkpoint``, the last good state is written there first,
         so resuming continues from the step before); ``"skip"`` drops such steps.
-    The images are cast to the model's dtype.
+    progress: a bar on a terminal, one line every twentieth of the run elsewhere (a log file).
     Returns the :class:`History` (every ``log_every`` steps).
     """
     check_type("model", model, nn.Module, "an nn.Module")
+    denoiser_for(model, predicts, noise_level)  # a missing or contradicting predicts: now
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
     lr = float(check_positive("lr", lr))  # a numpy float64 would reach the checkpoint
@@ -187,6 +203,63 @@ def fit(
     plan = make_recipe(recipe, config, adversarial)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    run = assemble(
+        model,
+        images,
+        plan,
+        seed=seed,
+        patch_size=patch_size,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        accelerator=accelerator,
+        step_options=dict(
+            predicts=predicts,
+            noise_level=noise_level,
+            loss=loss,
+            max_grad_norm=max_grad_norm,
+            on_nonfinite=on_nonfinite,
+        ),
+    )
+    saver = None if checkpoint is None else Checkpointer(checkpoint, run, checkpoint_every)
+    history = History()
+    start = 0 if saver is None else saver.resume(history)
+    return train(run, history, start, steps, batch_size, log_every, saver, progress)
+
+
+@dataclass
+class Run:
+    """Everything a training run holds: what trains, on what, with which random streams."""
+
+    recipe: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    sampler: TSSampler
+    perturbation: Perturbation | None
+    patches: PatchSampler
+    step: TrainStep
+    device: torch.device
+    dtype: torch.dtype
+
+    def batch(self, size: int) -> Tensor:
+        """The next batch of clean patches, on the model's device and in its dtype."""
+        return self.patches(size).to(self.device, self.dtype)
+
+
+def assemble(
+    model: nn.Module,
+    images: Tensor | Sequence[Tensor],
+    plan: Recipe,
+    *,
+    seed: int,
+    patch_size: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    accelerator: Any,
+    step_options: Mapping[str, Any],
+) -> Run:
+    """Build the run of ``plan``: sampler and perturbation, seeded per process, the prepared
+    model and optimizer, the patch sampler and the training step."""
     if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
         raise ValueError("scheduler must be built on the optimizer passed to fit")
     seed = rank_seed(seed, accelerator)
@@ -199,88 +272,178 @@ def fit(
         device = next(model.parameters()).device
     patch_gen = torch.Generator().manual_seed(stream_seed(seed, "patches"))
     patches = PatchSampler(images, patch_size, patch_gen, device=device)
+    check_images(patches.images, "images", data_range=plan.config.data_range)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    step_fn = TrainStep(
+    step = TrainStep(
         model,
         optimizer,
         sampler,
-        predicts=predicts,
-        noise_level=noise_level,
-        loss=loss,
         accelerator=accelerator,
-        max_grad_norm=max_grad_norm,
-        on_nonfinite=on_nonfinite,
         perturbation=perturbation,
+        **step_options,
     )
-    history, start = History(), 0
-    if checkpoint is not None and checkpoint.is_file():
-        extra = load_checkpoint(checkpoint, model, optimizer, sampler)
-        start, history.records = _resume(checkpoint, extra, patches.generator)
-        if perturbation is not None:
-            perturbation.load_state_dict(extra["perturbation"])
-        if scheduler is not None:
-            scheduler.load_state_dict(extra["scheduler"])
+    return Run(
+        plan.name, model, optimizer, scheduler, sampler, perturbation, patches, step, device, dtype
+    )
 
-    def random_state() -> dict[str, Any]:
+
+class Checkpointer:
+    """``fit``'s checkpoint file: saves the run with its recipe and random states, and resumes
+    a run from it, refusing one written by another recipe (or not by ``fit``).
+
+    ``every``: also save every this many steps (0: only at the start, on Ctrl-C and at the end).
+    """
+
+    KEYS = ("step", "history", "patch_generator", "torch_rng", "recipe")
+
+    def __init__(self, path: Path, run: Run, every: int = 0) -> None:
+        self.path, self.run, self.every = path, run, every
+
+    def snapshot(self) -> dict[str, Any]:
+        """The random states as they stand now (taken before a step: saved if it fails)."""
+        run = self.run
         return {
-            "sampler": sampler.state_dict(),
-            "perturbation": None if perturbation is None else perturbation.state_dict(),
-            "patch_generator": patches.generator.get_state(),
+            "sampler": run.sampler.state_dict(),
+            "perturbation": None if run.perturbation is None else run.perturbation.state_dict(),
+            "patch_generator": run.patches.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
 
-    def save(step: int, rng: dict[str, Any]) -> None:
-        sampler_state = sampler.state_dict()
-        sampler.load_state_dict(rng["sampler"])  # the stream as it stood after `step` steps
+    def save(self, step: int, history: History, rng: dict[str, Any] | None = None) -> None:
+        """Write the run after ``step`` steps, with the random states ``rng`` (default: now)."""
+        run, rng = self.run, self.snapshot() if rng is None else rng
+        sampler_state = run.sampler.state_dict()
+        run.sampler.load_state_dict(rng["sampler"])  # the stream as it stood after `step` steps
         try:
             save_checkpoint(
-                checkpoint,
-                model,
-                optimizer,
-                sampler,
+                self.path,
+                run.model,
+                run.optimizer,
+                run.sampler,
                 step=step,
                 history=history.records,
+                recipe=run.recipe,
                 patch_generator=rng["patch_generator"],
                 torch_rng=rng["torch_rng"],
                 perturbation=rng["perturbation"],
-                scheduler=None if scheduler is None else scheduler.state_dict(),
+                scheduler=None if run.scheduler is None else run.scheduler.state_dict(),
             )
         finally:
-            sampler.load_state_dict(sampler_state)
+            run.sampler.load_state_dict(sampler_state)
 
-    model.train()
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="TS training")
-    with bar, _ctrl_c_between_steps(checkpoint is not None) as pressed:
-        if checkpoint is not None and start < steps:
-            save(start, random_state())  # an unwritable path fails now, not after training
-        for step in range(start, steps):
-            before = random_state() if checkpoint is not None else {}
+    def resume(self, history: History) -> int:
+        """Restore the run from the file if there is one (filling ``history``); the step to
+        start from. Everything is checked before anything changes."""
+        if not self.path.is_file():
+            return 0
+        state = read_checkpoint(self.path)
+        extra = self._checked(state.get("extra"))
+        run = self.run
+        if run.scheduler is not None and extra.get("scheduler") is None:
+            raise ValueError(
+                f"checkpoint {self.path} was written without a scheduler: resume it without one"
+            )
+        restore_checkpoint(state, run.model, run.optimizer, run.sampler, path=self.path)
+        if run.perturbation is not None:
+            run.perturbation.load_state_dict(extra["perturbation"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(extra["scheduler"])
+        run.patches.generator.set_state(extra["patch_generator"])
+        torch.set_rng_state(extra["torch_rng"])
+        history.records = list(extra["history"])
+        return extra["step"]
+
+    def _checked(self, extra: object) -> Mapping[str, Any]:
+        """``extra`` as ``fit`` writes it, for this run's recipe, or a one-line ``ValueError``."""
+        path = self.path
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"checkpoint {path} was not written by fit: give fit another path")
+        for key in self.KEYS:
+            if key not in extra:
+                raise ValueError(
+                    f"checkpoint {path} was not written by fit (no {key!r}): give fit another path"
+                )
+        if extra["recipe"] != self.run.recipe:
+            raise ValueError(
+                f"checkpoint {path} was written by recipe {extra['recipe']!r}; this run asks for "
+                f"{self.run.recipe!r}: resume it with recipe={extra['recipe']!r}, or give fit "
+                f"another checkpoint path"
+            )
+        try:
+            check_nonnegative("step", extra["step"], high=MAX_INT - 1, integer=True)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint {path}: {err}") from None
+        history = extra["history"]
+        if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
+            raise ValueError(
+                f"checkpoint {path}: history must be a list of records, got {history!r}"
+            )
+        for key in ("patch_generator", "torch_rng"):
             try:
-                result = step_fn(patches(batch_size).to(device, dtype))
-            except FloatingPointError as err:  # raised before the weights changed: they are good
-                if checkpoint is None:
-                    raise
-                save(step, before)
-                raise FloatingPointError(
-                    f"{err}. The last good state (after {step} steps) is in {checkpoint}"
-                ) from err
+                torch.Generator().set_state(extra[key])  # checked on a scratch generator
+            except (TypeError, RuntimeError) as err:
+                raise ValueError(f"checkpoint {path}: {key} is not a CPU generator state") from err
+        return extra
+
+
+def train(
+    run: Run,
+    history: History,
+    start: int,
+    steps: int,
+    batch_size: int,
+    log_every: int = 1,
+    saver: Checkpointer | None = None,
+    progress: bool = True,
+) -> History:
+    """The loop: steps ``start`` .. ``steps - 1`` of ``run``, logged into ``history`` every
+    ``log_every`` steps, saved by ``saver`` (if any) at the start, when due, on Ctrl-C, on a
+    non-finite step and at the end."""
+    run.model.train()
+    with (
+        Progress(steps, "TS training", initial=start, enabled=progress) as bar,
+        _ctrl_c_between_steps(saver) as pressed,
+    ):
+        if saver is not None and start < steps:
+            saver.save(start, history)  # an unwritable path fails now, not after training
+        for step in range(start, steps):
+            result = _guarded_step(run, saver, history, step, batch_size)
+            shown = {}
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 history.records.append({"step": float(step + 1), **result.as_dict()})
-                bar.set_postfix(loss=f"{history.records[-1]['loss']:.4g}", refresh=False)
-            if scheduler is not None and not result.skipped:
-                scheduler.step()
-            bar.update()
-            due = checkpoint_every and (step + 1) % checkpoint_every == 0
-            if checkpoint is not None and (due or pressed) and step + 1 < steps:
-                save(step + 1, random_state())
-            if pressed and step + 1 < steps:
+                shown["loss"] = f"{history.records[-1]['loss']:.4g}"
+            if run.scheduler is not None and not result.skipped:
+                run.scheduler.step()
+            bar.update(**shown)
+            if saver is None or step + 1 == steps:
+                continue
+            if pressed or (saver.every and (step + 1) % saver.every == 0):
+                saver.save(step + 1, history)
+            if pressed:
                 raise TrainingInterrupted(
                     f"fit interrupted after {step + 1} of {steps} steps; the state is saved in "
-                    f"{checkpoint}: call fit again with checkpoint={str(checkpoint)!r} to resume"
+                    f"{saver.path}: call fit again with checkpoint={str(saver.path)!r} to resume"
                 )
-        if checkpoint is not None and start < steps:
-            save(steps, random_state())
+        if saver is not None and start < steps:
+            saver.save(steps, history)
     return history
+
+
+def _guarded_step(
+    run: Run, saver: Checkpointer | None, history: History, step: int, batch_size: int
+) -> Any:
+    """One training step; with a checkpoint, a non-finite step (raised before the weights
+    changed) first saves the last good state and says where."""
+    if saver is None:
+        return run.step(run.batch(batch_size))
+    before = saver.snapshot()
+    try:
+        return run.step(run.batch(batch_size))
+    except FloatingPointError as err:
+        saver.save(step, history, before)
+        raise FloatingPointError(
+            f"{err}. The last good state (after {step} steps) is in {saver.path}"
+        ) from err
 
 
 class TrainingInterrupted(SystemExit, KeyboardInterrupt):
@@ -291,16 +454,34 @@ class TrainingInterrupted(SystemExit, KeyboardInterrupt):
     """
 
 
+def _why_ctrl_c_is_not_ours() -> str | None:
+    """Why ``fit`` cannot take over SIGINT here, or None when it can."""
+    if threading.current_thread() is not threading.main_thread():
+        return "fit runs outside the main thread, where signals cannot be caught"
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is signal.SIG_IGN:
+        return "SIGINT is ignored in this process, as in a background job or under nohup"
+    if handler is not signal.default_int_handler:
+        return f"SIGINT has a handler of its own ({handler!r}), which fit leaves in place"
+    return None
+
+
 @contextlib.contextmanager
-def _ctrl_c_between_steps(active: bool) -> Iterator[list[bool]]:
-    """While active, Ctrl-C (SIGINT) in the main thread sets the yielded flag instead of raising
-    mid-step; a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+def _ctrl_c_between_steps(saver: Checkpointer | None) -> Iterator[list[bool]]:
+    """With a checkpoint, Ctrl-C (SIGINT) sets the yielded flag instead of raising mid-step; a
+    second Ctrl-C raises ``KeyboardInterrupt`` at once. Where that cannot be arranged, one
+    warning says so."""
     pressed: list[bool] = []
-    if (
-        not active
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    reason = None if saver is None else _why_ctrl_c_is_not_ours()
+    if saver is None or reason is not None:
+        if reason is not None:
+            every = f"every {saver.every} steps, " if saver.every else ""
+            warnings.warn(
+                f"fit cannot save {saver.path} on Ctrl-C: {reason}; it is saved at the start, "
+                f"{every}on a non-finite step and at the end",
+                RuntimeWarning,
+                stacklevel=5,  # the call of fit (through train and contextlib)
+            )
         yield pressed
         return
 
@@ -313,28 +494,3 @@ def _ctrl_c_between_steps(active: bool) -> Iterator[list[bool]]:
         yield pressed
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _resume(path: Path, extra: Mapping[str, Any], patches: torch.Generator) -> tuple[int, list]:
-    """Check the step, history and random states ``fit`` wrote; restore the random states."""
-    for key in ("step", "history", "patch_generator", "torch_rng"):
-        if key not in extra:
-            raise ValueError(
-                f"checkpoint {path} was not written by fit (no {key!r}): give fit another path"
-            )
-    step, history = extra["step"], extra["history"]
-    try:
-        check_nonnegative("step", step, high=MAX_INT - 1, integer=True)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: {err}") from None
-    if not isinstance(history, list) or not all(isinstance(r, Mapping) for r in history):
-        raise ValueError(f"checkpoint {path}: history must be a list of records, got {history!r}")
-    for key, restore in (
-        ("patch_generator", patches.set_state),
-        ("torch_rng", torch.set_rng_state),
-    ):
-        try:
-            restore(extra[key])
-        except (TypeError, RuntimeError) as err:
-            raise ValueError(f"checkpoint {path}: {key} is not a CPU generator state") from err
-    return step, list(history)

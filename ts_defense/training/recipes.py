@@ -12,33 +12,39 @@ recipe         noise                                          adversarial share
 ============== ============================================== ===================================
 
 Options refine a recipe: ``config`` holds sampler options (sigma, band, families...; a recipe
-without TS keeps ``p_ood = 0`` whatever it says), ``adversarial`` the share's options (share,
-eps, threat, steps). Measured costs and gains are in the README and BENCHMARKS.md.
+without TS draws with ``p_ood = 0`` and refuses a ``p_ood`` above 0 chosen for it),
+``adversarial`` the share's options (share, eps, threat, steps). Measured costs and gains are in
+the README and BENCHMARKS.md.
 
 >>> r = make_recipe("ts-hat", config={"sigma": 25 / 255})
->>> step = TrainStep(model, opt, r.sampler(seed=0), perturbation=r.perturbation(seed=0))
+>>> step = TrainStep(model, opt, r.sampler(seed=0), perturbation=r.perturbation(seed=0),
+...                  predicts="noise")
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._checks import check_choice
+from .._registry import Registry
 from ..noise.sampler import TSConfig, TSSampler
 from .adversarial import Adversarial, AdversarialConfig
 
 # name -> (draws TS noise, adversarial options or None)
-RECIPES: dict[str, tuple[bool, dict[str, Any] | None]] = {
-    "gaussian": (False, None),
-    "ts": (True, None),
-    "hat": (False, {"amortised": False}),
-    "ts-hat": (True, {"amortised": False}),
-    "free-hat": (False, {"amortised": True}),
-    "ts-free-hat": (True, {"amortised": True}),
-}
+RECIPES: Registry[tuple[bool, dict[str, Any] | None]] = Registry(
+    "recipe",
+    {
+        "gaussian": (False, None),
+        "ts": (True, None),
+        "hat": (False, {"amortised": False}),
+        "ts-hat": (True, {"amortised": False}),
+        "free-hat": (False, {"amortised": True}),
+        "ts-free-hat": (True, {"amortised": True}),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,8 @@ def make_recipe(
         return name
     if not isinstance(name, str):
         raise TypeError(f"recipe must be a name or a Recipe, got {type(name).__name__}")
-    ts, adv_options = RECIPES[check_choice("recipe", name, tuple(RECIPES))]
+    ts, adv_options = RECIPES.lookup(name)
+    given = config
     if config is None:
         config = TSConfig()
     elif isinstance(config, Mapping):
@@ -78,6 +85,12 @@ def make_recipe(
     elif not isinstance(config, TSConfig):
         raise TypeError(f"config must be a TSConfig or a mapping, got {type(config).__name__}")
     if not ts:
+        if _asks_for_ood(given, config):
+            with_ts = next(k for k, (t, a) in RECIPES.items() if t and a == adv_options)
+            raise ValueError(
+                f"recipe {name!r} draws Gaussian noise only, but the config asks for "
+                f"p_ood={config.p_ood:g}: use recipe {with_ts!r} for TS noise, or leave p_ood out"
+            )
         config = dataclasses.replace(config, p_ood=0.0)
     if adversarial is not None and adv_options is None:
         raise ValueError(
@@ -96,3 +109,13 @@ def make_recipe(
             f"got {type(adversarial).__name__}"
         )
     return Recipe(name, config, adv)
+
+
+def _asks_for_ood(given: object, config: TSConfig) -> bool:
+    """Whether the config as given chose out-of-distribution noise: a mapping with ``p_ood``
+    above 0, or a ``TSConfig`` whose ``p_ood`` is neither 0 nor the default (a dataclass cannot
+    tell a default given again from one left out)."""
+    if isinstance(given, Mapping):
+        return "p_ood" in given and config.p_ood > 0
+    default = inspect.signature(TSConfig).parameters["p_ood"].default
+    return config.p_ood not in (0, default)

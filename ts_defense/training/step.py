@@ -16,6 +16,7 @@ twice per step; ``check_every`` defers it) and reading numbers from a :class:`St
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -26,7 +27,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_images, check_positive
+from .._checks import check_choice, check_images, check_positive, check_type
+from .._losses import LOSSES
 from ..models.denoiser import Denoiser
 from ..noise import typical
 from ..noise.sampler import TSDraw, TSSampler
@@ -55,19 +57,46 @@ class Perturbation(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _charbonnier(diff: Tensor, eps: float = 1e-3) -> Tensor:
-    return (diff.square() + eps * eps).sqrt()
+class TrainingLoss(Protocol):
+    """A loss on a batch and on a subset of its rows (for the ID / OOD / adversarial parts)."""
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor: ...
+
+    def part(self, pred: Tensor, target: Tensor, rows: Tensor) -> Tensor: ...
 
 
-# Per-sample losses (B,): the batch loss is their mean, and the ID/OOD parts are masked means.
-# "sum_mse" is the DnCNN recipe: sum of squared errors over the batch / (2 * batch size).
-_PER_SAMPLE: dict[str, Callable[[Tensor], Tensor]] = {
-    "mse": lambda diff: diff.square().flatten(1).mean(1),
-    "l1": lambda diff: diff.abs().flatten(1).mean(1),
-    "charbonnier": lambda diff: _charbonnier(diff).flatten(1).mean(1),
-    "sum_mse": lambda diff: diff.square().flatten(1).sum(1) / 2,
-}
-LOSSES = tuple(_PER_SAMPLE)
+@dataclass(frozen=True)
+class NamedLoss:
+    """A loss of ``LOSSES``: the batch mean of its per-sample values, and their mean over
+    ``rows`` for a part (a masked mean: reading a part never waits for the device)."""
+
+    name: str
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+        return LOSSES[self.name].per_sample(pred, target).mean()
+
+    def part(self, pred: Tensor, target: Tensor, rows: Tensor) -> Tensor:
+        return _masked_mean(LOSSES[self.name].per_sample(pred, target), rows)
+
+
+@dataclass(frozen=True)
+class CustomLoss:
+    """A callable ``loss(pred, target) -> scalar``, checked to give a scalar; a part is the
+    loss of the subset (NaN for none)."""
+
+    fn: LossFn
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+        value = self.fn(pred, target)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss must return a scalar tensor, got {got}")
+        return value.reshape(())
+
+    def part(self, pred: Tensor, target: Tensor, rows: Tensor) -> Tensor:
+        if not bool(rows.any()):
+            return torch.tensor(math.nan, device=pred.device)
+        return self.fn(pred[rows], target[rows]).float()
 
 
 @dataclass
@@ -128,28 +157,68 @@ class StepResult:
 
     def as_dict(self) -> dict[str, float]:
         """Plain floats for logs (this reads from the device): loss, its parts, OOD count and
-        deviation statistics."""
+        deviation statistics. A part the batch has no rows for is left out (no ``loss_ood``
+        without OOD rows), and so are ``loss_adv``/``n_adv`` without a perturbation: a NaN
+        here is a real one."""
         dev = self.deviation
-        return {
-            "loss": float(self.loss.detach()),
-            "loss_id": float(self.loss_id),
-            "loss_ood": float(self.loss_ood),
-            "n_ood": float(self.n_ood),
-            "loss_adv": float(self.loss_adv),
-            "n_adv": float(self.n_adv),
-            "deviation_mean": float(dev.mean()),
-            "deviation_abs_max": float(dev.abs().max()),
-            "skipped": float(self.skipped),
-        }
+        n_ood, n_adv = int(self.n_ood), int(self.n_adv)
+        n_plain = dev.shape[0] - n_ood - n_adv
+        record = {"loss": float(self.loss.detach())}
+        if n_plain:
+            record["loss_id"] = float(self.loss_id)
+        if n_ood:
+            record["loss_ood"] = float(self.loss_ood)
+        record["n_ood"] = float(n_ood)
+        if n_adv:
+            record["loss_adv"] = float(self.loss_adv)
+        if self.adversarial is not None:
+            record["n_adv"] = float(n_adv)
+        record["deviation_mean"] = float(dev.mean())
+        record["deviation_abs_max"] = float(dev.abs().max())
+        record["skipped"] = float(self.skipped)
+        return record
 
 
-def resolve_loss(loss: str | LossFn) -> str | LossFn:
-    """Check a loss name (``LOSSES``) or callable ``loss(pred, target) -> scalar``."""
+def resolve_loss(loss: str | LossFn | TrainingLoss) -> TrainingLoss:
+    """A loss name (``LOSSES``) or a callable ``loss(pred, target) -> scalar`` as a
+    :class:`TrainingLoss` (one already resolved is returned as it is)."""
+    if isinstance(loss, (NamedLoss, CustomLoss)):
+        return loss
     if isinstance(loss, str):
-        return check_choice("loss", loss, LOSSES)
+        LOSSES.lookup(loss)
+        return NamedLoss(loss)
     if not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
-    return loss
+        raise TypeError(
+            f"loss must be one of {', '.join(map(repr, LOSSES))} or a callable, "
+            f"got {type(loss).__name__}"
+        )
+    return CustomLoss(loss)
+
+
+def denoiser_for(
+    model: nn.Module, predicts: str | None = None, noise_level: str | None = None
+) -> Denoiser:
+    """``model`` as a :class:`Denoiser`. A bare ``nn.Module`` needs ``predicts`` (what it
+    outputs: a wrong guess trains the wrong target without an error); a ``Denoiser`` carries
+    both settings, which given again must agree with it."""
+    if isinstance(model, Denoiser):
+        for name, given, own in (
+            ("predicts", predicts, model.predicts),
+            ("noise_level", noise_level, model.noise_level),
+        ):
+            if given is not None and given != own:
+                raise ValueError(
+                    f"{name}={given!r} contradicts the Denoiser, which has {name}={own!r}: "
+                    f"leave {name} out (the Denoiser carries it)"
+                )
+        return model
+    if predicts is None:
+        raise TypeError(
+            f"predicts is required for a bare {type(model).__name__}: predicts='noise' if it "
+            f"outputs the noise residual (DnCNN and most pretrained denoisers), 'clean' if it "
+            f"outputs the image"
+        )
+    return Denoiser(model, predicts=predicts, noise_level=noise_level or "none")
 
 
 def check_sampler(sampler: object) -> TSSampler:
@@ -193,6 +262,19 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1), math.nan)
 
 
+def _parts(
+    loss: TrainingLoss, pred: Tensor, target: Tensor, draw: TSDraw, adversarial: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The loss over the plain, the OOD and the adversarial rows (NaN where there are none)."""
+    ood = _kept_ood(draw, adversarial)
+    adv = torch.zeros_like(ood) if adversarial is None else adversarial
+    return (
+        loss.part(pred, target, ~(ood | adv)),
+        loss.part(pred, target, ood),
+        loss.part(pred, target, adv),
+    )
+
+
 def ts_loss(
     denoiser: Denoiser,
     sampler: TSSampler,
@@ -209,11 +291,10 @@ def ts_loss(
     ``check_finite=False`` skips the NaN/Inf check of ``clean`` (a host sync): the call then
     never waits for the device; a NaN in ``clean`` shows up as a NaN loss.
     """
-    if not isinstance(denoiser, Denoiser):
-        raise TypeError(f"denoiser must be a ts_defense.Denoiser, got {type(denoiser).__name__}")
+    check_type("denoiser", denoiser, Denoiser, "a ts_defense.Denoiser")
     check_sampler(sampler)
     check_perturbation(perturbation)
-    loss = resolve_loss(loss)
+    loss_fn = resolve_loss(loss)
     draw = sampler.draw(clean, check_finite=check_finite)
     noisy, sigma = draw.noisy, draw.sigma
     adv, deviation = None, None
@@ -224,44 +305,18 @@ def ts_loss(
     pred = denoiser(noisy, sigma).float()
     target = clean.float()
 
-    def masks() -> tuple[Tensor, Tensor, Tensor]:  # (plain, OOD, adversarial) rows, when read
-        ood = _kept_ood(draw, adv)
-        if adv is None:
-            return ~ood, ood, torch.zeros_like(ood)
-        return ~(ood | adv), ood, adv
-
-    if isinstance(loss, str):
-        per_sample = _PER_SAMPLE[loss](pred - target)
-        value = per_sample.mean()
-        done = per_sample.detach()
-
-        def parts() -> tuple[Tensor, Tensor, Tensor]:
-            return tuple(_masked_mean(done, m) for m in masks())  # type: ignore[return-value]
-
-    else:
-        value = loss(pred, target)
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"loss must return a scalar tensor, got {got}")
-        value = value.reshape(())
-        pred = pred.detach()
-
-        def parts() -> tuple[Tensor, Tensor, Tensor]:  # a callable loss needs the subsets
-            def part(mask: Tensor) -> Tensor:
-                if not bool(mask.any()):
-                    return torch.tensor(math.nan, device=pred.device)
-                return loss(pred[mask], target[mask]).float()
-
-            return tuple(part(m) for m in masks())  # type: ignore[return-value]
-
+    value = loss_fn(pred, target)
+    parts = functools.partial(_parts, loss_fn, pred.detach(), target, draw, adv)
     return StepResult(value, draw, parts, adversarial=adv, noise_deviation=deviation)
 
 
 class TrainStep:
     """One TS optimisation step per call: draw, denoise, loss, backward, check, update.
 
-    model: an ``nn.Module`` (wrapped in a :class:`Denoiser` with ``predicts`` and
-        ``noise_level``) or a ready :class:`Denoiser`.
+    model: an ``nn.Module`` wrapped in a :class:`Denoiser` with ``predicts`` (required:
+        ``"noise"`` for a residual network such as DnCNN, ``"clean"`` for one that outputs the
+        image) and ``noise_level`` (default ``"none"``), or a ready :class:`Denoiser`, which
+        carries both.
     optimizer: any ``torch.optim.Optimizer`` (prepared by ``accelerator`` if one is given).
     sampler: the :class:`TSSampler`; under several processes give each rank its own seed
         (:func:`rank_seed`).
@@ -269,7 +324,9 @@ class TrainStep:
     accelerator: an ``accelerate.Accelerator``: backward, gradient accumulation and clipping go
         through it; the sampler is registered for ``save_state``/``load_state``.
     max_grad_norm: clip gradients to this total norm (None: no clipping).
-    The model's train/eval mode is left as you set it.
+    The model's train/eval mode is left as you set it. The first batch is checked: NaN/Inf,
+    and values above twice the sampler's ``data_range`` (images in 0..255 given as image
+    units, which would train with almost no noise) are a ``ValueError``.
     on_nonfinite: ``"raise"`` (default) stops at the first NaN/Inf loss or gradient with a
         ``FloatingPointError`` before the weights change; ``"skip"`` drops that update. Either
         way buffers the forward pass moved (batch-norm running statistics) are restored. A NaN
@@ -292,8 +349,8 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         sampler: TSSampler,
         *,
-        predicts: str = "clean",
-        noise_level: str = "none",
+        predicts: str | None = None,
+        noise_level: str | None = None,
         loss: str | LossFn = "mse",
         accelerator: Any = None,
         max_grad_norm: float | None = None,
@@ -301,10 +358,7 @@ class TrainStep:
         check_every: int = 1,
         perturbation: Perturbation | None = None,
     ) -> None:
-        if isinstance(model, Denoiser):
-            self.denoiser = model
-        else:
-            self.denoiser = Denoiser(model, predicts=predicts, noise_level=noise_level)
+        self.denoiser = denoiser_for(model, predicts, noise_level)
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch Optimizer, got {type(optimizer).__name__}")
         check_sampler(sampler)
@@ -367,6 +421,8 @@ class TrainStep:
 
     def __call__(self, clean: Tensor) -> StepResult:
         acc = self.accelerator
+        if self.step_count == 0:  # once: later steps find a NaN through the loss, without a wait
+            check_images(clean, "clean", data_range=self.sampler.config.data_range)
         if self.check_every == 1:
             self._save_buffers()
         with nullcontext() if acc is None else acc.accumulate(self.denoiser.model):

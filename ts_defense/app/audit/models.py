@@ -24,7 +24,7 @@ from ...models import load_dncnn
 from ...models.denoiser import Denoiser
 from ...models.zoo import MODELS, load_model, model_source
 from ...training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from ...training.checkpoint import digest
+from ...training.checkpoint import read_checkpoint
 
 # spandrel architecture id -> how its network takes sigma (the rest predict the clean image)
 NOISE_MAP_ARCHS = ("DRUNet",)
@@ -98,12 +98,7 @@ def state_dict(obj: object, path: Path) -> tuple[dict[str, Tensor], str]:
     ``_orig_mod.``) are taken off. Anything else is a one-line ValueError."""
     where = "state dict"
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("digest") != digest(obj):
-            raise ValueError(
-                f"refusing {path}: its contents do not match their digest (the checkpoint was "
-                f"damaged or altered)"
-            )
-        obj, where = obj.get("model"), "model of a ts-defense checkpoint"
+        obj, where = read_checkpoint(path).get("model"), "model of a ts-defense checkpoint"
     elif isinstance(obj, dict) and isinstance(obj.get("params_ema", obj.get("params")), dict):
         key = "params_ema" if isinstance(obj.get("params_ema"), dict) else "params"
         obj, where = obj[key], f"BasicSR {key}"
@@ -171,6 +166,8 @@ def resolve_model(spec: str, data_dir: Path | None = None) -> AuditModel:
     path = Path(spec)
     if path.is_file():
         return _from_file(path)
+    if path.suffix or len(path.parts) > 1:  # a path, not a name
+        raise FileNotFoundError(f"no such file: {spec}")
     raise FileNotFoundError(
         f"model {spec!r} is neither a weights file, a named model ({', '.join(MODELS)}) "
         f"nor module:function"

@@ -4,12 +4,12 @@ transfer heatmap and, per model, a strip of crops with their PSNR)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...attacks.base import steps_text
 from ...evaluation.transfer import TransferResult
-from ..plots import audit_figure, save_figure
+from ..output import Content, json_text, write_set
+from ..plots import audit_figure
 from .run import AuditResult
 
 
@@ -124,12 +124,17 @@ def to_markdown(data: dict) -> str:
     return "\n".join(parts)
 
 
+def audit_files(result: AuditResult) -> dict[str, Content]:
+    """``audit.json`` (every number), ``audit.md`` and the page ``audit.png``."""
+    return {
+        "audit.json": json_text(result.data),
+        "audit.md": to_markdown(result.data),
+        "audit.png": audit_figure(result.data, result.examples),
+    }
+
+
 def write_report(result: AuditResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``audit.md``, ``audit.json`` and ``audit.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "audit.md", "json": out / "audit.json", "png": out / "audit.png"}
-    paths["json"].write_text(json.dumps(result.data, indent=2))
-    paths["md"].write_text(to_markdown(result.data))
-    save_figure(audit_figure(result.data, result.examples), paths["png"], dpi=90)
-    return paths
+    """Write ``audit.md``, ``audit.json`` and ``audit.png`` into ``out_dir`` as one unit (see
+    :func:`~ts_defense.app.output.write_set`); return their paths by kind."""
+    paths = write_set(out_dir, audit_files(result), what="audit report")
+    return {name.rsplit(".", 1)[1]: path for name, path in paths.items()}
