@@ -85,7 +85,9 @@ def test_resolve_images_reads_every_kind_of_spec(tmp_path, shared_data):
     short = tmp_path / "data" / "set12"
     short.mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(short / "01.png")
-    with pytest.raises(FileNotFoundError, match="expected 12 images in .*found 1"):
+    with pytest.raises(
+        FileNotFoundError, match="expected 12 PNG, JPEG or TIFF images in .*, found 1"
+    ):
         resolve_images("set12", tmp_path / "data")
 
 

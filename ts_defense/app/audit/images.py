@@ -26,6 +26,7 @@ from torch import Tensor
 from ..._checks import check_images, check_positive
 from ...data import (
     BUNDLED,
+    LUMA,
     bundled_images,
     centre_crop,
     image_files,
@@ -69,9 +70,9 @@ class Picture:
         """The window at ``(top, left)`` as a (1, C, height, width) float image in [0, 1]."""
         return pixels_to_image(self.pixels[top : top + height, left : left + width])
 
-    def image(self) -> Tensor:
-        """The whole image, (1, C, H, W) float in [0, 1]."""
-        return self.crop(0, 0, *self.size)
+    def image(self, grey: bool = False) -> Tensor:
+        """The whole image, (1, C, H, W) float in [0, 1]; ``grey`` makes colour grey."""
+        return pixels_to_image(self.pixels, grey)
 
 
 def _named_set(name: str, data_dir: Path | None) -> list[Path]:
@@ -81,11 +82,7 @@ def _named_set(name: str, data_dir: Path | None) -> list[Path]:
             f"--images {name}: {folder} not found; set $TS_DEFENSE_DATA or --data to the folder "
             f"that holds {name}/"
         )
-    files = image_files(folder)
-    if len(files) != NAMED_SETS[name]:  # a set with files missing fails loudly
-        want = NAMED_SETS[name]
-        raise FileNotFoundError(f"expected {want} images in {folder}, found {len(files)}")
-    return files
+    return image_files(folder, NAMED_SETS[name])  # a set with files missing fails loudly
 
 
 def resolve_images(
@@ -127,7 +124,7 @@ def as_channels(image: Tensor, channels: int) -> Tensor:
     if image.shape[1] == channels:
         return image
     if channels == 1:
-        weights = image.new_tensor([0.2125, 0.7154, 0.0721]).view(1, 3, 1, 1)  # as rgb2gray
+        weights = image.new_tensor(LUMA).view(1, 3, 1, 1)
         return (image * weights).sum(1, keepdim=True)
     return image.expand(-1, channels, -1, -1).contiguous()
 
@@ -140,7 +137,7 @@ def image_batches(
     one size make one batch."""
     batches: list[Tensor] = []
     for pic in resolve_images(spec, data_dir, size):
-        x = as_channels(pic.image(), 1)
+        x = pic.image(grey=True)
         x = centre_crop(x, size) if size else x
         if batches and batches[-1].shape[1:] == x.shape[1:]:
             batches[-1] = torch.cat([batches[-1], x])
