@@ -88,7 +88,7 @@ def load_dncnn(path: str | Path | Mapping[str, torch.Tensor]) -> DnCNN:
 
     Depth, width, channels and batch norm are read off the keys; the model is in eval mode.
     """
-    state = path if isinstance(path, Mapping) else safe_load(path, "weights file")
+    state = path if isinstance(path, Mapping) else safe_load(path, "weights file", finite=True)
     path = "the state dict" if isinstance(path, Mapping) else path
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} does not hold a state dict")

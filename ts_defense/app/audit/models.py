@@ -125,7 +125,7 @@ def _dncnn(state: dict[str, Tensor], path: Path, where: str) -> AuditModel:
 
 
 def _from_file(path: Path) -> AuditModel:
-    state, where = state_dict(safe_load(path, "weights file"), path)
+    state, where = state_dict(safe_load(path, "weights file", finite=True), path)
     try:
         spandrel = optional_import("spandrel", "archs", f"{path} (architecture detection)")
     except MissingDependency as missing:
