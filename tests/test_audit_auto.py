@@ -5,6 +5,7 @@ options are one line naming the option."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -287,14 +288,18 @@ def test_iteration_counts_double_up_to_the_steps_run():
     assert auto.iteration_counts(5) == [5]
 
 
-def test_a_long_estimate_names_the_options_that_bring_it_down():
-    config = AuditConfig()
-    assert auto.quicker(config, 100.0) == ""
-    text = auto.quicker(config, 10_000.0)
-    assert text.startswith(".\nThat is over 10 minutes; to bring it down: --steps ")
-    steps = float(text.split("--steps ")[1].split("(about ")[1].split(" s")[0])
-    fast = float(text.split("--attack pgd (about ")[1].split(" s")[0])
-    assert fast < steps < 10_000  # the fast path is the cheapest way down
-    auto_passes = sum(auto.passes(config, 2))
-    pgd_passes = sum(auto.passes(AuditConfig(attack="pgd"), 2))
-    assert auto_passes > 10 * pgd_passes  # what --attack auto costs, counted in passes
+def test_a_long_estimate_names_the_options_that_bring_it_down(monkeypatch):
+    from ts_defense.app.audit import run as audit_run
+
+    model = AuditModel("tiny", tiny_model(), 1, "test")
+    photos = images(8, 64)
+    monkeypatch.setattr(audit_run, "_pass_seconds", lambda den, x, sigma: 1e-4)  # a slow CPU
+    text = audit_run.estimate_text([model], photos, AuditConfig())
+    total = float(re.search(r"--attack auto: estimated run time about (\d+) s", text).group(1))
+    assert total > audit_run.LONG_RUN and "over 10 minutes; to bring it down:" in text
+    options = dict(re.findall(r"(--[a-z-]+(?: \w+)?) \(about (\d+) s", text))
+    assert set(options) == {"--steps 25", "--attack pgd", "--no-transfer"}, text
+    fast = audit_run.estimate_text([model], photos, AuditConfig(attack="pgd"))
+    fast_total = float(re.search(r"estimated run time about (\d+) s", fast).group(1))
+    assert float(options["--attack pgd"]) == fast_total  # the fast path's own estimate
+    assert float(options["--steps 25"]) < total and total > 10 * fast_total  # auto's price

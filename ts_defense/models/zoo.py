@@ -22,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import optional_import
 from ..data import shared_data_dir
 from .denoiser import Denoiser
 from .dncnn import load_dncnn
@@ -116,6 +118,10 @@ def weights_file(filename: str, data_dir: Path | None = None) -> Path:
     )
 
 
+def _bm3d_package() -> ModuleType:
+    return optional_import("bm3d", "bm3d", "the BM3D model")
+
+
 class BM3D(nn.Module):
     """BM3D (Dabov et al. 2007, the ``bm3d`` package) as a module ``forward(noisy, sigma)``.
 
@@ -126,9 +132,11 @@ class BM3D(nn.Module):
     differentiable = False
     block = 8  # bm3d's block size: smaller images are refused, exactly 8x8 crashes the process
 
-    def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
-        import bm3d
+    def __init__(self) -> None:
+        super().__init__()
+        _bm3d_package()  # a missing package fails when the model is built, not mid-evaluation
 
+    def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
         h, w = noisy.shape[-2:]
         if min(h, w) < self.block or (h, w) == (self.block, self.block):
             raise ValueError(
@@ -136,12 +144,13 @@ class BM3D(nn.Module):
                 f"{h}x{w}"
             )
 
+        package = _bm3d_package()
         out = torch.empty_like(noisy)
         arr = noisy.detach().cpu().double().numpy()
         for b in range(noisy.shape[0]):
             s = float(sigma[b] if sigma.numel() > 1 else sigma)
             for c in range(noisy.shape[1]):
-                den = np.asarray(bm3d.bm3d(arr[b, c], sigma_psd=s), dtype=np.float64)
+                den = np.asarray(package.bm3d(arr[b, c], sigma_psd=s), dtype=np.float64)
                 out[b, c] = torch.from_numpy(den).to(out)
         return out
 

@@ -50,7 +50,6 @@ ATTACKS = ("auto", "pgd")
 STEPS = {"auto": 100, "pgd": 10}  # default iterations: APGD has converged by 100 on DnCNNs
 MEMBERS = ("apgd-linf", "apgd-linf-noisy", "apgd-obsatk", "transfer")
 TABLE = {"auto": "apgd", "pgd": "pgd"}  # the key of the per-budget L-inf results in a row
-LONG_RUN = 600  # seconds: a longer estimate comes with the options that shorten it
 
 
 def options(
@@ -459,31 +458,14 @@ def passes(config: object, sources: int) -> tuple[float, float]:
     return white + forwards, sources * per_run * ("transfer" in config.members)
 
 
-def quicker(config: object, seconds: float, sources: int = 2) -> str:
-    """For an estimate over ``LONG_RUN`` seconds, the options that bring it down and their
-    estimates (scaled by the passes they make), as the end of the estimate's line."""
-    if seconds <= LONG_RUN:
-        return ""
-
-    def total(c: object) -> float:
-        model, crafting = passes(c, sources)
-        return model + crafting * c.transfer
-
-    def scaled(other: object) -> float:
-        return seconds * total(other) / total(config)
-
-    options = []
+def fewer_steps(config: object) -> list[int]:
+    """The ``--steps`` an over-long estimate may offer, largest first: under ``auto`` 50 or 25
+    (the convergence table keeps two counts), under ``pgd`` any fewer."""
     if config.attack == "auto":
-        fewer = [n for n in (50, 25) if n < config.steps]  # 25: the table keeps two counts
-        fits = [n for n in fewer if scaled(replace(config, steps=n)) <= LONG_RUN]
-        if fewer:
-            n = fits[0] if fits else fewer[-1]
-            options.append(f"--steps {n} (about {scaled(replace(config, steps=n)):.0f} s)")
-        fast = replace(config, attack="pgd", steps=None, restarts=1, members=MEMBERS)
-        options.append(f"--attack pgd (about {scaled(fast):.0f} s; weaker: see the README)")
-    elif config.steps > STEPS["pgd"]:
-        n = STEPS["pgd"]
-        options.append(f"--steps {n} (about {scaled(replace(config, steps=n)):.0f} s)")
-    if not options:
-        return ""
-    return f".\nThat is over {LONG_RUN // 60} minutes; to bring it down: " + ", ".join(options)
+        return [n for n in (50, 25) if n < config.steps]
+    return list(range(config.steps - 1, 0, -1))
+
+
+def fast_path(config: object) -> object:
+    """The same audit under ``--attack pgd`` (its own default steps)."""
+    return replace(config, attack="pgd", steps=None, restarts=1, members=MEMBERS)
