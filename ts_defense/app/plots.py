@@ -93,17 +93,21 @@ def convergence_figure(
     ax: Axes | None = None,
 ) -> Figure:
     """Mean attacked PSNR per model against ``count`` (iterations or restarts; ``log``: a
-    logarithmic axis), one line per model, each count marked."""
+    logarithmic axis), each line drawn from its last point (labelled with it), so that models
+    of different PSNR share one scale and a curve that has converged ends flat at 0."""
     fig, ax = _canvas(ax, (5, 3.6), 110)
     for k, (name, c) in enumerate(curves.items()):
-        ax.plot(c["count"], c["psnr"], "o-", color=f"C{k}", label=name)
+        last = c["psnr"][-1]
+        label = f"{name} (last {last:.2f} dB)"
+        ax.plot(c["count"], [v - last for v in c["psnr"]], "o-", color=f"C{k}", label=label)
+    ax.axhline(0.0, color="grey", lw=0.8)
     if log:
         ax.set_xscale("log")
     counts = sorted({n for c in curves.values() for n in c["count"]})
     ax.set_xticks(counts, [str(n) for n in counts])
     ax.minorticks_off()
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("attacked PSNR (dB)")
+    ax.set_ylabel("attacked PSNR minus the last point (dB)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

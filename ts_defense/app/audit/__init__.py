@@ -3,10 +3,12 @@
 A model is a weights file (architecture detected by spandrel, loaded with ``weights_only``), a
 named zoo model, a Python ``module:function`` or a training checkpoint (``fit``'s, BasicSR's,
 KAIR's); images are a folder, a named set or the bundled pictures, large ones scored on a few
-random tiles (or all of them). :func:`run_audit` reports clean PSNR/SSIM, white-box PGD per
-budget, ObsAtk, transfer from the public DnCNN-25s, pass-through PSNR and gain, and the
-typicality of the attacked inputs, per image and in the mean; :func:`write_report` writes
-Markdown, JSON and one page of plots.
+random tiles (or all of them). :func:`run_audit` reports clean PSNR/SSIM, white-box APGD per
+budget (PGD on the ``pgd`` fast path), zero-mean L2, transfer from the public DnCNN-25s, the
+per-image worst case over them with the evidence of its convergence (:mod:`.worst`),
+pass-through PSNR and gain, and the typicality of the attacked inputs, per image and in the
+mean; :func:`write_report` writes Markdown, JSON and one page of plots, failed checks and NaN
+outputs first.
 """
 
 from .images import Picture, image_batches, resolve_images

@@ -281,8 +281,9 @@ def _evaluation(name: str, clean: list[float], values: list[float]) -> AttackEva
     return AttackEvaluation(name, psnr_clean=clean, psnr_attacked=values, ssim_attacked=values)
 
 
-def _members(name: str, model: dict, config: object) -> dict[str, list[float]]:
-    """PSNR per image under each member of the ensemble this model faces."""
+def _members(model: dict, config: object) -> dict[str, list[float]]:
+    """PSNR per image under each member of the ensemble this model faces (every column of its
+    row: a lower one is a stronger attack, whatever it is called)."""
     per = model["per_image"]
     top = config.show(config.budgets[-1])
     found = {
@@ -291,8 +292,8 @@ def _members(name: str, model: dict, config: object) -> dict[str, list[float]]:
         "apgd-obsatk": per["obsatk"]["psnr"],
     }
     out = {m: v for m, v in found.items() if m in config.members and v is not None}
-    if "transfer" in config.members:
-        out |= {f"transfer:{s}": v for s, v in per.get("transfer", {}).items() if s != name}
+    if "transfer" in config.members:  # a model named as a source meets its own crafting too
+        out |= {f"transfer:{s}": v for s, v in per.get("transfer", {}).items()}
     return out
 
 
@@ -421,7 +422,7 @@ def finish(data: dict, config: object) -> None:
             for images, attacks in grouped.items()
         ]
         if config.attack == "auto":
-            worst = _worst(model["per_image"]["psnr_clean"], _members(name, model, config))
+            worst = _worst(model["per_image"]["psnr_clean"], _members(model, config))
             model["worst"] = {
                 "members": worst.members,
                 "psnr": worst.psnr,
