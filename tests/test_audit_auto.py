@@ -170,7 +170,7 @@ def test_pgd_is_the_old_fast_path():
     den = tiny_model()
     config = AuditConfig(attack="pgd", steps=3, budgets=(8 / 255,), transfer=False)
     assert config.steps == 3 and AuditConfig(attack="pgd").steps == 10
-    assert AuditConfig().steps == 100 and AuditConfig().attack == "auto"
+    assert AuditConfig().steps == auto.STEPS["auto"] == 25 and AuditConfig().attack == "auto"
     ims = images()
     data = run_audit([AuditModel("tiny", den, 1, "t")], ims, config, progress=False).data
     m = data["models"]["tiny"]
