@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ts_defense import Denoiser, TrainStep, TSConfig, TSSampler, fit, ts_loss
+from ts_defense import (
+    Denoiser,
+    PatchSampler,
+    TrainStep,
+    TSConfig,
+    TSSampler,
+    fit,
+    ts_loss,
+)
 from ts_defense._progress import Progress
 from ts_defense.models import DnCNN
 from ts_defense.training.fit import History
@@ -378,6 +386,36 @@ def test_huge_finite_batch_cannot_poison_batch_norm_statistics():
         step(torch.tensor([[[[1.5410e30, -2.9343e29]]]]))
     after = (*model.parameters(), *model.buffers())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_fit_takes_grey_images_as_the_docstring_says():
+    """A list of (H, W) grey pictures is one channel each, as (1, H, W) and (1, 1, H, W) are."""
+    pictures = [batch(1, 1, 16, seed=k)[0, 0] for k in range(3)]  # (H, W) each
+    cut = {}
+    for name, shaped in {
+        "(H, W)": pictures,
+        "(C, H, W)": [p[None] for p in pictures],
+        "(N, C, H, W)": [torch.stack(pictures)[:, None]],
+    }.items():
+        cut[name] = PatchSampler(shaped, 8, torch.Generator().manual_seed(0))(5)
+    assert cut["(H, W)"].shape == (5, 1, 8, 8)
+    assert torch.equal(cut["(H, W)"], cut["(C, H, W)"])
+    assert torch.equal(cut["(H, W)"], cut["(N, C, H, W)"])
+    history = fit(tiny(), pictures, predicts="clean", steps=2, batch_size=2, patch_size=8)
+    assert len(history.records) == 2
+
+
+@pytest.mark.parametrize(
+    "images, said",
+    [
+        ([torch.rand(16)], r"images\[0\] must be \(H, W\), \(C, H, W\) or \(N, C, H, W\)"),
+        ([torch.rand(1, 1, 1, 16, 16)], r"images\[0\] must be \(H, W\), \(C, H, W\)"),
+        (torch.rand(1, 16, 16), r"images must be a \(N, C, H, W\) tensor or a list of \(H, W\)"),
+    ],
+)
+def test_fit_names_the_image_shapes_it_takes(images, said):
+    with pytest.raises(ValueError, match=said):
+        fit(tiny(), images, predicts="clean", steps=1, patch_size=8, progress=False)
 
 
 class Terminal(io.StringIO):

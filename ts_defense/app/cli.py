@@ -1,6 +1,7 @@
-"""Command line: ``ts-defense demo`` (the main job), ``ts-defense sampler-report``,
-``ts-defense attack``, ``ts-defense transfer``, and ``ts-defense evaluate`` / ``compare`` (audit
-your own denoiser). Noise levels and budgets are in grey levels (0..255) here.
+"""Command line: ``ts-defense demo`` (the main job; ``--from-scratch``: the toy study),
+``ts-defense sampler-report``, ``ts-defense attack``, ``ts-defense transfer``, and
+``ts-defense evaluate`` / ``compare`` (audit your own denoiser). Noise levels and budgets are in
+grey levels (0..255) here.
 
 Every command checks its options and its ``--out`` folder before it computes anything, and
 writes its report as one unit (:mod:`ts_defense.app.output`); a mistake is one line on stderr
@@ -45,11 +46,21 @@ def _sampler_report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.steps is not None:
+        check_positive("--steps", args.steps, integer=True)
+    if not args.from_scratch:
+        from .hardening import main_job
+
+        return main_job(args.out, args.steps, args.seeds or args.seed, args.sigma, args.no_bm3d)
     from .demo import DemoConfig, format_families, format_table, recommendation, run_demo
 
-    check_positive("--steps", args.steps, integer=True)
+    if args.seeds is not None:
+        raise ValueError("--seeds is for the fine-tunes; --from-scratch takes one --seed")
     cfg = DemoConfig(
-        sigma=args.sigma / 255, steps=args.steps, bm3d=not args.no_bm3d, seed=args.seed
+        sigma=(args.sigma or 25.0) / 255,
+        steps=args.steps or DemoConfig.steps,
+        bm3d=not args.no_bm3d,
+        seed=args.seed or 0,
     )
     results = run_demo(args.out, cfg)
     print(format_table(results))
@@ -273,16 +284,34 @@ def _checked(func: object) -> object:
 def build_parser() -> argparse.ArgumentParser:
     from ..attacks import ATTACKS
     from ..models.zoo import MODELS
+    from .hardening import HardeningConfig
 
     attacks, zoo = ", ".join(ATTACKS), ", ".join(MODELS)
     parser = argparse.ArgumentParser(prog="ts-defense", description=DESCRIPTION, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="the main job: Gaussian, TS and robust training, attacked")
+    p = sub.add_parser(
+        "demo", help="the main job: harden the public DnCNN-S-25 (free-hat vs Gaussian), audited"
+    )
     p.add_argument("--out", default="reports/demo", help=OUT_HELP)
-    p.add_argument("--sigma", type=float, default=25.0, help="noise level in 0..255 units")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model")
-    p.add_argument("--no-bm3d", action="store_true", help="leave BM3D out of the transfer")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
+    scratch = "train small DnCNNs from scratch (Gaussian, TS, free-hat) instead: the toy study"
+    p.add_argument("--from-scratch", action="store_true", help=scratch)
+    steps = (
+        f"training steps per model (default: {HardeningConfig.steps} per fine-tune; "
+        f"--from-scratch: its own, 300)"
+    )
+    p.add_argument("--steps", type=int, default=None, help=steps)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="one seed only (default: 0)")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"seeds of the fine-tunes (default: {' '.join(map(str, HardeningConfig.seeds))})",
+    )
+    sigma = "--from-scratch only: noise level, 0..255 (default: 25; the public models are 25)"
+    p.add_argument("--sigma", type=float, default=None, help=sigma)
+    p.add_argument("--no-bm3d", action="store_true", help="--from-scratch only: leave BM3D out")
     p.set_defaults(func=_demo)
     p = sub.add_parser(
         "sampler-report", help="draw every TS family, compare its statistics with the theory"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torch import Tensor
 
 from ..attacks import ATTACKS, BUDGET_UNITS
@@ -305,4 +306,119 @@ def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Te
         fontsize=11,
         color="red" if failed else "black",
     )
+    return fig
+
+
+# -- the main job: the pretrained model before and after its fine-tunes ----------------------
+def before_after_figure(results: Mapping[str, Any]) -> Figure:
+    """Mean PSNR of the pretrained model and of each fine-tune under clean / white-box /
+    transfer, one panel each on its own scale (error bars: sd over seeds); the white-box panel
+    also marks the pass-through reference. ``results``: the main job's record
+    (:func:`ts_defense.app.hardening.run_hardening`)."""
+    cfg, summary = results["config"], results["summary"]
+    eps = f"{cfg['eps'] * 255:g}/255"
+    names = {"pretrained": "pretrained"} | {r: f"{r}\nfine-tune" for r in list(summary)[1:]}
+    colours = ["C7", "C0", "C3"]
+    titles = {
+        "clean": "clean: Gaussian noise only",
+        "white_box": f"white-box PGD {eps} on each model",
+        "transfer": f"PGD {eps} crafted on {cfg['source']}",
+    }
+    fig = Figure(figsize=(12, 4.4), dpi=110, layout="constrained")
+    for ax, (cond, title) in zip(fig.subplots(1, len(titles)), titles.items(), strict=True):
+        for key in [cond, "pass_through"] if cond == "white_box" else [cond]:
+            shown = key == cond
+            for k, (row, colour) in enumerate(zip(summary.values(), colours, strict=False)):
+                x = k if shown else k + 0.3  # the pass-through reference beside its model
+                m, sd = row[key]["mean"], row[key]["sd"] or 0.0
+                ax.errorbar(x, m, yerr=sd, fmt="o" if shown else "x", ms=8, capsize=4, color=colour)
+                ax.annotate(
+                    f"{m:.2f}",
+                    (x, m),
+                    xytext=(9, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=8,
+                    color="k" if shown else "0.4",
+                )
+        ax.set_xticks(range(len(names)), list(names.values()))
+        ax.set_xlim(-0.4, len(names) - 0.1)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("mean PSNR (dB)")
+        ax.grid(alpha=0.3)
+    marks = [  # which points are the pass-through reference (beside each model)
+        Line2D([], [], ls="", marker="o", color="0.3", label="PSNR of the denoised picture"),
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="x",
+            color="0.3",
+            label="f(y)+delta: the denoised picture "
+            "plus the white-box perturbation, passed through unchanged",
+        ),
+    ]
+    fig.legend(handles=marks, loc="outside lower center", ncols=2, fontsize=8)
+    seeds = len(results["runs"])
+    bars = f"error bars: sd over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
+    fig.suptitle(
+        f"{cfg['model']} before and after {cfg['steps']}-step fine-tunes, sigma "
+        f"{cfg['sigma'] * 255:g}/255: mean over {len(cfg['test'])} test pictures ({bars})",
+        fontsize=10,
+    )
+    return fig
+
+
+def paired_gain_figure(results: Mapping[str, Any]) -> Figure:
+    """The robust fine-tune minus the baseline one under clean / white-box / transfer: each
+    seed and picture left of each tick, the mean ± spread right of it."""
+    cfg, diff = results["config"], results["paired"]
+    eps = f"{cfg['eps'] * 255:g}/255"
+    ticks = {
+        "clean": "clean",
+        "white_box": f"white-box PGD {eps}",
+        "transfer": f"transfer from\n{cfg['source']}",
+    }
+    fig = Figure(figsize=(7.5, 4.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(0, color="k", lw=0.8)
+    for x, cond in enumerate(ticks):
+        d = diff[cond]
+        seeds = d["per_seed_and_picture"]
+        for k, (seed, values) in enumerate(seeds.items()):
+            where = x - 0.3 + 0.25 * k / max(len(seeds) - 1, 1)
+            for j, v in enumerate(values):
+                label = f"seed {seed}, {cfg['test'][j]}" if x == 0 else None
+                ax.plot(where, v, "os^dv"[j % 5], color=f"C{k}", ms=6, alpha=0.8, label=label)
+        spread = d["spread"]
+        ax.errorbar(
+            x + 0.1,
+            d["mean"],
+            yerr=spread or 0.0,
+            fmt="D",
+            color="k",
+            ms=9,
+            capsize=6,
+            label=f"mean ± sd over {d['spread_over']}" if x == 0 else None,
+        )
+        text = f"{d['mean']:+.2f}" + ("" if spread is None else f" ± {spread:.2f}")
+        ax.annotate(
+            f"{text} dB",
+            (x + 0.1, d["mean"]),
+            xytext=(12, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_xticks(range(len(ticks)), list(ticks.values()))
+    ax.set_xlim(-0.6, len(ticks) - 0.1)
+    ax.set_ylabel(f"PSNR, {cfg['robust']} minus {cfg['baseline']} fine-tune (dB)")
+    ax.set_title(
+        f"{cfg['robust']} against {cfg['baseline']} fine-tuning of {cfg['model']}, paired\n"
+        f"(same weights, seed, patches, test noise and attack starts; above 0: {cfg['robust']} "
+        f"better)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     return fig

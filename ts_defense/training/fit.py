@@ -63,8 +63,9 @@ class History:
 class PatchSampler:
     """Random ``patch_size`` crops of ``images`` with random flips and 90-degree rotations.
 
-    images: a (N, C, H, W) tensor or a list of (C, H, W) / (N, C, H, W) tensors (sizes may
-    differ; each must be at least ``patch_size`` on both sides). Seeded by ``generator``.
+    images: a (N, C, H, W) tensor or a list of (H, W) (one grey channel) / (C, H, W) /
+    (N, C, H, W) tensors (sizes may differ; each must be at least ``patch_size`` on both sides).
+    Seeded by ``generator``.
     device: where the images are kept and patches are cut (default: the images' device).
     One gather per batch cuts every patch (the flips and rotations are index maps), so a batch
     of 128 costs the same few operations on a GPU as a batch of 1.
@@ -79,13 +80,23 @@ class PatchSampler:
     ) -> None:
         check_positive("patch_size", patch_size, integer=True)
         if isinstance(images, Tensor):
+            if images.dim() != 4:  # one (C, H, W) tensor could as well be N grey images
+                raise ValueError(
+                    f"images must be a (N, C, H, W) tensor or a list of (H, W) / (C, H, W) / "
+                    f"(N, C, H, W) tensors, got a tensor of shape {tuple(images.shape)}"
+                )
             images = list(check_images(images, "images"))
         if not isinstance(images, Sequence) or isinstance(images, str) or not images:
             raise TypeError("images must be a (N, C, H, W) tensor or a non-empty list of images")
         checked = []
         for i, item in enumerate(images):
-            if isinstance(item, Tensor) and item.dim() == 3:
-                item = item[None]
+            if isinstance(item, Tensor) and item.dim() in (2, 3):
+                item = item[(None,) * (4 - item.dim())]  # (H, W) is one grey channel
+            elif isinstance(item, Tensor) and item.dim() != 4:
+                raise ValueError(
+                    f"images[{i}] must be (H, W), (C, H, W) or (N, C, H, W), got shape "
+                    f"{tuple(item.shape)}"
+                )
             for img in check_images(item, f"images[{i}]"):  # a (N, C, H, W) entry gives N
                 if min(img.shape[-2:]) < patch_size:
                     raise ValueError(
@@ -156,8 +167,9 @@ def fit(
 
     predicts: what a bare ``nn.Module`` outputs, required: ``"noise"`` (a residual network
         such as DnCNN) or ``"clean"``; a :class:`Denoiser` carries it (and ``noise_level``).
-    images: in image units (values above twice the config's ``data_range``, 0..255 images,
-        are refused), cast to the model's dtype.
+    images: a (N, C, H, W) tensor or a list of (H, W) (grey) / (C, H, W) / (N, C, H, W)
+        tensors, in image units (values above twice the config's ``data_range``, 0..255
+        images, are refused), cast to the model's dtype.
     config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
     recipe: a name of ``ts_defense.training.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
         ``"ts-hat"``, ``"free-hat"``, ...) or a resolved ``Recipe``; ``adversarial`` refines its
