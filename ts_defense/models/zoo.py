@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import optional_import
+from .._registry import Registry
 from ..data import shared_data_dir
 from .denoiser import Denoiser
 from .dncnn import load_dncnn
@@ -172,11 +173,14 @@ DNCNN_FILES = {
     "kair-dncnn-25": "kair_dncnn_25.pth",
 }
 WEIGHTS_OF = {**DNCNN_FILES, "pnp-hqs-dncnn-b": "DnCNN-B.pth"}  # model name -> file of SOURCES
-MODELS: dict[str, Builder] = {
-    **{name: partial(_dncnn, filename) for name, filename in DNCNN_FILES.items()},
-    "pnp-hqs-dncnn-b": _pnp_dncnn_b,
-    "bm3d": lambda data_dir: Denoiser(BM3D(), predicts="clean", noise_level="argument"),
-}
+MODELS: Registry[Builder] = Registry(
+    "model",
+    {
+        **{name: partial(_dncnn, filename) for name, filename in DNCNN_FILES.items()},
+        "pnp-hqs-dncnn-b": _pnp_dncnn_b,
+        "bm3d": lambda data_dir: Denoiser(BM3D(), predicts="clean", noise_level="argument"),
+    },
+)
 
 
 def model_source(name: str) -> str:
@@ -188,17 +192,13 @@ def model_source(name: str) -> str:
 
 
 def register_model(name: str, builder: Builder) -> None:
-    """Add a named model: ``builder(data_dir)`` returns a :class:`Denoiser`."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    """Add (or replace) a named model: ``builder(data_dir)`` returns a :class:`Denoiser`."""
     if not callable(builder):
         raise TypeError(f"builder must be callable, got {type(builder).__name__}")
-    MODELS[name] = builder
+    MODELS.register(name, builder, replace=True)
 
 
 def load_model(name: str, data_dir: str | Path | None = None) -> Denoiser:
     """The denoiser called ``name`` (see ``MODELS``); weights come from ``data_dir``, the cache
     folder or the shared data folder (see :func:`weights_file`)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](None if data_dir is None else Path(data_dir))
+    return MODELS.lookup(name)(None if data_dir is None else Path(data_dir))
