@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,81 +22,61 @@ from ts_defense.training.adversarial import Adversarial
 from ts_defense.training.recipes import make_recipe
 
 GREY = 255.0
-SIGMA_TYPES = ("constant", "random", "choice")
+# option files' sigma_type (Restormer's Dataset_GaussianDenoising) -> SigmaSchedule kind
+SIGMA_TYPES = {"constant": "fixed", "random": "range", "choice": "choice"}
 # The sampler needs sigma > 0; a range such as Restormer's [0, 50] may draw 0, which becomes a
 # thousandth of a grey level (invisible after 8-bit quantisation).
 MIN_SIGMA = 1e-3 / GREY
 
 
-def grey_level(key: str, value: object) -> float:
-    """One sigma in grey levels (0..255), checked for the units."""
+def grey_level(key: str, value: object, what: str = "sigma") -> float:
+    """One ``what`` (``"sigma"`` or ``"eps"``) in grey levels (0..255), checked for the units."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{key} must be a number of grey levels (0..255), got {value!r}")
+        raise TypeError(f"{key} must be a finite number of grey levels (0..255), got {value!r}")
     if value < 0 or value > GREY:
-        raise ValueError(f"{key}={value!r} is outside 0..255 (sigma is given in grey levels)")
+        raise ValueError(f"{key}={value!r} is outside 0..255 ({what} is given in grey levels)")
     if 0 < value < 1:
+        example = 25 if what == "sigma" else 8
         raise ValueError(
-            f"{key}={value!r} looks like [0, 1] units: BasicSR and KAIR options give sigma in "
-            f"grey levels 0..255 (write 25, not 25/255 = {25 / 255:.3f})"
+            f"{key}={value!r} looks like [0, 1] units: BasicSR and KAIR options give {what} in "
+            f"grey levels 0..255 (write {example}, not {example}/255 = {example / GREY:.3f})"
         )
     return float(value)
 
 
-@dataclass(frozen=True)
-class GreySigma:
-    """Nominal sigma per sample as option files give it: ``constant``, ``random`` in a range,
-    or a ``choice`` among values (the keys of Restormer's ``Dataset_GaussianDenoising``).
-    ``values`` are stored in image units ([0, 1]); the sampler draws them with the shared
-    :class:`~ts_defense.noise.sigma.SigmaSchedule` (:attr:`schedule`)."""
-
-    kind: str
-    values: tuple[float, ...]
-
-    @classmethod
-    def parse(cls, key: str, value: object, sigma_type: str | None = None) -> GreySigma:
-        """``value`` in grey levels; ``sigma_type`` defaults to constant (number) or random."""
-        if sigma_type is None:
-            sigma_type = "constant" if isinstance(value, (int, float)) else "random"
-        check_choice(f"{key.rsplit('.', 1)[0]}.sigma_type", sigma_type, SIGMA_TYPES)
-        if sigma_type == "constant":
-            grey = [grey_level(key, value)]
-        elif not isinstance(value, Sequence) or isinstance(value, str) or len(value) < 1:
-            raise TypeError(
-                f"{key} must be a list of grey levels for {sigma_type!r}, got {value!r}"
-            )
-        else:
-            grey = [grey_level(f"{key}[{i}]", v) for i, v in enumerate(value)]
-        if sigma_type == "random" and (len(grey) != 2 or not grey[0] < grey[1]):
-            raise ValueError(f"{key}={list(value)!r} must be a range [low, high] with low < high")
-        if max(grey) == 0:
-            raise ValueError(f"{key}={value!r}: sigma must be > 0")
-        return cls(sigma_type, tuple(v / GREY for v in grey))
-
-    @property
-    def top(self) -> float:
-        return max(self.values)
-
-    @property
-    def schedule(self) -> SigmaSchedule:
-        """The sampler's sigma schedule (image units); draws of 0 become ``MIN_SIGMA``."""
-        kind = {"constant": "fixed", "random": "range", "choice": "choice"}[self.kind]
-        return SigmaSchedule(kind, self.values, MIN_SIGMA if min(self.values) == 0 else 0.0)
-
-    def draw(self, batch: int, gen: torch.Generator) -> Tensor:
-        """``batch`` nominal sigmas in image units, drawn with ``gen`` (:attr:`schedule`)."""
-        return self.schedule.draw(batch, gen)
+def grey_sigma(key: str, value: object, sigma_type: str | None = None) -> SigmaSchedule:
+    """The nominal sigma as option files give it, in grey levels, as the sampler's schedule (in
+    image units; draws of 0 become ``MIN_SIGMA``). ``sigma_type`` (Restormer's key: constant,
+    random in a range, or a choice among values) defaults to constant for a number, else
+    random."""
+    if sigma_type is None:
+        sigma_type = "constant" if isinstance(value, (int, float)) else "random"
+    check_choice(f"{key.rsplit('.', 1)[0]}.sigma_type", sigma_type, tuple(SIGMA_TYPES))
+    if sigma_type == "constant":
+        grey = [grey_level(key, value)]
+    elif not isinstance(value, Sequence) or isinstance(value, str) or len(value) < 1:
+        raise TypeError(f"{key} must be a list of grey levels for {sigma_type!r}, got {value!r}")
+    else:
+        grey = [grey_level(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    if sigma_type == "random" and (len(grey) != 2 or not grey[0] < grey[1]):
+        raise ValueError(f"{key}={list(value)!r} must be a range [low, high] with low < high")
+    if max(grey) == 0:
+        raise ValueError(f"{key}={value!r}: sigma must be > 0")
+    floor = MIN_SIGMA if min(grey) == 0 else 0.0
+    return SigmaSchedule(SIGMA_TYPES[sigma_type], tuple(v / GREY for v in grey), floor)
 
 
 def sampler_from_options(
-    block: object, key: str = "ts", sigma: GreySigma | None = None, seed: int = 0
-) -> tuple[TSSampler, GreySigma]:
+    block: object, key: str = "ts", sigma: SigmaSchedule | None = None, seed: int = 0
+) -> TSSampler:
     """Build the sampler from a ``ts`` options block; errors name ``key`` and the option.
 
     The block holds :class:`TSConfig` options (``p_ood``, ``families`` with nested blocks such
     as ``{local: {weight: 1, window: 4}}``, ...) plus ``sigma`` (grey levels)
     with ``sigma_type``, and ``seed`` (default ``seed``). Where the framework's own options
-    already give sigma (a dataset's ``sigma_range``), pass it as ``sigma`` and the block must not
-    repeat it. The sampler draws the nominal sigma itself, with ``sigma.schedule``.
+    already give sigma (a dataset's ``sigma_range``, read with :func:`grey_sigma`), pass it as
+    ``sigma`` and the block must not repeat it. The sampler draws the nominal sigma itself
+    (``sampler.config.sigma_schedule``).
     """
     if block is None:
         block = {}
@@ -121,21 +100,21 @@ def sampler_from_options(
     if sigma is None:
         if "sigma" not in opts:
             raise ValueError(f"{key}.sigma is required: the nominal sigma in grey levels, e.g. 25")
-        sigma = GreySigma.parse(f"{key}.sigma", opts.pop("sigma"), opts.pop("sigma_type", None))
+        sigma = grey_sigma(f"{key}.sigma", opts.pop("sigma"), opts.pop("sigma_type", None))
     elif "sigma" in opts or "sigma_type" in opts:
         raise ValueError(f"{key}.sigma is set by the dataset options here; remove it from {key}")
     seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
     try:
-        config = TSConfig.from_dict({**opts, "sigma": sigma.schedule})
+        config = TSConfig.from_dict({**opts, "sigma": sigma})
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
-    return TSSampler(config, seed=seed), sigma
+    return TSSampler(config, seed=seed)
 
 
 def training_from_options(
     block: object, key: str = "ts", seed: int = 0
-) -> tuple[TSSampler, GreySigma, Adversarial | None]:
-    """A model's ``ts`` block -> sampler, sigma and adversarial share (None without one).
+) -> tuple[TSSampler, Adversarial | None]:
+    """A model's ``ts`` block -> sampler and adversarial share (None without one).
 
     Besides the sampler's options the block takes ``recipe`` (a name of
     ``ts_defense.training.recipes.RECIPES``, default ``"ts"``), ``adversarial`` (the share's
@@ -157,12 +136,12 @@ def training_from_options(
     if not isinstance(compile, bool):
         raise TypeError(f"{key}.compile must be true or false, got {shown(compile)}")
     seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
-    sampler, sigma = sampler_from_options(opts, key, seed=seed)
+    sampler = sampler_from_options(opts, key, seed=seed)
     try:
         plan = make_recipe(recipe, sampler.config, adversarial)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
-    return TSSampler(plan.config, seed=seed, compile=compile), sigma, plan.perturbation(seed)
+    return TSSampler(plan.config, seed=seed, compile=compile), plan.perturbation(seed)
 
 
 def grey_budget(key: str, value: object) -> float | tuple[float, float]:
@@ -170,24 +149,14 @@ def grey_budget(key: str, value: object) -> float | tuple[float, float]:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
             raise ValueError(f"{key} must be a number or [low, high] in grey levels, got {value!r}")
-        return tuple(grey_level(f"{key}[{i}]", v) / GREY for i, v in enumerate(value))
-    return grey_level(key, value) / GREY
+        return tuple(grey_level(f"{key}[{i}]", v, "eps") / GREY for i, v in enumerate(value))
+    return grey_level(key, value, "eps") / GREY
 
 
 def draw_noisy(sampler: TSSampler, clean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """TS-noisy ``clean`` with per-sample nominal sigma: ``(noisy, sigma (B,), ood (B,))``."""
     draw = sampler.draw(clean)
     return draw.noisy, draw.sigma, draw.ood
-
-
-def load_sampler_state(sampler: TSSampler, state: object) -> None:
-    """``sampler.load_state_dict(state)`` for a state the adapters saved. Earlier versions drew
-    sigma themselves and saved the schedule's top as the config's ``sigma``: such a state is
-    read as saved under this sampler's schedule (strict on everything else)."""
-    config = state.get("config") if isinstance(state, Mapping) else None
-    if isinstance(config, Mapping) and config.get("sigma") == sampler.config.sigma_schedule.top:
-        state = {**state, "config": {**config, "sigma": sampler.config.to_dict()["sigma"]}}
-    sampler.load_state_dict(state)  # type: ignore[arg-type]
 
 
 def worker_sampler(cache: dict[int, TSSampler], config: TSConfig) -> TSSampler:

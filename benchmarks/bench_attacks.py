@@ -6,10 +6,14 @@ against plain 10-step PGD on the same images, both with their evaluation.
     python benchmarks/bench_attacks.py            # DnCNN-17 (64 features), 2x1x48x48, 10 steps
     python benchmarks/bench_attacks.py --smoke    # tiny model and input, checks the script runs
     python benchmarks/bench_attacks.py --ensemble-only --ensemble-steps 100
+    python benchmarks/bench_attacks.py --audit-only   # ts-defense evaluate: --attack auto / pgd
 
 Target: the attack within 1.05x of the bare loop; crafting time proportional to the number of
 sources (one attack each), not to sources x targets; the ensemble near its count of passes,
-``4 * (steps + 1)`` forward + backward passes against PGD's 10.
+``4 * (steps + 1)`` forward + backward passes against PGD's 10. The audit part times what a
+user pays: ``run_audit`` (the engine of ``ts-defense evaluate``) on DnCNN-S-25 with its defaults
+under ``--attack auto`` and ``--attack pgd`` on the same bundled images, with each one's run-time
+estimate, its attacked PSNR at the largest budget and (auto) the worst case.
 """
 
 from __future__ import annotations
@@ -134,6 +138,44 @@ def ensemble_cost(net, source, shape, steps, ensemble_steps, rounds):
     ]
 
 
+def audit_cost(count, size, steps=None):
+    """``run_audit`` under ``--attack pgd`` and ``--attack auto`` (defaults otherwise; ``steps``
+    for both when given) on the first ``count`` bundled images at ``size`` x ``size``,
+    DnCNN-S-25: seconds (one round each: the auto audit is long), the estimate the command
+    prints, PSNR at the largest budget and the worst case."""
+    from ts_defense.app.audit import AuditConfig, AuditModel, estimate_seconds, run_audit
+    from ts_defense.data import BUNDLED, bundled_images
+    from ts_defense.models.zoo import load_model
+
+    names = BUNDLED[:count]
+    images = [(n, x[None]) for n, x in zip(names, bundled_images(names, size=size), strict=True)]
+    model = AuditModel("dncnn-s-25", load_model("dncnn-s-25"), 1, "zoo")
+    rows = {}
+    for attack in ("pgd", "auto"):
+        config = AuditConfig(attack=attack, steps=steps)
+        estimate = estimate_seconds([model], images, config)
+        t0 = time.perf_counter()
+        data = run_audit([model], images, config, progress=False).data
+        seconds = time.perf_counter() - t0
+        mean = data["models"]["dncnn-s-25"]["mean"]
+        key = "apgd" if attack == "auto" else "pgd"
+        rows[attack] = (config, estimate, seconds, mean[key]["8"]["psnr"], mean.get("worst"))
+    base = rows["pgd"][2]
+    lines = [
+        f"\nAudit (run_audit, DnCNN-S-25, {count} bundled images {size}x{size}, defaults: "
+        "budgets 2 4 8, ObsAtk 5, transfer from both public DnCNN-25s), one run each:\n",
+        "| --attack | steps | estimate s | s | / pgd | L-inf @8 dB | worst case dB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for attack, (config, estimate, seconds, at8, worst) in rows.items():
+        shown = "" if worst is None else f"{worst:.3f}"
+        lines.append(
+            f"| {attack} | {config.steps} | {estimate:.0f} | {seconds:.1f} | {seconds / base:.1f} "
+            f"| {at8:.3f} | {shown} |"
+        )
+    return lines
+
+
 def make_dncnn(seed, depth, features):
     torch.manual_seed(seed)
     return DnCNN(depth=depth, features=features).eval()
@@ -146,7 +188,16 @@ if __name__ == "__main__":
     ap.add_argument("--ensemble-steps", type=int, default=100, help="APGD iterations of auto")
     ap.add_argument("--ensemble-rounds", type=int, default=3)
     ap.add_argument("--ensemble-only", action="store_true", help="time only the ensemble")
+    ap.add_argument("--audit-only", action="store_true", help="time only the audit's two modes")
+    ap.add_argument("--audit-images", type=int, default=2, help="bundled images of the audit")
+    ap.add_argument("--audit-size", type=int, default=32, help="their side in pixels")
     args = ap.parse_args()
+    if args.audit_only or args.smoke:
+        shape = (1, 16) if args.smoke else (args.audit_images, args.audit_size)
+        lines = audit_cost(*shape, steps=2 if args.smoke else None)
+        print("\n".join([f"Machine: {machine()}.", *lines]))
+        if args.audit_only:
+            sys.exit(0)
     ensemble_steps, ensemble_rounds = args.ensemble_steps, args.ensemble_rounds
     if args.smoke:
         depth, features, shape, steps, rounds = 3, 8, (2, 1, 16, 16), 3, 3

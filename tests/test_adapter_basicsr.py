@@ -1,6 +1,8 @@
 """BasicSR adapter: BasicSR's real training pipeline on CPU with the TS model and dataset."""
 
 import copy
+import math
+import os
 import re
 import subprocess
 import sys
@@ -195,7 +197,11 @@ def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, mes
             r"ts: families\.local\.band=\(0\.4, 0\.2\) must satisfy",
         ),
         ({"sigma": 25, "recipe": "pgd"}, r"ts: unknown recipe 'pgd'"),
-        ({"sigma": 25, "recipe": "hat", "adversarial": {"eps": 0.03}}, r"adversarial\.eps"),
+        (
+            {"sigma": 25, "recipe": "hat", "adversarial": {"eps": 0.03}},
+            r"ts\.adversarial\.eps=0\.03 looks like \[0, 1\] units: BasicSR and KAIR options give "
+            r"eps in grey levels 0\.\.255 \(write 8, not 8/255 = 0\.031\)",
+        ),
         ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial share"),
         ({"sigma": 25, "compile": "yes"}, r"ts\.compile must be true or false, got 'yes'"),
     ],
@@ -267,6 +273,12 @@ def _ignored_ts_cases():
             r"^ts: families\.radial\.band=\(0\.4, 0\.2\)",
         ),
         ({"ts": None}, r"^ts\.sigma is required"),  # TSModel without its block
+        (
+            {"network_g": {"type": "RIDNet", "ts": {"sigma": 25}}, "ts": None},
+            r"^network_g\.ts: a ts block is read only at the top level or under datasets\.<phase>, "
+            r"not under network_g; move it to the top level \(read by model_type TSModel\)",
+        ),
+        ({"train": {"ts": {"sigma": 25}}, "ts": None}, r"^train\.ts: a ts block is read only"),
         (
             {**sr, "ts": None, "datasets": {"train": {"sigma_range": 0.1}}},
             r"^datasets\.train\.sigma_range=0\.1 looks like \[0, 1\] units",
@@ -341,10 +353,121 @@ def test_launcher_refuses_with_the_same_check(image_dirs, tmp_path):
     opt_file.write_text(yaml.safe_dump(dict(_options(image_dirs, "no"), model_type="SRModel")))
     cmd = [sys.executable, "-m", "ts_defense.adapters.basicsr", "-opt", str(opt_file)]
     run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 1
+    assert run.returncode == 2 and run.stderr.count("\n") == 1
     assert run.stderr.strip().splitlines()[-1] == (
         "python -m ts_defense.adapters.basicsr: error: ts: model_type 'SRModel' ignores the ts "
         "block; use model_type TSModel (or a registered ts_model(...) class), or TS noise in the "
         "data loader (datasets.train.type TSGaussianDenoisingDataset with its own ts block)"
     )
     assert not (tmp_path / "experiments").exists() and "Version Information" not in run.stdout
+
+
+def _refused_by_launcher(tmp_path, capsys, text: str) -> str:
+    """The launcher's one-line refusal of an option file (exit 2, before BasicSR starts)."""
+    from ts_defense.adapters.basicsr.__main__ import main
+
+    (tmp_path / "o.yml").write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        main(["-opt", str(tmp_path / "o.yml")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("python -m ts_defense.adapters.basicsr: error: "), err
+    assert not (tmp_path / "experiments").exists()
+    return err
+
+
+def _example_text(image_dirs, edit) -> str:
+    opt = _options(image_dirs, "bad")
+    edit(opt)
+    return yaml.safe_dump(opt)
+
+
+def _misplace(opt, under):
+    opt[under]["ts"] = opt.pop("ts")
+
+
+@pytest.mark.parametrize(
+    ("edit", "text", "message"),
+    [
+        (lambda o: _misplace(o, "network_g"), None, r"error: network_g\.ts: a ts block is read "),
+        (lambda o: _misplace(o, "train"), None, r"error: train\.ts: a ts block is read only"),
+        (
+            lambda o: o["ts"].update(recipe="hat", adversarial={"eps": 0.03}, p_ood=0.0),
+            None,
+            r"ts\.adversarial\.eps=0\.03 looks like \[0, 1\] units: .* give eps in grey levels",
+        ),
+        (
+            lambda o: o["ts"].update(p_ood=math.nan),
+            None,
+            r"ts: p_ood must lie in \[0, 1\], got nan",
+        ),
+        (lambda o: o["ts"].update(bogus=1), None, r"ts: unknown TS option\(s\) 'bogus'"),
+        (
+            lambda o: None,
+            lambda t: t.replace("  sigma: 25\n", "  sigma: 0.1\n  sigma: 25\n", 1),
+            r"-opt \S+o\.yml: ts\.sigma is given twice \(0\.1, then 25\); keep one",
+        ),
+        (
+            lambda o: None,
+            lambda t: t.replace("name: bad", "name: " + "[" * 100_000 + "]" * 100_000),
+            r"-opt \S+o\.yml: options nested deeper than 32 levels \(line \d+, column \d+\)$",
+        ),
+    ],
+    ids=["network_g", "train", "eps", "nan", "unknown", "repeated", "deep"],
+)
+def test_launcher_refuses_bad_option_files_in_one_line(
+    image_dirs, tmp_path, capsys, edit, text, message
+):
+    body = _example_text(image_dirs, edit)
+    err = _refused_by_launcher(tmp_path, capsys, body if text is None else text(body))
+    assert re.search(message, err.strip()), err
+
+
+@pytest.mark.slow
+def test_launcher_without_basicsr_says_how_to_install_it(tmp_path):
+    """Issue 28.3: one line naming what is missing, not a 12-line traceback."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'basicsr':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    cmd = [sys.executable, "-m", "ts_defense.adapters.basicsr", "-opt", "o.yml"]
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr == (
+        "python -m ts_defense.adapters.basicsr: error: ts_defense.adapters.basicsr needs BasicSR, "
+        'which is not installed: pip install "ts-defense[basicsr]"\n'
+    ), run.stderr[-2000:]
+
+
+def test_import_without_basicsr_raises_one_line(monkeypatch):
+    from ts_defense.adapters._launch import missing
+
+    err = ModuleNotFoundError("No module named 'cv2'", name="cv2")
+    line = r"^ts_defense\.adapters\.basicsr needs BasicSR, which cannot be imported \(No module "
+    with pytest.raises(ModuleNotFoundError, match=line + r"named 'cv2'\): pip install") as info:
+        missing(err, "ts_defense.adapters.basicsr", "BasicSR", 'pip install "ts-defense[basicsr]"')
+    assert info.value.name == "cv2"
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "ts_defense.adapters.basicsr"])
+    with pytest.raises(SystemExit) as stop:  # the launcher: exit 2, the same line on stderr
+        missing(err, "ts_defense.adapters.basicsr", "BasicSR", 'pip install "ts-defense[basicsr]"')
+    assert stop.value.code == 2
+
+
+def test_user_train_py_refuses_a_repeated_key(image_dirs, tmp_path, monkeypatch):
+    """BasicSR's own parse_options reads with the same loader: a repeated key is refused there
+    too (by its path), not silently taken as the last."""
+    from basicsr.train import train_pipeline
+
+    text = yaml.safe_dump(_options(image_dirs, "repeated"))
+    (tmp_path / "opt.yml").write_text(
+        text.replace("  p_ood: 0.5\n", "  p_ood: 0.0\n  p_ood: 0.5\n")
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-opt", str(tmp_path / "opt.yml")])
+    with pytest.raises(SystemExit, match=r"^train\.py: error: options: ts\.p_ood is given twice"):
+        train_pipeline(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yml"]

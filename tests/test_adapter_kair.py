@@ -7,6 +7,7 @@ on ``sys.path``, which must not leak into the other tests.
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -105,17 +106,6 @@ def test_launcher_trains_adversarial_recipes(workdir, recipe):
     assert "TS training finished: stopped after 6 steps" in out
 
 
-def test_adversarial_recipe_needs_a_plain_model(workdir):
-    options = tiny_options(workdir, "ffdnet-hat", model="ts_plain2")
-    opt = read_options(options)
-    opt["ts"].update(recipe="hat", p_ood=0.0)
-    options.write_text(json.dumps(opt))
-    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
-    run = subprocess.run([*cmd, "--opt", str(options), "--max-steps", "2"], cwd=workdir,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert run.returncode != 0 and "ts_plain2" in run.stdout + run.stderr
-
-
 def test_launcher_trains_ffdnet_with_nominal_sigma_in_c(workdir):
     options = tiny_options(workdir, "ffdnet", model="ts_plain2")
     opt = read_options(options)
@@ -183,11 +173,159 @@ def test_datasets_swap_kair_noise_for_ts_noise_on_the_standin(workdir):
         ({"sigma": 25, "compile": 1}, r"ts\.compile must be true or false, got 1"),
     ],
 )
-def test_launcher_rejects_bad_ts_options_naming_the_key(workdir, ts, message):
-    options = tiny_options(workdir, "bad", ts=ts)
+def test_launcher_rejects_bad_ts_options_naming_the_key(workdir, ts, message, capsys):
+    assert re.search(message, refused(tiny_options(workdir, "bad", ts=ts), capsys))
+
+
+PROG = "python -m ts_defense.adapters.kair"
+
+
+def refused(options: Path, capsys) -> str:
+    """The launcher's one-line refusal of ``options``: exit 2 before KAIR is on ``sys.path``
+    (in this process: nothing of KAIR may leak into the other tests) or any folder exists."""
+    from ts_defense.adapters.kair.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--kair-root", str(STANDIN), "--opt", str(options), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith(f"{PROG}: error: ")
+    assert str(STANDIN) not in sys.path and not (options.parent / "out" / "bad").exists()
+    return err
+
+
+def _edited(workdir: Path, edit, text=None) -> Path:
+    """The tiny option file after ``edit(opt)`` (or with ``text(json_text)`` applied)."""
+    path = tiny_options(workdir, "bad")
+    opt = read_options(path)
+    edit(opt)
+    path.write_text(json.dumps(opt) if text is None else text(json.dumps(opt)))
+    return path
+
+
+def _misplace(opt, under):
+    opt[under]["ts"] = opt.pop("ts")
+
+
+def _ts_dataset(opt, **train):
+    """KAIR's own model with TS noise in its data loader."""
+    opt.pop("ts")
+    opt["model"] = "plain"
+    opt["datasets"]["train"].update(dataset_type="ts_dncnn", **train)
+
+
+def _adversarial_ffdnet(opt):
+    opt["model"] = "ts_plain2"
+    opt["ts"].update(recipe="hat", p_ood=0.0)  # a recipe without TS refuses p_ood > 0
+
+
+BAD_OPTION_FILES = {  # issue 29.5-6: each of these gave a KAIR traceback, or trained anyway
+    "unknown ts key": (
+        lambda o: o["ts"].update(bogus=1),
+        None,
+        r"ts: unknown TS option\(s\) 'bogus'",
+    ),
+    "sigma in image units": (
+        lambda o: o["ts"].update(sigma=0.1),
+        None,
+        r"ts\.sigma=0\.1 looks like \[0, 1\] units",
+    ),
+    "NaN p_ood": (
+        lambda o: o["ts"].update(p_ood=math.nan),
+        None,
+        r"ts: p_ood must lie in \[0, 1\], got nan",
+    ),
+    "infinite sigma": (
+        lambda o: o["ts"].update(sigma=math.inf),
+        None,
+        r"ts\.sigma must be a finite number",
+    ),
+    "ts under netG": (
+        lambda o: _misplace(o, "netG"),
+        None,
+        r"netG\.ts: a ts block is read only at the top level or under datasets\.<phase>, not "
+        r"under netG; move it to the top level \(read by model ts_plain or ts_plain2\)",
+    ),
+    "ts under train": (lambda o: _misplace(o, "train"), None, r"train\.ts: a ts block is read"),
+    "model plain with a top-level ts": (
+        lambda o: o.update(model="plain"),
+        None,
+        r"ts: model 'plain' ignores the ts block",
+    ),
+    "a repeated key": (
+        lambda o: None,
+        lambda t: t.replace('"sigma": 25', '"sigma": 0.1, "sigma": 25', 1),
+        r"--opt \S+bad\.json: ts\.sigma is given twice \(0\.1, then 25\); keep one",
+    ),
+    "nested 100,000 deep": (
+        lambda o: None,
+        lambda t: t.replace('"task": "bad"', '"task": ' + "[" * 100_000 + "]" * 100_000),
+        r"--opt \S+bad\.json: options nested deeper than 32 levels",
+    ),
+    "adversarial eps in image units": (
+        lambda o: o["ts"].update(recipe="hat", adversarial={"eps": 0.03}, p_ood=0.0),
+        None,
+        r"ts\.adversarial\.eps=0\.03 looks like \[0, 1\] units: BasicSR and KAIR options give "
+        r"eps in grey levels 0\.\.255 \(write 8, not 8/255 = 0\.031\)",
+    ),
+    "ts in the test phase": (
+        lambda o: o["datasets"]["test"].update(dataset_type="ts_dncnn", ts={"p_ood": 1}),
+        None,
+        r"datasets\.test\.ts: the test phase ignores the ts block",
+    ),
+    "ts for a KAIR dataset": (
+        lambda o: o["datasets"]["train"].update(ts={"p_ood": 1}),
+        None,
+        r"datasets\.train\.ts: dataset_type 'dncnn' ignores the ts block",
+    ),
+    "dataset ts under a TS model": (
+        lambda o: o["datasets"]["train"].update(dataset_type="ts_dncnn", ts={"p_ood": 1}),
+        None,
+        r"datasets\.train\.ts: model 'ts_plain' ignores the dataset's ts block",
+    ),
+    "dataset sigma in image units": (
+        lambda o: _ts_dataset(o, sigma=0.1),
+        None,
+        r"datasets\.train\.sigma=0\.1 looks like \[0, 1\] units",
+    ),
+    "adversarial ts_plain2": (
+        _adversarial_ffdnet,
+        None,
+        r"ts\.recipe: adversarial recipes train models called as netG\(L\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTION_FILES))
+def test_launcher_refuses_bad_option_files_in_one_line(workdir, case, capsys):
+    edit, text, message = BAD_OPTION_FILES[case]
+    err = refused(_edited(workdir, edit, text), capsys)
+    assert re.search(message, err), err
+
+
+@pytest.mark.slow
+def test_launcher_refuses_a_deep_file_without_a_traceback(workdir):
+    """The whole command, as a user runs it (``RecursionError`` was the traceback)."""
+    path = _edited(workdir, lambda o: None, lambda t: "[" * 100_000 + "]" * 100_000)
     cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
-    run = subprocess.run(cmd + ["--opt", str(options)], capture_output=True, text=True, cwd=workdir)
-    assert run.returncode != 0 and re.search(message, run.stderr), run.stderr[-2000:]
+    run = subprocess.run([*cmd, "--opt", str(path)], capture_output=True, text=True, cwd=workdir)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr == f"{PROG}: error: --opt {path}: options nested deeper than 32 levels\n"
+
+
+@pytest.mark.slow
+def test_launcher_names_what_a_kair_checkout_cannot_import(workdir, tmp_path):
+    """A KAIR checkout whose requirements are not installed: one line, KAIR's install line."""
+    for name in ("main_train_psnr.py", "models/select_model.py", "data/select_dataset.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / "data" / "select_dataset.py").write_text("import no_such_kair_requirement\n")
+    options = tiny_options(workdir, "noreq")
+    cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(tmp_path)]
+    run = subprocess.run([*cmd, "--opt", str(options)], capture_output=True, text=True, cwd=workdir)
+    assert run.returncode == 2 and run.stderr == (
+        f"{PROG}: error: KAIR at {tmp_path} cannot be imported (No module named "
+        f"'no_such_kair_requirement'): pip install -r {tmp_path / 'requirement.txt'}\n"
+    ), run.stderr[-2000:]
 
 
 def test_kair_root_must_be_a_checkout(tmp_path):
@@ -217,7 +355,8 @@ def test_kair_plain_model_with_ts_dataset_trains_stops_and_resumes_on_cpu(workdi
     opt.pop("ts")
     opt["train"]["G_optimizer_reuse"] = True
     for d in opt["datasets"].values():
-        d.update(dataset_type="ts_dncnn", ts={"p_ood": 0.5})
+        d.update(dataset_type="ts_dncnn")
+    opt["datasets"]["train"]["ts"] = {"p_ood": 0.5}  # the test phase would ignore one
     options.write_text(json.dumps(opt))
     models = workdir / "out" / "plain" / "models"
     out = launch(STANDIN, options, 10, workdir)
@@ -229,8 +368,18 @@ def test_kair_plain_model_with_ts_dataset_trains_stops_and_resumes_on_cpu(workdi
 
 def test_launcher_flags_are_checked_in_one_line(workdir):
     cmd = [sys.executable, "-m", "ts_defense.adapters.kair", "--kair-root", str(STANDIN)]
+    options = ["--opt", str(tiny_options(workdir, "flags"))]
     for extra, message in ((["--max-steps", "9" * 400], "--max-steps must be an int below"),
                            (["--max-step", "3"], "")):  # fmt: skip
-        run = subprocess.run(cmd + extra, capture_output=True, text=True, cwd=workdir, timeout=120)
+        run = subprocess.run(cmd + options + extra, capture_output=True, text=True, cwd=workdir,
+                             timeout=120)  # fmt: skip
         assert run.returncode != 0 and message in run.stderr, run.stderr[-2000:]
         assert "Traceback" not in run.stderr
+
+
+def test_launcher_needs_the_option_file(capsys):
+    from ts_defense.adapters.kair.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--kair-root", str(STANDIN)])
+    assert stop.value.code == 2 and "arguments are required: --opt" in capsys.readouterr().err

@@ -5,6 +5,7 @@ files and their numbers; one-line refusals of bad input; one set of units; --hel
 import json
 import math
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -12,14 +13,14 @@ import torch
 from PIL import Image
 
 from ts_defense import Denoiser
-from ts_defense.app.audit.images import per_image, prepare
+from ts_defense.app.audit.images import Picture, choose_tiles, per_image
 from ts_defense.app.cli import build_parser, main
 from ts_defense.attacks import DenoisingPGD, L2DenoisingPGD, ObsAtk
 from ts_defense.evaluation.metrics import psnr
 from ts_defense.models import DnCNN
 from ts_defense.models.zoo import SOURCES, weights_file
 
-FAST = ["--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
+FAST = ["--attack", "pgd", "--steps", "1", "--eps", "4", "8", "--obsatk-eps", "4"]
 
 
 def near_identity(net):
@@ -124,10 +125,11 @@ def test_tiles_fold_back_into_the_whole_image_psnr():
     gen = torch.Generator().manual_seed(0)
     clean = torch.rand(1, 1, 32, 48, generator=gen)
     est = clean + 0.1 * torch.randn(clean.shape, generator=gen)
-    (im,) = prepare([("x", clean)], channels=1, tile=16)
-    assert im.tiles == 6 and im.shape == (32, 48)
-    est_tiles = prepare([("x", est)], channels=1, tile=16)[0].batch
-    folded = per_image(psnr(im.batch, est_tiles), [im], "psnr")
+    im = choose_tiles(Picture.from_tensor("x", clean), tile=16, tiles="all", seed=0)
+    assert im.count == 6 and im.size == (16, 16)
+    ((_, x),) = im.batches(6, 1)
+    ((_, y),) = choose_tiles(Picture.from_tensor("x", est), 16, "all", 0).batches(6, 1)
+    folded = per_image(psnr(x, y), [im], "psnr")
     assert folded[0] == pytest.approx(psnr(clean, est)[0], abs=1e-6)
 
 
@@ -149,6 +151,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, folder, capsys):
         (["evaluate", "dncnn-s-25", "--eps", "0.03"], "grey levels 0..255"),
         (["evaluate", "dncnn-s-25", "--sigma", "0.1"], "--sigma 0.1 looks like image units"),
         (["compare", "dncnn-s-25"], "at least two models"),
+        (["evaluate", "bm3d"], "use it as a transfer target instead"),
         (["evaluate", "dncnn-s-25", "--images", str(tmp_path / "nowhere")], "neither a folder"),
     ]
     for argv, message in cases:
@@ -225,3 +228,89 @@ def test_every_option_of_every_subcommand_shows_its_default():
         assert text.count("(default: ") == len(options), name
     attack_help = " ".join(sub.choices["attack"].format_help().split())
     assert "choices: pgd, pgd-l2, obsatk" in attack_help and "choices: clean, output" in attack_help
+
+
+@pytest.mark.slow  # fit's first Adam imports torch._dynamo: seconds, once per session
+def test_checkpoints_of_fit_basicsr_and_kair_are_evaluated_directly(tmp_path, folder, capsys):
+    from spandrel.architectures.DnCNN import DnCNN as KairDnCNN
+
+    from ts_defense import fit
+    from ts_defense.app.audit import resolve_model
+    from ts_defense.data import bundled_images
+
+    torch.manual_seed(0)
+    run = tmp_path / "runs" / "dncnn.pt"  # the README's fit example, shrunk
+    images = bundled_images(("camera",), size=32)
+    fit(DnCNN(depth=3, features=4), images, steps=2, batch_size=2, patch_size=16, lr=1e-4,
+        predicts="noise", checkpoint=run, progress=False)  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["evaluate", str(run), "--images", str(folder), "--out", str(out), "--no-transfer"]
+    assert main(argv + FAST) == 0, capsys.readouterr().err
+    data = json.loads((out / "audit.json").read_text())
+    assert "model of a ts-defense checkpoint" in data["models"]["dncnn"]["source"]
+    assert math.isfinite(data["models"]["dncnn"]["mean"]["psnr_clean"])
+    # BasicSR's net_g_*.pth: the EMA weights when there are some
+    plain, ema = (KairDnCNN(in_nc=1, out_nc=1, nc=4, nb=8) for _ in range(2))
+    torch.save({"params": plain.state_dict(), "params_ema": ema.state_dict()}, tmp_path / "g.pth")
+    torch.save({"params": plain.state_dict()}, tmp_path / "p.pth")
+    for name, net, key in (("g.pth", ema, "params_ema"), ("p.pth", plain, "params")):
+        model = resolve_model(str(tmp_path / name))
+        assert f"BasicSR {key}" in model.source
+        first = next(model.denoiser.parameters())
+        assert torch.equal(first, net.state_dict()["model.0.weight"])
+    # KAIR's *_G.pth is a state dict; with a wrapper's prefix too
+    prefixed = {f"module.{k}": v for k, v in ema.state_dict().items()}
+    torch.save(prefixed, tmp_path / "1000_G.pth")
+    first = next(resolve_model(str(tmp_path / "1000_G.pth")).denoiser.parameters())
+    assert torch.equal(first, ema.state_dict()["model.0.weight"])
+
+
+def test_files_without_network_weights_are_refused_in_one_line(tmp_path, folder, capsys):
+    from ts_defense import TSSampler, fit
+    from ts_defense.data import bundled_images
+
+    files = {
+        "sampler": TSSampler(sigma=25 / 255).state_dict(),  # the adapters' *_tssampler.pth
+        "state": {"epoch": 3, "iter": 1000, "optimizers": [], "schedulers": []},  # BasicSR
+        "optimizer": torch.optim.Adam(DnCNN(1, 3, 4).parameters()).state_dict(),  # KAIR
+        "empty": {},
+    }
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / f"{name}.pth")
+    run = tmp_path / "run.pt"
+    fit(DnCNN(depth=3, features=4), bundled_images(("camera",), size=32), steps=1, batch_size=2,
+        patch_size=16, predicts="noise", checkpoint=run, progress=False)  # fmt: skip
+    state = torch.load(run, weights_only=True)
+    state["model"]["layers.0.weight"] += 1  # altered weights: the digest no longer matches
+    torch.save(state, tmp_path / "altered.pt")
+    base = ["--images", str(folder), "--out", str(tmp_path / "o"), "--no-transfer", *FAST]
+    for name in files:
+        assert main(["evaluate", str(tmp_path / f"{name}.pth"), *base]) == 2, name
+        assert "holds no network weights" in one_error_line(capsys), name
+    assert main(["evaluate", str(tmp_path / "altered.pt"), *base]) == 2
+    assert "do not match their digest" in one_error_line(capsys)
+
+
+def test_missing_spandrel_or_bm3d_is_one_line_naming_the_extra(
+    tmp_path, folder, monkeypatch, capsys
+):
+    from spandrel.architectures.DRUNet import DRUNet
+
+    from ts_defense.app.audit import resolve_model
+    from ts_defense.models.zoo import load_model
+
+    torch.save(DRUNet(in_nc=2, out_nc=1, nc=[4, 8, 8, 8], nb=1).state_dict(), tmp_path / "d.pth")
+    torch.save(DnCNN(1, 3, 4).state_dict(), tmp_path / "dncnn.pth")
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "bm3d", None)
+    base = ["--images", str(folder), "--out", str(tmp_path / "o"), "--no-transfer", *FAST]
+    assert main(["evaluate", str(tmp_path / "d.pth"), *base]) == 2
+    line = one_error_line(capsys)
+    assert "needs spandrel, which is not installed" in line
+    assert 'pip install "ts-defense[archs]"' in line
+    assert resolve_model(str(tmp_path / "dncnn.pth")).source.startswith("DnCNN")  # no need
+    assert main(["evaluate", "bm3d", *base]) == 2
+    line = one_error_line(capsys)
+    assert "BM3D model needs bm3d" in line and 'pip install "ts-defense[bm3d]"' in line
+    with pytest.raises(ImportError, match=r"ts-defense\[bm3d\]"):
+        load_model("bm3d")

@@ -13,7 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # The header row each script's smoke run must print (a prefix of it).
 HEADERS = {
-    "bench_attacks": ["| attack | ms | / bare loop |", "| sources | targets | crafting s |"],
+    "bench_attacks": [
+        "| attack | ms | / bare loop |",
+        "| sources | targets | crafting s |",
+        "| --attack | steps | estimate s | s | / pgd |",
+    ],
     "defense": [
         "| variant | seeds | clean | PGD 3/255 | PGD 8/255 |",
         "| model | seeds | clean | PGD 3/255 | PGD 8/255 |",

@@ -85,7 +85,7 @@ def saturating():
     return Saturating()
 
 
-FAST = ["--steps", "1", "--eps", "8", "--obsatk-eps", "4", "--no-transfer"]
+FAST = ["--attack", "pgd", "--steps", "1", "--eps", "8", "--obsatk-eps", "4", "--no-transfer"]
 
 
 @pytest.fixture

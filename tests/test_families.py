@@ -285,28 +285,21 @@ def test_schedule_forms_and_checks():
     ],
 )
 def test_adapters_draw_sigma_with_the_shared_schedule(block):
-    from ts_defense.adapters._options import MIN_SIGMA, draw_noisy, sampler_from_options
+    from ts_defense.adapters._options import MIN_SIGMA, draw_noisy, grey_sigma, sampler_from_options
 
-    sampler, grey = sampler_from_options({**block, "p_ood": 0.5}, seed=4)
-    assert isinstance(grey.schedule, SigmaSchedule)
-    assert sampler.config.sigma_schedule == grey.schedule
+    grey = grey_sigma("ts.sigma", block["sigma"], block.get("sigma_type"))
+    values = block["sigma"] if isinstance(block["sigma"], list) else [block["sigma"]]
+    kind = "choice" if "sigma_type" in block else "range" if len(values) == 2 else "fixed"
+    assert (grey.kind, grey.values) == (kind, tuple(v / 255 for v in values))
+    assert grey.floor == (MIN_SIGMA if 0 in values else 0.0)  # draws of 0 are raised
+    sampler = sampler_from_options({**block, "p_ood": 0.5}, seed=4)
+    assert sampler.config.sigma_schedule == grey
     state = sampler.generator("cpu").get_state()
     _, sigma, _ = draw_noisy(sampler, torch.zeros(64, 1, 4, 4))
     gen = torch.Generator().manual_seed(0)
     gen.set_state(state)
-    assert torch.equal(sigma, grey.schedule.draw(64, gen))
+    assert torch.equal(sigma, grey.draw(64, gen))
     assert float(sigma.min()) >= MIN_SIGMA
-
-
-def test_adapter_states_saved_with_sigma_top_still_resume():
-    from ts_defense.adapters._options import load_sampler_state, sampler_from_options
-
-    sampler, grey = sampler_from_options({"sigma": [0, 50]}, seed=4)
-    old = sampler.state_dict()
-    old["config"] = {**old["config"], "sigma": grey.top}  # what earlier versions saved
-    load_sampler_state(sampler, old)
-    with pytest.raises(ValueError, match="another TS configuration"):
-        sampler.load_state_dict(old)
 
 
 # --- fewer ops (issue 13), the plain formula's bits -----------------------------------------

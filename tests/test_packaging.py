@@ -197,7 +197,7 @@ def test_fresh_venv_runs_a_user_basicsr_train_py_with_ts_options(venv, tmp_path)
     ``TSModel`` with the example's ``ts`` block, 2 iterations on the CPU."""
     from basicsr_support import make_image_dirs, tiny_options
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "adapters.md").read_text()
     snippet = (
         readme.split("<!-- basicsr-train-py", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     )
@@ -224,9 +224,9 @@ def test_fresh_venv_runs_a_user_basicsr_train_py_with_ts_options(venv, tmp_path)
 
 @pytest.mark.slow
 def test_fresh_venv_runs_the_readme_train_step(venv, tmp_path):
-    """The README's train-step snippet with the installed wheel (seconds: mostly torch's
+    """The docs' train-step snippet with the installed wheel (seconds: mostly torch's
     import)."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "training.md").read_text()
     snippet = readme.split("<!-- train-step -->\n```python\n", 1)[1].split("```", 1)[0]
     script = (
         "import sys, torch, ts_defense\n"

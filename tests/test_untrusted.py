@@ -4,6 +4,7 @@ option files load with a safe YAML loader; unknown option keys are rejected by n
 
 import ast
 import importlib
+import math
 import pickle
 import sys
 import types
@@ -275,3 +276,46 @@ def test_command_line_refuses_malicious_weights_in_one_line(tmp_path, capsys):
     assert err.startswith("ts-defense: error: refusing ") and "DnCNN-S-25.pth" in err
     assert "SHA-256" in err and "DenoisingSimilitude" in err
     assert not marker.exists()
+
+
+def test_safetensors_files_are_read_whatever_their_name(tmp_path):
+    """Issue 29.6: a safetensors file (spandrel users have them) is read, not called a pickle."""
+    from safetensors.torch import save_file
+
+    state = DnCNN(depth=3, features=4).state_dict()
+    for name in ("w.safetensors", "w.pth"):
+        save_file(state, tmp_path / name)
+        net = load_dncnn(tmp_path / name)
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    (tmp_path / "torn.pth").write_bytes((tmp_path / "w.pth").read_bytes()[:-5])
+    assert "(a truncated or damaged safetensors file)" in refusal(tmp_path / "torn.pth")
+
+
+def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # `import safetensors` fails
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ModuleNotFoundError) as info:
+        safe_load(tmp_path / "w.safetensors", "weights file")
+    msg = str(info.value)
+    assert "\n" not in msg and "w.safetensors is a safetensors weights file" in msg
+    assert msg.endswith("(pip install safetensors)"), msg
+
+
+def test_weights_with_nan_or_inf_are_refused_naming_the_file_and_tensor(tmp_path, capsys):
+    """Issue 29.6: not "estimate contains NaN or Inf" once the attack runs, but the file."""
+    from ts_defense.app.cli import main
+
+    for bad in (math.nan, math.inf):
+        state = DnCNN(depth=3, features=4).state_dict()
+        state["layers.2.weight"].view(-1)[3] = bad
+        torch.save(state, tmp_path / "diverged.pth")
+        with pytest.raises(ValueError, match=r"diverged\.pth: weights file tensor 'layers\.2\.wei"):
+            load_dncnn(tmp_path / "diverged.pth")
+        args = ["evaluate", str(tmp_path / "diverged.pth"), "--out", str(tmp_path / "o")]
+        assert main([*args, "--no-transfer", "--steps", "1", "--eps", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "diverged.pth" in err and "'layers.2.weight'" in err
+    assert safe_load(tmp_path / "diverged.pth")["layers.2.weight"].isinf().any()  # not weights

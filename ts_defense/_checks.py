@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -198,3 +200,21 @@ def check_network_size(what: str, layers: int, params: int) -> None:
             f"{what} is too large: {float(layers):.3g} layers, {float(params):.3g} weights "
             f"(limits: {MAX_LAYERS} layers, 2**31 weights)"
         )
+
+
+class MissingDependency(ImportError):
+    """An optional dependency is not installed; the message names the extra that adds it."""
+
+
+def optional_import(module: str, extra: str, needed_by: str) -> ModuleType:
+    """``import module``, or a one-line :class:`MissingDependency` saying what ``needed_by``
+    lacks and the ``pip install "ts-defense[extra]"`` that adds it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.split(".")[0]
+        missing = isinstance(err, ModuleNotFoundError) and err.name in (module, top)
+        why = "is not installed" if missing else f"cannot be imported ({err})"
+        raise MissingDependency(
+            f'{needed_by} needs {top}, which {why}: pip install "ts-defense[{extra}]"'
+        ) from err

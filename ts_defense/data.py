@@ -48,22 +48,23 @@ def shared_data_dir(must_exist: bool = True) -> Path:
 
 
 def _pixels(image: Image, name: str) -> np.ndarray:
-    """Float64 pixels in [0, 1] of one Pillow image, (H, W) grey or (H, W, 3) colour."""
+    """The pixels of one Pillow image in their own type, (H, W) grey or (H, W, 3) colour: 8-bit
+    for the grey and colour modes, the integers or floats of the one-channel modes (checked)."""
     mode = image.mode
     if mode in _GREY:
-        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(image if mode == "L" else image.convert("L"))
     if mode in _COLOUR:
-        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+        return np.asarray(image if mode == "RGB" else image.convert("RGB"))
     if mode in _SIXTEEN:
-        pixels = np.asarray(image).astype(np.float64)
+        pixels = np.asarray(image)
         if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
             raise ValueError(
                 f"{name}: 32-bit integer pixels outside 0..65535 (found {pixels.min():.0f}.."
                 f"{pixels.max():.0f}); save it as 8- or 16-bit"
             )
-        return pixels / 65535.0
+        return pixels
     if mode == "F":
-        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.asarray(image)
         if not np.isfinite(pixels).all():
             raise ValueError(f"{name}: float pixels hold NaN or Inf")
         if pixels.size and (pixels.min() < 0 or pixels.max() > 1):
@@ -73,6 +74,16 @@ def _pixels(image: Image, name: str) -> np.ndarray:
             )
         return pixels
     raise ValueError(f"{name}: unsupported image mode {mode!r} (grey, colour or 16-bit read)")
+
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """Float64 in [0, 1] from :func:`_pixels`'s pixels: 8-bit over 255, other integers (16-bit
+    files) over 65535, floats as they are."""
+    if pixels.dtype == np.uint8:
+        return pixels / 255.0
+    if np.issubdtype(pixels.dtype, np.integer):
+        return pixels.astype(np.float64) / 65535.0
+    return pixels.astype(np.float64)
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
@@ -86,12 +97,12 @@ def _as_tensor(pixels: np.ndarray) -> Tensor:
     return img[None, None] if img.dim() == 2 else img.permute(2, 0, 1)[None]
 
 
-def read_image(path: str | Path, grey: bool = False) -> Tensor:
-    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (alpha
-    dropped; every other mode converted as Pillow converts it); ``grey`` makes colour grey.
-
-    16-bit pixels are scaled by 65535; float pixels must already lie in [0, 1]; an animation
-    gives its first frame and a warning. Unreadable files are one-line ValueErrors."""
+def read_pixels(path: str | Path) -> np.ndarray:
+    """One image file's pixels in their own type, (H, W) grey or (H, W, 3) colour (alpha
+    dropped; every other mode converted as Pillow converts it), checked: a large image costs
+    its file's bytes, not the eight times more of float64, until :func:`pixels_to_image`
+    converts the part needed. An animation gives its first frame and a warning. Unreadable
+    files are one-line ValueErrors."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -108,7 +119,7 @@ def read_image(path: str | Path, grey: bool = False) -> Tensor:
                 )
                 image.seek(0)
             image.load()
-            pixels = _pixels(image, name)
+            return _pixels(image, name)
     except ValueError as err:
         if str(err).startswith(name):
             raise
@@ -117,7 +128,19 @@ def read_image(path: str | Path, grey: bool = False) -> Tensor:
         raise ValueError(f"cannot read {name}: not an image Pillow recognises") from err
     except Exception as err:  # torn, foreign or decompression-bomb files: never a traceback
         raise ValueError(f"cannot read {name}: {type(err).__name__}: {_first_line(err)}") from err
-    return _as_tensor(_grey(pixels) if grey else pixels)
+
+
+def pixels_to_image(pixels: np.ndarray, grey: bool = False) -> Tensor:
+    """(1, C, H, W) float in [0, 1] from :func:`read_pixels`' pixels (or a window of them):
+    16-bit pixels are scaled by 65535, floats kept; ``grey`` makes colour grey."""
+    unit = _unit(pixels)
+    return _as_tensor(_grey(unit) if grey else unit)
+
+
+def read_image(path: str | Path, grey: bool = False) -> Tensor:
+    """One image file as (1, C, H, W) float in [0, 1]: C = 1 for grey, 3 for colour (see
+    :func:`read_pixels`); ``grey`` makes colour grey."""
+    return pixels_to_image(read_pixels(path), grey)
 
 
 def _first_line(err: Exception) -> str:
@@ -152,7 +175,9 @@ def bundled_images(names: tuple[str, ...] = BUNDLED, size: int | None = 128) -> 
     for name in names:
         if name not in BUNDLED:
             raise ValueError(f"unknown bundled image {name!r}; choose from {', '.join(BUNDLED)}")
-        img = _grey(_pixels(Image.fromarray(getattr(skimage.data, name)()), f"bundled {name}"))
+        img = _grey(
+            _unit(_pixels(Image.fromarray(getattr(skimage.data, name)()), f"bundled {name}"))
+        )
         h, w = img.shape
         s = min(h, w)
         img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]

@@ -6,20 +6,25 @@
 
 It first makes BasicSR 1.4.2 importable on torchvision >= 0.17 (:mod:`._compat`), and makes
 BasicSR's ``parse_options`` refuse ``ts`` blocks that the chosen types would ignore
-(:mod:`.checks`). Train with ``python -m ts_defense.adapters.basicsr -opt options.yml``
+(:mod:`.checks`). Without BasicSR, importing it raises one line naming the install command.
+Train with ``python -m ts_defense.adapters.basicsr -opt options.yml``
 (BasicSR's ``train.py`` flags), or from your own ``train.py``: import this module, then call
 ``basicsr.train.train_pipeline(root_path)``.
 """
 
 from __future__ import annotations
 
+from .._launch import missing
 from ._compat import patch_torchvision, patch_yaml
 
-patch_torchvision()
-patch_yaml()  # option files may come from anyone: no Python objects from YAML
+try:
+    patch_torchvision()
+    patch_yaml()  # option files may come from anyone: no Python objects from YAML
 
-from basicsr.models.sr_model import SRModel  # noqa: E402
-from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY  # noqa: E402
+    from basicsr.models.sr_model import SRModel
+    from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
+except ImportError as err:  # one line, and no traceback under python -m
+    missing(err, __name__, "BasicSR", 'pip install "ts-defense[basicsr]"')
 
 from . import checks  # noqa: E402
 from .checks import check_ts_options  # noqa: E402

@@ -1,8 +1,10 @@
 """``python -m ts_defense.adapters.basicsr -opt options.yml [--auto_resume] [--debug] ...``
 
 BasicSR's own ``train_pipeline`` with the TS types registered (importing the package did that,
-and made BasicSR read the YAML with a safe loader that refuses aliases); experiments are written
-under the current directory, as BasicSR's ``train.py`` writes them under its repository root.
+and made BasicSR read the YAML with a safe loader that refuses aliases, repeated keys and deep
+nesting); experiments are written under the current directory, as BasicSR's ``train.py`` writes
+them under its repository root. The option file is read and its ``ts`` blocks checked
+(:func:`~.checks.check_ts_options`) before BasicSR starts: a bad one exits 2 with one line.
 
 The launcher parses BasicSR's flags itself, prefixes refused. BasicSR pastes ``--force_yml``
 keys into code that it ``exec``s and ``eval``s list values, so each override is checked here
@@ -26,7 +28,8 @@ import yaml
 
 from ts_defense._io import safe_load
 
-from ._compat import safe_ordered_yaml
+from .._launch import read_options, refuse
+from .checks import check_ts_options
 
 PROG = "python -m ts_defense.adapters.basicsr"
 KEY_PATH = re.compile(r"[A-Za-z0-9_]+(:[A-Za-z0-9_]+)*")
@@ -93,15 +96,6 @@ def apply_overrides(opt: dict, entries: Sequence[str]) -> None:
         node[last] = value
 
 
-def read_options(path: str) -> dict:
-    """The option file through the safe loader (no Python objects, no aliases)."""
-    with open(path) as f:
-        opt = yaml.load(f, Loader=safe_ordered_yaml()[0])
-    if not isinstance(opt, dict):
-        raise ValueError(f"-opt {path}: not a mapping of options")
-    return opt
-
-
 def load_resume_state(opt: dict) -> dict | None:
     """BasicSR's ``load_resume_state`` without CUDA: the latest ``<iter>.state`` of the
     experiment (``--auto_resume``) or ``path.resume_state``, loaded onto the CPU with
@@ -125,10 +119,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        opt = read_options(args.opt)
+        opt = read_options(args.opt, "-opt", "yaml")
         apply_overrides(opt, args.force_yml or [])
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        parser.exit(2, f"{PROG}: error: {' '.join(str(err).split())}\n")
+        check_ts_options(opt)  # BasicSR's parse_options checks again (a user's train.py)
+    except (OSError, ValueError, TypeError) as err:
+        refuse(parser, err)
     from basicsr import train
 
     train.load_resume_state = load_resume_state

@@ -9,7 +9,9 @@ log BasicSR's banner. A user's own ``train.py`` (``import ts_defense.adapters.ba
 ``train_pipeline(root)``) and ``python -m ts_defense.adapters.basicsr`` both go through it.
 
 Where a block is read, its contents are checked too (the same parsers the model and dataset
-use), so a wrong ``ts.families.radial.band`` also fails before any folder exists.
+use), so a wrong ``ts.families.radial.band`` also fails before any folder exists; a block anywhere
+else (under ``network_g``, ``train``) is refused as misplaced, and a key the file gives twice by
+its path.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._launch import check_tree, misplaced_ts, one_line
 from .._options import training_from_options
 
 MARK = "_ts_defense_checked"
+PLACES = (
+    "move it to the top level (read by model_type TSModel) or to datasets.train (read by type "
+    "TSGaussianDenoisingDataset)"
+)
 
 
 def _registered(registry: Any, name: object) -> type | None:
@@ -38,6 +45,7 @@ def _registered(registry: Any, name: object) -> type | None:
 def check_ts_options(opt: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the option and the type when a ``ts`` block would be ignored:
 
+    - a ``ts`` block is read only at the top level and under ``datasets.<phase>``;
     - ``ts`` (top level) is read only by a TS model type: ``TSModel`` or a class made with
       :func:`~ts_defense.adapters.basicsr.ts_model` and registered;
     - ``datasets.<phase>.ts`` only by ``TSGaussianDenoisingDataset`` (and subclasses) in the
@@ -48,6 +56,8 @@ def check_ts_options(opt: Mapping[str, Any]) -> None:
     from .dataset import TSGaussianDenoisingDataset
     from .model import TSModelMixin
 
+    check_tree(opt, "options")  # the launcher's reader refused these already; a train.py's not
+    misplaced_ts(opt, PLACES)
     model_type = opt.get("model_type")
     model = _registered(MODEL_REGISTRY, model_type)
     ts_model = isinstance(model, type) and issubclass(model, TSModelMixin)
@@ -105,7 +115,7 @@ def checked(parse_options: Callable) -> Callable:
             check_ts_options(opt)
         except (TypeError, ValueError) as err:
             prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "basicsr"
-            raise SystemExit(f"{prog}: error: {' '.join(str(err).split())}") from err
+            raise SystemExit(f"{prog}: error: {one_line(err)}") from err
         return opt, parsed
 
     setattr(parse_and_check, MARK, True)

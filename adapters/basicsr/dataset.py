@@ -24,9 +24,9 @@ from ts_defense.seeding import stream_seed
 
 from .._options import (
     GREY,
-    GreySigma,
     draw_noisy,
     grey_level,
+    grey_sigma,
     sampler_from_options,
     worker_sampler,
 )
@@ -47,9 +47,7 @@ class TSGaussianDenoisingDataset(data.Dataset):
         if self.phase == "train":
             self.gt_size = int(check_positive(f"{key}.gt_size", opt.get("gt_size"), integer=True))
             self.geometric_augs = bool(opt.get("geometric_augs", False))
-            sigma, template = self.training_noise(opt, key)
-            self.sigma = sigma
-            self.config = template.config
+            self.config = self.training_noise(opt, key).config
             self._samplers: dict[int, TSSampler] = {}
         else:
             self.sigma_test = grey_level(f"{key}.sigma_test", opt.get("sigma_test")) / GREY
@@ -70,12 +68,11 @@ class TSGaussianDenoisingDataset(data.Dataset):
             raise ValueError(f"{key}.dataroot_gt={folder!r} holds no images")
 
     @staticmethod
-    def training_noise(opt: dict, key: str) -> tuple[GreySigma, TSSampler]:
-        """The training phase's nominal sigma and sampler template from the dataset options
-        (``sigma_type``, ``sigma_range``, ``ts``); errors name ``key`` and the option."""
-        sigma = GreySigma.parse(f"{key}.sigma_range", opt.get("sigma_range"), opt.get("sigma_type"))
-        template, _ = sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=sigma)
-        return sigma, template
+    def training_noise(opt: dict, key: str) -> TSSampler:
+        """The training phase's sampler template (nominal sigma included) from the dataset
+        options (``sigma_type``, ``sigma_range``, ``ts``); errors name ``key`` and the option."""
+        sigma = grey_sigma(f"{key}.sigma_range", opt.get("sigma_range"), opt.get("sigma_type"))
+        return sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=sigma)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -23,7 +23,7 @@ import torch
 from ts_defense._io import safe_load
 from ts_defense.models.denoiser import Denoiser
 
-from .._options import draw_noisy, load_sampler_state, training_from_options
+from .._options import draw_noisy, training_from_options
 
 
 def _last_output(module: torch.nn.Module, args: Any, output: Any) -> Any:
@@ -54,9 +54,7 @@ class TSModelMixin:
 
         rank, _ = get_dist_info()
         seed = int(opt.get("manual_seed") or 0) + rank
-        self.ts_sampler, self.ts_sigma, self.ts_adversarial = training_from_options(
-            opt.get("ts"), "ts", seed=seed
-        )
+        self.ts_sampler, self.ts_adversarial = training_from_options(opt.get("ts"), "ts", seed=seed)
         self.ts_denoiser: Denoiser | None = None
         self.ts_drawn = 0
         self.ts_ood = 0
@@ -90,7 +88,7 @@ class TSModelMixin:
         states_dir = os.path.dirname(state_file) if state_file else ""
         path = sampler_state_path(states_dir, resume_state["iter"])
         if os.path.isfile(path):
-            load_sampler_state(self.ts_sampler, safe_load(path, "TS sampler state"))
+            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
         else:
             get_root_logger().warning(f"no TS sampler state at {path}: the noise stream restarts")
         if self.ts_adversarial is not None and os.path.isfile(adversarial_path(path)):

@@ -13,7 +13,9 @@ the path and wraps the two factories so that they also know
   training noise is TS noise at the nominal sigma they drew; an optional ``"ts"`` block in the
   dataset options configures it.
 
-Launch with ``python -m ts_defense.adapters.kair --kair-root PATH --opt options.json``.
+Launch with ``python -m ts_defense.adapters.kair --kair-root PATH --opt options.json``: the
+launcher refuses, in one line and before KAIR starts, an option file whose ``ts`` blocks would be
+ignored or are wrong (:func:`check_options`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .checks import DATASETS, MODELS, check_options
 from .dataset import dataset_classes
 from .model import TrainingFinished, model_classes, patch_model_base, stop_after
 
 REQUIRED = ("main_train_psnr.py", "models/select_model.py", "data/select_dataset.py")
-MODELS = {"ts_plain": "ModelPlain", "ts_plain2": "ModelPlain2"}
-DATASETS = {"ts_dncnn": "DatasetDnCNN", "ts_ffdnet": "DatasetFFDNet", "ts_fdncnn": "DatasetFDnCNN"}
 
 
 def kair_root(path: str | Path) -> Path:
@@ -83,4 +84,4 @@ def install(path: str | Path, max_steps: int | None = None) -> None:
     select_dataset.define_Dataset = define_Dataset
 
 
-__all__ = ["DATASETS", "MODELS", "TrainingFinished", "install", "kair_root"]
+__all__ = ["DATASETS", "MODELS", "TrainingFinished", "check_options", "install", "kair_root"]

@@ -8,14 +8,25 @@ nominal sigma draw and the fixed-seed test noise stay KAIR's; in the training ph
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 import torch
 
-from .._options import MIN_SIGMA, GreySigma, sampler_from_options, worker_sampler
+from ts_defense.noise.sampler import TSSampler
+
+from .._options import MIN_SIGMA, grey_sigma, sampler_from_options, worker_sampler
 
 DEFAULT_SIGMA = {"DatasetDnCNN": 25, "DatasetFFDNet": [0, 75], "DatasetFDnCNN": [0, 75]}
+
+
+def training_noise(opt: Mapping[str, Any], key: str, kair: str) -> TSSampler:
+    """The sampler template of KAIR dataset class ``kair`` in the training phase: KAIR's
+    ``sigma`` (grey levels, checked for the units; KAIR's default where absent) and the
+    optional ``ts`` block; errors name ``key`` and the option."""
+    sigma = grey_sigma(f"{key}.sigma", opt.get("sigma") or DEFAULT_SIGMA[kair])
+    return sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=sigma)
 
 
 class TSKairDatasetMixin:
@@ -25,10 +36,7 @@ class TSKairDatasetMixin:
         super().__init__(opt)
         key = f"datasets.{opt['phase']}"
         kair = next(c.__name__ for c in type(self).__mro__ if c.__name__ in DEFAULT_SIGMA)
-        sigma = opt.get("sigma") or DEFAULT_SIGMA[kair]
-        self.ts_sigma = GreySigma.parse(f"{key}.sigma", sigma)  # units check of KAIR's key
-        template, _ = sampler_from_options(opt.get("ts"), f"{key}.ts", sigma=self.ts_sigma)
-        self.ts_config = template.config
+        self.ts_config = training_noise(opt, key, kair).config
         self._samplers: dict[int, Any] = {}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -42,7 +50,7 @@ class TSKairDatasetMixin:
         elif low.shape[0] == c + 1:
             sigma = low[c:].reshape(-1)[:1]
         else:
-            sigma = torch.tensor([self.ts_sigma.values[0]])
+            sigma = torch.tensor([self.ts_config.sigma_schedule.values[0]])
         sampler = worker_sampler(self._samplers, self.ts_config)
         draw = sampler.draw(clean[None], sigma=sigma.float().clamp_min(MIN_SIGMA))
         item["L"] = torch.cat([draw.noisy[0], low[c:]], 0)

@@ -9,15 +9,19 @@ beside each checkpoint (``<iter>_tssampler.pth``) and loaded with the latest one
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 import torch
 
+from ts_defense._checks import check_seed
 from ts_defense._io import safe_load
 from ts_defense.models.denoiser import Denoiser
+from ts_defense.noise.sampler import TSSampler
+from ts_defense.training.adversarial import Adversarial
 
-from .._options import draw_noisy, load_sampler_state, training_from_options
+from .._options import draw_noisy, training_from_options
 
 
 class TrainingFinished(Exception):
@@ -64,21 +68,28 @@ def patch_model_base() -> None:
     ModelBase.ts_patched = True
 
 
+def model_noise(opt: Mapping[str, Any], takes_c: bool) -> tuple[TSSampler, Adversarial | None]:
+    """The sampler and adversarial share of a TS model (``netG(L, C)`` when ``takes_c``) from
+    the top-level ``ts`` block, seeded with ``train.manual_seed``; errors name the option."""
+    train = opt.get("train")
+    seed = (train.get("manual_seed") if isinstance(train, Mapping) else None) or 0
+    seed = check_seed("train.manual_seed", seed)
+    sampler, adversarial = training_from_options(opt.get("ts"), "ts", seed=seed)
+    if adversarial is not None and takes_c:
+        raise ValueError(
+            "ts.recipe: adversarial recipes train models called as netG(L) (model ts_plain, "
+            "with or without a noise-level map channel), not netG(L, C) (ts_plain2)"
+        )
+    return sampler, adversarial
+
+
 class TSKairMixin:
     """TS training for a KAIR model (``H``, ``L``, optional ``C``, ``netG``, ``opt``)."""
 
     ts_takes_c = False  # netG(L, C) (FFDNet, ModelPlain2)
 
     def __init__(self, opt: dict) -> None:
-        seed = int((opt.get("train") or {}).get("manual_seed") or 0)
-        self.ts_sampler, self.ts_sigma, self.ts_adversarial = training_from_options(
-            opt.get("ts"), "ts", seed=seed
-        )
-        if self.ts_adversarial is not None and self.ts_takes_c:
-            raise ValueError(
-                "ts.recipe: adversarial recipes train models called as netG(L) (model ts_plain, "
-                "with or without a noise-level map channel), not netG(L, C) (ts_plain2)"
-            )
+        self.ts_sampler, self.ts_adversarial = model_noise(opt, self.ts_takes_c)
         self.ts_denoiser: Denoiser | None = None
         self.ts_drawn = 0
         self.ts_ood = 0
@@ -124,7 +135,7 @@ class TSKairMixin:
         _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tssampler")
         if path is not None:
             print(f"Loading TS sampler state [{path}] ...")
-            load_sampler_state(self.ts_sampler, safe_load(path, "TS sampler state"))
+            self.ts_sampler.load_state_dict(safe_load(path, "TS sampler state"))
         _, path = find_last_checkpoint(self.opt["path"]["models"], net_type="tsadversarial")
         if path is not None and self.ts_adversarial is not None:
             self.ts_adversarial.load_state_dict(safe_load(path, "adversarial state"))

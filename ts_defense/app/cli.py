@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._checks import check_positive
+from .._checks import MissingDependency, check_positive
 from ..noise.sampler import TSConfig
 from .output import check_out
 
@@ -87,9 +87,10 @@ def _attack_args(p: argparse.ArgumentParser) -> None:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .report import attack_options, attack_report, load_images
+    from .audit.images import image_batches
+    from .report import attack_options, attack_report
 
-    images = load_images(args.images, args.size or None, args.data)
+    images = image_batches(args.images, args.size or None, args.data)
     opts = {
         a: attack_options(a, args.eps, args.rho, args.steps, args.objective, args.seed)
         for a in args.attacks
@@ -102,9 +103,10 @@ def _attack(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from .report import attack_options, load_images, transfer_report
+    from .audit.images import image_batches
+    from .report import attack_options, transfer_report
 
-    images = load_images(args.images, args.size or None, args.data)
+    images = image_batches(args.images, args.size or None, args.data)
     opts = attack_options(args.attack, args.eps, args.rho, args.steps, args.objective, args.seed)
     where = {"seed": args.seed, "data_dir": args.data}
     sigma = args.sigma / 255
@@ -117,40 +119,57 @@ def _transfer(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .audit import (
         AuditConfig,
-        estimate_seconds,
+        estimate_text,
         resolve_images,
         resolve_model,
         run_audit,
+        worst,
         write_report,
     )
-    from .audit.page import leaderboard
+    from .audit.page import alerts, leaderboard, wins_line
 
     if args.command == "compare" and len(args.models) < 2:
         raise ValueError("compare needs at least two models (evaluate takes one or more)")
-    check_positive("--steps", args.steps, integer=True)
+    flag = "--{}".format
+    attack, steps, restarts, members = worst.options(
+        args.attack, args.steps, args.restarts, args.members, flag
+    )
     config = AuditConfig(
         sigma=args.sigma / 255,
         budgets=tuple(e / 255 for e in args.eps),
-        steps=args.steps,
+        steps=steps,
         obsatk_eps=args.obsatk_eps / 255,
         transfer=not args.no_transfer,
         tile=args.tile,
+        tiles=args.tiles,
         seed=args.seed,
+        attack=attack,
+        restarts=restarts,
+        members=members,
     )
     models = [resolve_model(m, args.data) for m in args.models]
+    worst.check_models([m.channels for m in models], config, flag)
     images = resolve_images(args.images, args.data)
-    seconds = estimate_seconds(models, images, config)
-    print(
-        f"{len(models)} model(s) on {len(images)} image(s): estimated run time about "
-        f"{seconds:.0f} s (one timed forward + backward pass, times the passes)",
-        flush=True,
-    )
+    print(estimate_text(models, images, config), flush=True)
     result = run_audit(models, images, config, args.data)
     write_report(result, args.out)
+    for line in alerts(result.data):  # failed checks and NaN outputs first, never buried
+        print(line)
     print(leaderboard(result.data))
+    if attack == "auto":
+        print("\n" + "\n".join(wins_line(n, m) for n, m in result.data["models"].items()))
     print(f"\n{result.data['transfer_note']}")
     print(f"\nreport written to {Path(args.out).resolve()}/audit.{{md,json,png}}")
     return 0
+
+
+def _tiles(text: str) -> int | str:
+    """``--tiles``: a positive count or ``all``."""
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'all', got {text!r}")
+    return int(text)
 
 
 def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
@@ -171,13 +190,47 @@ def _evaluate_args(p: argparse.ArgumentParser, name: str) -> None:
         type=float,
         nargs="+",
         default=[2.0, 4.0, 8.0],
-        help="white-box PGD budgets in grey levels (L-inf)",
+        help="white-box L-inf budgets in grey levels (APGD, or PGD under --attack pgd)",
     )
     p.add_argument(
-        "--obsatk-eps", type=float, default=5.0, help="ObsAtk budget in grey levels (RMS per pixel)"
+        "--obsatk-eps",
+        type=float,
+        default=5.0,
+        help="zero-mean L2 (ObsAtk) budget in grey levels (RMS per pixel)",
     )
-    p.add_argument("--steps", type=int, default=10, help="attack steps")
-    p.add_argument("--tile", type=int, default=256, help="cut larger images into tiles (0: never)")
+    p.add_argument(
+        "--attack",
+        default="auto",
+        help="auto: per image the worst case over APGD (L-inf clean and noisy objectives, "
+        "zero-mean L2) and transfer from the public DnCNN-25s, with the evidence of its "
+        "convergence; pgd: the fast path (10-step PGD, ObsAtk, PGD transfer); choices: auto, pgd",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="attack iterations (default: 100 under --attack auto, 10 under pgd)",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="random restarts of every APGD attack, --attack auto only (default: 1)",
+    )
+    p.add_argument(
+        "--members",
+        nargs="*",
+        default=None,
+        help="the ensemble of --attack auto, one or more of: apgd-linf, apgd-linf-noisy, "
+        "apgd-obsatk, transfer (default: all four)",
+    )
+    p.add_argument("--tile", type=int, default=64, help="cut larger images into tiles (0: never)")
+    p.add_argument(
+        "--tiles",
+        type=_tiles,
+        default=4,
+        help="tiles scored per larger image, drawn at random (seeded); 'all': every tile",
+    )
     p.add_argument(
         "--no-transfer", action="store_true", help="leave out transfer from the public DnCNN-25s"
     )
@@ -314,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = lambda message, *_, **__: _one_line("warning", message)
         try:
             return args.func(args)
-        except (ValueError, TypeError, OSError, MemoryError) as err:  # bad input or a bad path
+        except (ValueError, TypeError, OSError, MemoryError, MissingDependency) as err:  # bad input
             _one_line("error", err)
             return 2
 

@@ -436,7 +436,7 @@ def format_report(results: dict) -> str:
     )
     legend = (
         "`f(y)+delta`: the PSNR a denoiser would score if it passed the white-box perturbation "
-        "through unchanged (most of an attack's drop is this irreducible part); `gain`: "
+        "through unchanged (a reference, not a bound: a model with gain below 1 beats it); `gain`: "
         "|f(y+delta) - f(y)| / |delta| (below 1: the model damps the perturbation); `transfer`: "
         f"PGD {eps} crafted once on {cfg['source']} (an independently trained DnCNN-25), "
         "evaluated on every model."

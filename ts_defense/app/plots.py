@@ -85,6 +85,36 @@ def budget_curves_figure(
     return fig
 
 
+# -- attacked PSNR against iterations or restarts --------------------------------------------
+def convergence_figure(
+    curves: Mapping[str, Mapping[str, list[float]]],
+    xlabel: str,
+    title: str,
+    log: bool = False,
+    ax: Axes | None = None,
+) -> Figure:
+    """Mean attacked PSNR per model against ``count`` (iterations or restarts; ``log``: a
+    logarithmic axis), each line drawn from its last point (labelled with it), so that models
+    of different PSNR share one scale and a curve that has converged ends flat at 0."""
+    fig, ax = _canvas(ax, (5, 3.6), 110)
+    for k, (name, c) in enumerate(curves.items()):
+        last = c["psnr"][-1]
+        label = f"{name} (last {last:.2f} dB)"
+        ax.plot(c["count"], [v - last for v in c["psnr"]], "o-", color=f"C{k}", label=label)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    if log:
+        ax.set_xscale("log")
+    counts = sorted({n for c in curves.values() for n in c["count"]})
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("attacked PSNR minus the last point (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 # -- transfer heatmap --------------------------------------------------------------------------
 def transfer_figure(
     result: TransferResult, from_zero: bool = False, ax: Axes | None = None
@@ -207,45 +237,74 @@ AUDIT_CROP = 64
 
 
 def audit_figure(data: Mapping[str, Any], examples: Mapping[str, Mapping[str, Tensor]]) -> Figure:
-    """The audit on one page: budget curves and transfer heatmap on top, then per model a strip
-    of central crops (clean, noisy, attacked, both outputs) with their PSNR.
+    """The audit on one page: budget curves and transfer heatmap on top, attacked PSNR against
+    iterations and restarts below (``--attack auto``), then per model a strip of central crops
+    (clean, noisy, attacked, both outputs) with their PSNR; a failed sanity check titles it.
 
     data: the audit's JSON record; examples: per model, the images of the strip (batches)."""
     c = data["config"]
     grey = c["units"] == "grey levels"
+    auto = c.get("attack", "pgd") == "auto"
+    table = "apgd" if auto else "pgd"
     n = len(examples)
-    fig = Figure(figsize=(15, 4.6 + 2.7 * n), dpi=90, layout="tight")
-    grid = fig.add_gridspec(1 + n, len(AUDIT_STRIP), height_ratios=[1.5] + [1] * n)
+    top_rows = 2 if auto else 1
+    fig = Figure(figsize=(15, 4.6 * top_rows + 2.7 * n), dpi=90, layout="tight")
+    grid = fig.add_gridspec(
+        top_rows + n, len(AUDIT_STRIP), height_ratios=[1.5] * top_rows + [1] * n
+    )
     curves = {
         name: {
             "budget": [0.0, *c["budgets"]],
-            "psnr": [m["mean"]["psnr_clean"]] + [v["psnr"] for v in m["mean"]["pgd"].values()],
+            "psnr": [m["mean"]["psnr_clean"]] + [v["psnr"] for v in m["mean"][table].values()],
             "pass_through": [m["mean"]["psnr_clean"]]
-            + [v["pass_through"] for v in m["mean"]["pgd"].values()],
+            + [v["pass_through"] for v in m["mean"][table].values()],
         }
         for name, m in data["models"].items()
     }
     ax = fig.add_subplot(grid[0, :3] if data["transfer"] else grid[0, :])
     sigma = f"{c['sigma'] * 255:g}" if grey else f"{c['sigma']:.4g}"
+    done = steps_text(c["steps"])
+    if auto:
+        done = "one iteration" if c["steps"] == 1 else f"{c['steps']} iterations"
     title = (
-        f"White-box PGD ({steps_text(c['steps'])}) on {', '.join(data['models'])}; sigma "
+        f"White-box {table.upper()} ({done}) on {', '.join(data['models'])}; sigma "
         f"{sigma}; mean of {len(data['images'])} images"
     )
     budget_curves_figure(curves, 255.0 if grey else 1.0, title=title, ax=ax)
     if data["transfer"]:
         transfer_figure(TransferResult(**data["transfer"]), ax=fig.add_subplot(grid[0, 3:]))
     top = c["budgets_as_typed"][-1]
+    if auto:
+        conv = {name: m["curves"] for name, m in data["models"].items() if "curves" in m}
+        where = f"APGD-L-inf at eps {top}, mean of {len(data['images'])} images"
+        convergence_figure(
+            {name: v["iterations"] for name, v in conv.items()},
+            "iterations (each a run of its own)",
+            f"Attacked PSNR against iterations; {where}",
+            log=True,
+            ax=fig.add_subplot(grid[1, :3]),
+        )
+        convergence_figure(
+            {name: v["restarts"] for name, v in conv.items()},
+            "restarts",
+            f"Attacked PSNR against restarts ({done} each)",
+            ax=fig.add_subplot(grid[1, 3:]),
+        )
     labels = {"attacked": f"attacked input (eps {top})", "output_attacked": "output on attacked"}
-    for row, (name, ex) in enumerate(examples.items(), start=1):
+    for row, (name, ex) in enumerate(examples.items(), start=top_rows):
         for col, key in enumerate(AUDIT_STRIP):
             label = labels.get(key, key)
-            score = "" if key == "clean" else f"\n{psnr(ex['clean'], ex[key])[0]:.2f} dB"
+            score = psnr(ex["clean"], ex[key], nonfinite="nan")[0]
+            score = "" if key == "clean" else f"\n{score:.2f} dB".replace("nan", "NaN")
             title = f"{name}: {label}{score}" if col == 0 else f"{label}{score}"
             _show_image(fig.add_subplot(grid[row, col]), centre_crop(ex[key][0], AUDIT_CROP), title)
+    failed = len(data.get("failures", []))
+    warning = f"{failed} SANITY CHECK(S) FAILED (see audit.md). " if failed else ""
     fig.suptitle(
-        f"Robustness audit: {data['images'][0]} crops ({AUDIT_CROP} px), PSNR of each against "
-        f"the clean image",
+        f"{warning}Robustness audit: {data['images'][0]} crops ({AUDIT_CROP} px), PSNR of each "
+        f"against the clean image",
         fontsize=11,
+        color="red" if failed else "black",
     )
     return fig
 

@@ -16,10 +16,10 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice
 from ..attacks import ATTACKS, budget_options, make_attack
 from ..attacks.base import DenoiserAttack
-from ..data import BUNDLED, bundled_images, centre_crop, read_image, set12, tiles
+from ..data import bundled_images, tiles
 from ..evaluation.metrics import add_noise, evaluate_attack, worst_case
 from ..evaluation.transfer import TransferResult, transfer_matrix
 from ..evaluation.typicality import typicality, typicality_table
@@ -112,27 +112,6 @@ def sampler_report(out_dir: str | Path, config: TSConfig | None = None, seed: in
 
 
 # -- attacks and transfer by name -------------------------------------------------------------
-def load_images(
-    spec: Sequence[str], size: int | None, data_dir: Path | None = None
-) -> list[Tensor]:
-    """``["bundled"]`` (default), ``["set12"]``, bundled image names, or image files; batches.
-
-    Bundled images are resized to ``size``; Set12 images and files are centre-cropped to it.
-    """
-    if size is not None:
-        check_positive("size", size, integer=True)
-    spec = list(spec) or ["bundled"]
-    if spec == ["bundled"]:
-        return [bundled_images(size=size)]
-    if all(s in BUNDLED for s in spec):
-        return [bundled_images(tuple(spec), size=size)]
-    if spec == ["set12"]:
-        images = set12(None if data_dir is None else data_dir / "set12")
-    else:
-        images = [read_image(p, grey=True) for p in spec]
-    return [centre_crop(x, size) if size else x for x in images]
-
-
 def attack_options(
     name: str, eps: float, rho: float, steps: int, objective: str, seed: int
 ) -> dict:

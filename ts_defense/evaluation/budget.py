@@ -31,20 +31,22 @@ def attacked_metrics(
     attacked: Tensor,
     sigma: float | Tensor,
     with_ssim: bool = False,
+    nonfinite: str = "raise",
 ) -> dict[str, list[float]]:
     """Per image of one batch: ``psnr`` of ``f(attacked)``, ``pass_through`` (the PSNR of
     ``f(noisy) + delta``), ``gain`` (``|f(attacked) - f(noisy)| / |delta|``, 1 where delta
-    is 0) and, with ``with_ssim``, ``ssim`` of ``f(attacked)``."""
+    is 0) and, with ``with_ssim``, ``ssim`` of ``f(attacked)``. A NaN/Inf output is an error,
+    or with ``nonfinite="nan"`` scores NaN (see :func:`~.metrics.psnr`)."""
     out, out_adv = denoise(denoiser, noisy, sigma), denoise(denoiser, attacked, sigma)
     delta = (attacked - noisy).flatten(1).norm(dim=1)
     moved = (out_adv - out).flatten(1).norm(dim=1)
     metrics = {
-        "psnr": psnr(clean, out_adv),
-        "pass_through": psnr(clean, out + (attacked - noisy)),
+        "psnr": psnr(clean, out_adv, nonfinite=nonfinite),
+        "pass_through": psnr(clean, out + (attacked - noisy), nonfinite=nonfinite),
         "gain": torch.where(delta > 0, moved / delta.clamp_min(1e-30), 1.0).tolist(),
     }
     if with_ssim:
-        metrics["ssim"] = ssim(clean, out_adv)
+        metrics["ssim"] = ssim(clean, out_adv, nonfinite=nonfinite)
     return metrics
 
 

@@ -195,16 +195,27 @@ def check_iterations(curve: dict, tol: float = 0.02) -> Check:
     return Check("more iterations never weaker", ok, detail, {"psnr": p, "largest_rise": worst})
 
 
+def _last_step(name: str, curve: dict, counts: str, tol: float) -> Check:
+    """Whether the last step of ``curve`` (``curve[counts]`` against ``curve["psnr"]``) moves
+    the mean PSNR by less than ``tol`` dB."""
+    p, n = curve["psnr"], curve[counts]
+    if len(p) < 2:
+        raise ValueError(f"check_{name} needs a curve of at least two {counts[:-1]} counts")
+    change = p[-1] - p[-2]
+    detail = f"{n[-2]} -> {n[-1]} {counts} moves the mean by {change:+.3f} dB (limit {tol:g})"
+    return Check(name.replace("_", " "), abs(change) < tol, detail, {"change": change})
+
+
 def check_converged(curve: dict, tol: float = 0.05) -> Check:
     """The last step of the table (a doubling of the iterations, or more) moves the mean PSNR by
     less than ``tol`` dB."""
-    p, n = curve["psnr"], curve["iterations"]
-    if len(p) < 2:
-        raise ValueError("check_converged needs a curve of at least two iteration counts")
-    change = p[-1] - p[-2]
-    ok = abs(change) < tol
-    detail = f"{n[-2]} -> {n[-1]} iterations moves the mean by {change:+.3f} dB (limit {tol:g})"
-    return Check("converged", ok, detail, {"change": change})
+    return _last_step("converged", curve, "iterations", tol)
+
+
+def check_restarts(curve: dict, tol: float = 0.05) -> Check:
+    """The last restart of a :func:`restart_curve` moves the mean PSNR by less than ``tol`` dB
+    (more restarts would not change the figure); it needs two points."""
+    return _last_step("restarts_converged", curve, "restarts", tol)
 
 
 def check_white_box(result: WorstCase, tol: float = 0.02) -> Check:
@@ -258,6 +269,13 @@ def check_random(
     clean_p = _mean(attacked_scores(target, xs, ys, sigma)[0])
     drop_attack = clean_p - _mean(attacked_scores(target, xs, advs, sigma)[0])
     drop_random = clean_p - _mean(attacked_scores(target, xs, rand, sigma)[0])
+    return check_random_drops(drop_attack, drop_random, factor)
+
+
+def check_random_drops(drop_attack: float, drop_random: float, factor: float = 0.5) -> Check:
+    """:func:`check_random` from the two mean PSNR drops (dB), measured elsewhere: the random
+    perturbation's at most ``factor`` times the attack's, which must be > 0."""
+    check_positive("factor", factor, maximum=1.0)
     ok = drop_attack > 0 and drop_random <= factor * drop_attack
     detail = (
         f"random drop {drop_random:.2f} dB vs attack drop {drop_attack:.2f} dB (limit {factor:g} x)"

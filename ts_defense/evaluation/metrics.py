@@ -10,6 +10,7 @@ scores the ceiling, never ``inf``, so that means stay finite and reports stay va
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -18,7 +19,7 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
-from .._checks import check_images, check_positive
+from .._checks import check_choice, check_images, check_positive
 from ..attacks.base import DenoiserAttack, preserved_modes
 from ..models.denoiser import Denoiser
 from ..noise.sampler import TSSampler
@@ -51,15 +52,23 @@ def denoise(denoiser: Denoiser, noisy: Tensor, sigma: float | Tensor) -> Tensor:
         return denoiser(noisy, sigma)
 
 
-def _per_image(metric: Callable, clean: Tensor, est: Tensor, data_range: float) -> list[float]:
+def _per_image(
+    metric: Callable, clean: Tensor, est: Tensor, data_range: float, nonfinite: str = "raise"
+) -> list[float]:
+    check_choice("nonfinite", nonfinite, ("raise", "nan"))
     check_images(clean, "clean")
-    check_images(est, "estimate")
+    check_images(est, "estimate", finite=nonfinite == "raise")
     check_positive("data_range", data_range)
     if clean.shape != est.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and estimate {tuple(est.shape)} differ")
     x = clean.detach().cpu().double().numpy()
-    y = est.detach().cpu().double().clamp(0, data_range).numpy()
-    return [float(metric(a, b, data_range=data_range)) for a, b in zip(x, y, strict=True)]
+    est = est.detach().cpu().double()
+    finite = torch.isfinite(est).flatten(1).all(1).tolist()
+    y = est.nan_to_num(0.0, 0.0, 0.0).clamp(0, data_range).numpy()
+    return [
+        float(metric(a, b, data_range=data_range)) if ok else math.nan
+        for a, b, ok in zip(x, y, finite, strict=True)
+    ]
 
 
 def _psnr(clean: np.ndarray, estimate: np.ndarray, data_range: float) -> float:
@@ -69,14 +78,20 @@ def _psnr(clean: np.ndarray, estimate: np.ndarray, data_range: float) -> float:
     return float(min(10 * np.log10(data_range**2 / max(mse, floor)), PSNR_CEILING))
 
 
-def psnr(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:
+def psnr(
+    clean: Tensor, estimate: Tensor, data_range: float = 1.0, nonfinite: str = "raise"
+) -> list[float]:
     """PSNR in dB of each image (as skimage computes it), at most :data:`PSNR_CEILING`; the
-    estimate is clamped to ``[0, data_range]``."""
-    return _per_image(_psnr, clean, estimate, data_range)
+    estimate is clamped to ``[0, data_range]``. A NaN/Inf estimate is an error, or with
+    ``nonfinite="nan"`` (for a caller that reports those images by name) scores NaN."""
+    return _per_image(_psnr, clean, estimate, data_range, nonfinite)
 
 
-def ssim(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float]:
-    """SSIM of each image (skimage, channels as the first axis of each image)."""
+def ssim(
+    clean: Tensor, estimate: Tensor, data_range: float = 1.0, nonfinite: str = "raise"
+) -> list[float]:
+    """SSIM of each image (skimage, channels as the first axis of each image); ``nonfinite``
+    as :func:`psnr`'s."""
 
     if min(check_images(clean, "clean").shape[-2:]) < SSIM_WINDOW:
         raise ValueError(
@@ -89,7 +104,7 @@ def ssim(clean: Tensor, estimate: Tensor, data_range: float = 1.0) -> list[float
             return structural_similarity(a[0], b[0], data_range=data_range)
         return structural_similarity(a, b, data_range=data_range, channel_axis=0)
 
-    return _per_image(one, clean, estimate, data_range)
+    return _per_image(one, clean, estimate, data_range, nonfinite)
 
 
 @dataclass

@@ -68,11 +68,14 @@ def transfer_matrix(
     sources: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = False,
+    nonfinite: str = "raise",
 ) -> TransferResult:
     """Craft perturbations on each source (default: every differentiable model) once, on one
     seeded Gaussian-noisy copy of ``clean``; evaluate every model on them.
 
     attack: builds the attack for a source, e.g. ``partial(DenoisingPGD, sigma=s, eps=8/255)``.
+    nonfinite: ``"nan"`` scores a target's NaN/Inf output NaN instead of raising (see
+    :func:`~.metrics.psnr`).
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty mapping of name -> Denoiser")
@@ -110,13 +113,15 @@ def transfer_matrix(
             bar.set_postfix_str(f"evaluating {t}")
             den = models[t]
             clean_pi[t] = [
-                v for x, y in zip(xs, ys, strict=True) for v in psnr(x, denoise(den, y, sigma))
+                v
+                for x, y in zip(xs, ys, strict=True)
+                for v in psnr(x, denoise(den, y, sigma), nonfinite=nonfinite)
             ]
             for s in sources:
                 per_image[s][t] = [
                     v
                     for x, y, d in zip(xs, ys, perturbations[s], strict=True)
-                    for v in psnr(x, denoise(den, y + d, sigma))
+                    for v in psnr(x, denoise(den, y + d, sigma), nonfinite=nonfinite)
                 ]
             bar.update()
     return TransferResult(

@@ -8,6 +8,7 @@ The network returns the *noise residual*; wrap it in :class:`ts_defense.Denoiser
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +82,14 @@ class SmallDnCNN:
         return {"steps": self.steps, "batch_size": self.batch_size, "patch_size": self.patch_size}
 
 
-def load_dncnn(path: str | Path) -> DnCNN:
-    """Load a pretrained DnCNN state dict (DnCNN-PyTorch or KAIR keys) with ``weights_only=True``.
+def load_dncnn(path: str | Path | Mapping[str, torch.Tensor]) -> DnCNN:
+    """Load a pretrained DnCNN state dict (DnCNN-PyTorch or KAIR keys) with ``weights_only=True``
+    (or take one already loaded).
 
     Depth, width, channels and batch norm are read off the keys; the model is in eval mode.
     """
-    state = safe_load(path, "weights file")
+    state = path if isinstance(path, Mapping) else safe_load(path, "weights file", finite=True)
+    path = "the state dict" if isinstance(path, Mapping) else path
     if not isinstance(state, dict) or not state:
         raise ValueError(f"{path} does not hold a state dict")
     renamed = {_PREFIXES.sub("layers.", k): v for k, v in state.items()}

@@ -22,11 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import optional_import
+from .._registry import Registry
 from ..data import shared_data_dir
 from .denoiser import Denoiser
 from .dncnn import load_dncnn
@@ -116,6 +119,10 @@ def weights_file(filename: str, data_dir: Path | None = None) -> Path:
     )
 
 
+def _bm3d_package() -> ModuleType:
+    return optional_import("bm3d", "bm3d", "the BM3D model")
+
+
 class BM3D(nn.Module):
     """BM3D (Dabov et al. 2007, the ``bm3d`` package) as a module ``forward(noisy, sigma)``.
 
@@ -126,9 +133,11 @@ class BM3D(nn.Module):
     differentiable = False
     block = 8  # bm3d's block size: smaller images are refused, exactly 8x8 crashes the process
 
-    def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
-        import bm3d
+    def __init__(self) -> None:
+        super().__init__()
+        _bm3d_package()  # a missing package fails when the model is built, not mid-evaluation
 
+    def forward(self, noisy: Tensor, sigma: Tensor) -> Tensor:
         h, w = noisy.shape[-2:]
         if min(h, w) < self.block or (h, w) == (self.block, self.block):
             raise ValueError(
@@ -136,12 +145,13 @@ class BM3D(nn.Module):
                 f"{h}x{w}"
             )
 
+        package = _bm3d_package()
         out = torch.empty_like(noisy)
         arr = noisy.detach().cpu().double().numpy()
         for b in range(noisy.shape[0]):
             s = float(sigma[b] if sigma.numel() > 1 else sigma)
             for c in range(noisy.shape[1]):
-                den = np.asarray(bm3d.bm3d(arr[b, c], sigma_psd=s), dtype=np.float64)
+                den = np.asarray(package.bm3d(arr[b, c], sigma_psd=s), dtype=np.float64)
                 out[b, c] = torch.from_numpy(den).to(out)
         return out
 
@@ -163,11 +173,14 @@ DNCNN_FILES = {
     "kair-dncnn-25": "kair_dncnn_25.pth",
 }
 WEIGHTS_OF = {**DNCNN_FILES, "pnp-hqs-dncnn-b": "DnCNN-B.pth"}  # model name -> file of SOURCES
-MODELS: dict[str, Builder] = {
-    **{name: partial(_dncnn, filename) for name, filename in DNCNN_FILES.items()},
-    "pnp-hqs-dncnn-b": _pnp_dncnn_b,
-    "bm3d": lambda data_dir: Denoiser(BM3D(), predicts="clean", noise_level="argument"),
-}
+MODELS: Registry[Builder] = Registry(
+    "model",
+    {
+        **{name: partial(_dncnn, filename) for name, filename in DNCNN_FILES.items()},
+        "pnp-hqs-dncnn-b": _pnp_dncnn_b,
+        "bm3d": lambda data_dir: Denoiser(BM3D(), predicts="clean", noise_level="argument"),
+    },
+)
 
 
 def model_source(name: str) -> str:
@@ -179,17 +192,13 @@ def model_source(name: str) -> str:
 
 
 def register_model(name: str, builder: Builder) -> None:
-    """Add a named model: ``builder(data_dir)`` returns a :class:`Denoiser`."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    """Add (or replace) a named model: ``builder(data_dir)`` returns a :class:`Denoiser`."""
     if not callable(builder):
         raise TypeError(f"builder must be callable, got {type(builder).__name__}")
-    MODELS[name] = builder
+    MODELS.register(name, builder, replace=True)
 
 
 def load_model(name: str, data_dir: str | Path | None = None) -> Denoiser:
     """The denoiser called ``name`` (see ``MODELS``); weights come from ``data_dir``, the cache
     folder or the shared data folder (see :func:`weights_file`)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](None if data_dir is None else Path(data_dir))
+    return MODELS.lookup(name)(None if data_dir is None else Path(data_dir))

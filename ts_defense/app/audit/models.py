@@ -1,10 +1,11 @@
 """The model to audit, from what a user types: a named zoo model, ``module:function`` or a
 weights file whose architecture spandrel detects (DnCNN, DRUNet, SwinIR, SCUNet...).
 
-Files are read with :func:`ts_defense._io.safe_load` (``weights_only=True``) and the state dict
-is handed to spandrel: spandrel's own file loader unpickles with a restricted unpickler, not
-torch's weights-only one. State dicts of DnCNN-PyTorch (unknown to spandrel) load through
-:func:`ts_defense.models.load_dncnn`.
+Files are read with :func:`ts_defense._io.safe_load` (``weights_only=True``); the state dict
+(taken out of a training checkpoint: :func:`state_dict`) is handed to spandrel: spandrel's own
+file loader unpickles with a restricted unpickler, not torch's weights-only one. DnCNN state
+dicts that spandrel does not know (DnCNN-PyTorch's, ``ts_defense.models.DnCNN``'s) load through
+:func:`ts_defense.models.load_dncnn`, with or without spandrel installed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..._checks import MissingDependency, optional_import
 from ..._io import safe_load
 from ...models import load_dncnn
 from ...models.denoiser import Denoiser
 from ...models.zoo import MODELS, load_model, model_source
+from ...training.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ...training.checkpoint import read_checkpoint
 
 # spandrel architecture id -> how its network takes sigma (the rest predict the clean image)
 NOISE_MAP_ARCHS = ("DRUNet",)
@@ -80,25 +84,65 @@ def _from_function(spec: str) -> AuditModel:
     return AuditModel(attr, den.eval(), _channels(den), f"Python function {spec}")
 
 
-def _from_file(path: Path) -> AuditModel:
-    from spandrel import ModelLoader, UnsupportedModelError
+def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
 
-    state = safe_load(path, "weights file")
-    if isinstance(state, dict) and isinstance(state.get("params"), dict):
-        state = state["params"]  # KAIR/BasicSR checkpoints nest the weights
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+
+def state_dict(obj: object, path: Path) -> tuple[dict[str, Tensor], str]:
+    """The network's weights in a loaded file, and where they were found: a state dict as such
+    (KAIR's ``*_G.pth``), the ``"model"`` of a checkpoint of :func:`ts_defense.fit` /
+    ``save_checkpoint`` (refused when its digest does not match), or ``"params_ema"`` (else
+    ``"params"``) of BasicSR's ``net_g_*.pth``; wrappers' key prefixes (``module.``,
+    ``_orig_mod.``) are taken off. Anything else is a one-line ValueError."""
+    where = "state dict"
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        obj, where = read_checkpoint(path).get("model"), "model of a ts-defense checkpoint"
+    elif isinstance(obj, dict) and isinstance(obj.get("params_ema", obj.get("params")), dict):
+        key = "params_ema" if isinstance(obj.get("params_ema"), dict) else "params"
+        obj, where = obj[key], f"BasicSR {key}"
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    ):
+        keys = ", ".join(map(str, list(obj)[:4])) if isinstance(obj, dict) else ""
+        held = f"keys {keys}" if keys else f"a {type(obj).__name__}"
+        raise ValueError(
+            f"{path} holds no network weights ({held}): give a state dict, a checkpoint of "
+            f"ts-defense's fit, BasicSR's net_g_*.pth or KAIR's *_G.pth"
+        )
+    return _strip(_strip(obj, "module."), "_orig_mod."), where
+
+
+def _dncnn(state: dict[str, Tensor], path: Path, where: str) -> AuditModel:
     try:
-        desc = ModelLoader().load_from_state_dict(state)
-    except UnsupportedModelError:
+        den = Denoiser(load_dncnn(state), predicts="noise")
+    except (RuntimeError, IndexError) as err:  # keys of DnCNN's layout, shapes of another net
+        raise ValueError(f"{path}: not a DnCNN state dict") from err
+    return AuditModel(path.stem, den.eval(), _channels(den), f"DnCNN ({where}) from {path}")
+
+
+def _from_file(path: Path) -> AuditModel:
+    state, where = state_dict(safe_load(path, "weights file", finite=True), path)
+    try:
+        spandrel = optional_import("spandrel", "archs", f"{path} (architecture detection)")
+    except MissingDependency as missing:
+        try:  # a DnCNN needs no detection
+            return _dncnn(state, path, where)
+        except ValueError:
+            raise missing from None
+    try:
+        desc = spandrel.ModelLoader().load_from_state_dict(state)
+    except spandrel.UnsupportedModelError:
         try:
-            den = Denoiser(load_dncnn(path), predicts="noise")
+            return _dncnn(state, path, where)
         except ValueError as err:
             raise ValueError(
                 f"{path}: spandrel does not recognise this architecture and it is not a DnCNN "
                 f"state dict; load it with a Python function instead (module:function)"
             ) from err
-        return AuditModel(path.stem, den.eval(), _channels(den), f"DnCNN weights {path}")
     net = desc.model
     multiple = max(desc.size_requirements.multiple_of, 1)
     if multiple > 1:
@@ -107,7 +151,8 @@ def _from_file(path: Path) -> AuditModel:
     tags = ", ".join(desc.tags)
     noise_level = "map" if arch in NOISE_MAP_ARCHS or "FDnCNN" in desc.tags else "none"
     den = Denoiser(net, predicts="clean", noise_level=noise_level)
-    return AuditModel(path.stem, den.eval(), desc.input_channels, f"{arch} ({tags}) from {path}")
+    source = f"{arch} ({tags}; {where}) from {path}"
+    return AuditModel(path.stem, den.eval(), desc.input_channels, source)
 
 
 def resolve_model(spec: str, data_dir: Path | None = None) -> AuditModel:

@@ -12,7 +12,6 @@ from torch import nn
 from ts_defense import (
     Denoiser,
     PatchSampler,
-    StepResult,
     TrainStep,
     TSConfig,
     TSSampler,
@@ -300,17 +299,6 @@ def test_readme_diff_runs_as_printed():
         results[name] = [p.detach().clone() for p in model.parameters()]
     assert "sampler" in env and isinstance(env["sampler"], TSSampler)
     assert any(not torch.equal(a, b) for a, b in zip(*results.values(), strict=True))
-
-
-def test_readme_train_step_snippet_runs():
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- train-step -->\n```python\n(.*?)```", text, re.S)
-    assert block, "README lost its TrainStep example"
-    model = DnCNN(depth=3, features=8)
-    loader = [batch(4, s=16, seed=s) for s in range(2)]
-    env = {"model": model, "loader": loader, "torch": torch}
-    exec(compile(block.group(1), "README TrainStep", "exec"), env)
-    assert isinstance(env["result"], StepResult) and env["step"].step_count == 2
 
 
 def test_deferred_check_reports_a_bad_step_at_the_next_read():
