@@ -1,6 +1,7 @@
-"""The main job: Gaussian, TS and the recommended robust recipe trained on the bundled images,
-attacked white-box and by transfer, with a printed table, a recommendation drawn from it, and a
-report folder (Markdown, JSON, PNG plots).
+"""``ts-defense demo --from-scratch``, the toy study: Gaussian, TS and the recommended robust
+recipe trained from scratch on the bundled images, attacked white-box and by transfer, with a
+printed table, a recommendation drawn from it, and a report folder (Markdown, JSON, PNG plots).
+The main job itself (hardening the public DnCNN-S-25) is :mod:`.hardening`.
 
 Small DnCNNs are trained on the spot on six scikit-image pictures and tested on crops of two
 others, so the whole run takes a few minutes on two CPU cores and downloads nothing.

@@ -332,17 +332,18 @@ def before_after_figure(results: Mapping[str, Any]) -> Figure:
                 x = k if shown else k + 0.3  # the pass-through reference beside its model
                 m, sd = row[key]["mean"], row[key]["sd"] or 0.0
                 ax.errorbar(x, m, yerr=sd, fmt="o" if shown else "x", ms=8, capsize=4, color=colour)
-                ax.annotate(
-                    f"{m:.2f}",
-                    (x, m),
-                    xytext=(9, 0),
-                    textcoords="offset points",
-                    va="center",
-                    fontsize=8,
-                    color="k" if shown else "0.4",
-                )
+                if shown:  # the value left of its point (the reference's are in the table)
+                    ax.annotate(
+                        f"{m:.2f}",
+                        (x, m),
+                        xytext=(-9, 0),
+                        textcoords="offset points",
+                        ha="right",
+                        va="center",
+                        fontsize=8,
+                    )
         ax.set_xticks(range(len(names)), list(names.values()))
-        ax.set_xlim(-0.4, len(names) - 0.1)
+        ax.set_xlim(-0.6, len(names) - 0.2)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("mean PSNR (dB)")
         ax.grid(alpha=0.3)
