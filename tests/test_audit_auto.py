@@ -298,7 +298,7 @@ def test_a_long_estimate_names_the_options_that_bring_it_down(monkeypatch):
     model = AuditModel("tiny", tiny_model(), 1, "test")
     photos = images(8, 64)
     monkeypatch.setattr(audit_run, "_pass_seconds", lambda den, x, sigma: 1e-4)  # a slow CPU
-    text = audit_run.estimate_text([model], photos, AuditConfig())
+    text = audit_run.estimate_text([model], photos, AuditConfig(steps=100))  # --steps 100
     total = float(re.search(r"--attack auto: estimated run time about (\d+) s", text).group(1))
     assert total > audit_run.LONG_RUN and "over 10 minutes; to bring it down:" in text
     options = dict(re.findall(r"(--[a-z-]+(?: \w+)?) \(about (\d+) s", text))
