@@ -77,12 +77,19 @@ def budget_curves_figure(
         ax.plot(budgets, c["psnr"], "o-", color=colour, label=label)
         if pass_through:
             ax.plot(budgets, c["pass_through"], ":", color=colour, label=f"{name}: f(y) + delta")
-    ax.set_xlabel(f"{cls.norm} budget {cls.budget} ({shown})")
-    ax.set_ylabel("PSNR of the denoised image (dB)")
+    _label(
+        ax, f"{cls.norm} budget {cls.budget} ({shown})", "PSNR of the denoised image (dB)", title
+    )
+    return fig
+
+
+def _label(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    """The axes' labels, title, grid and legend, as every line plot here has them."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return fig
 
 
 # -- attacked PSNR against iterations or restarts --------------------------------------------
@@ -107,11 +114,7 @@ def convergence_figure(
     counts = sorted({n for c in curves.values() for n in c["count"]})
     ax.set_xticks(counts, [str(n) for n in counts])
     ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("attacked PSNR minus the last point (dB)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _label(ax, xlabel, "attacked PSNR minus the last point (dB)", title)
     return fig
 
 
