@@ -105,7 +105,7 @@ def test_ts_loss_reports_the_adversarial_part():
     assert set(result.as_dict()) >= {"loss_adv", "n_adv"}
 
 
-@pytest.mark.parametrize("recipe", ["hat", "ts-free-hat"])
+@pytest.mark.parametrize("recipe", ["hat", "ts-free-hat", "trades", "jacobian"])
 def test_batch_norm_model_in_train_mode(recipe):
     model = small(batch_norm=True).train()
     r = make_recipe(recipe, config={"sigma": SIGMA})
@@ -125,10 +125,16 @@ def test_batch_norm_model_in_train_mode(recipe):
         assert model.training and all(m.training for m in model.modules())
 
 
-@pytest.mark.parametrize("recipe", ["hat", "free-hat", "ts-hat"])
-def test_fit_resumes_every_recipe_exactly(tmp_path, recipe):
+@pytest.mark.parametrize(
+    ("recipe", "ema"),
+    [("hat", 0), ("free-hat", 0.9), ("ts-hat", 0), ("multi-hat", 0), ("ts-trades", 0.5),
+     ("yan-hat", 0), ("jacobian", 0)],
+)  # fmt: skip
+def test_fit_resumes_every_recipe_exactly(tmp_path, recipe, ema):
     images = batch(b=3, side=24, seed=5)
-    opts = dict(recipe=recipe, steps=4, batch_size=4, patch_size=12, progress=False)
+    opts = dict(recipe=recipe, steps=4, batch_size=4, patch_size=12, progress=False, ema=ema)
+    if recipe == "multi-hat":
+        opts["adversarial"] = {"warmup": 3}  # the ramp crosses the checkpoint
     torch.manual_seed(0)
     whole = small()
     fit(whole, images, **opts, predicts="noise")
@@ -151,7 +157,9 @@ def test_recipes_differ_as_named():
     assert r.config.sigma == 15 / 255 and r.config.p_ood == 0 and r.adversarial.share == 0.3
     assert make_recipe("gaussian", TSConfig(sigma=0.1)).config.p_ood == 0  # the default: dropped
     assert make_recipe("free-hat", {"p_ood": 0}).config.p_ood == 0
-    assert set(RECIPES) == {"gaussian", "ts", "hat", "ts-hat", "free-hat", "ts-free-hat"}
+    base = {"gaussian", "hat", "free-hat", "multi-hat", "trades", "yan-hat", "jacobian"}
+    twins = {"ts" if n == "gaussian" else f"ts-{n}" for n in base}
+    assert set(RECIPES) == base | twins
 
 
 @pytest.mark.parametrize(

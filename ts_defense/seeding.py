@@ -4,9 +4,9 @@ Two ``torch.Generator`` objects seeded with the same integer produce the same bi
 attack's uniform random start and the Gaussian test noise drawn "with seed 0" were correlated
 (about -0.34): the attack started from a point that partly cancelled the noise and came out
 weaker. Every random purpose in the library (training noise, test noise, patch positions,
-attack starts, adversarial-training budgets) therefore seeds its generator with
-``stream_seed(seed, purpose)``, a hash of the pair: different purposes never share a stream,
-and the same seed and purpose always give the same one.
+attack starts, adversarial-training budgets, Jacobian-penalty directions) therefore seeds its
+generator with ``stream_seed(seed, purpose)``, a hash of the pair: different purposes never
+share a stream, and the same seed and purpose always give the same one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import hashlib
 
 from ._checks import check_choice, check_seed
 
-PURPOSES = ("noise", "test-noise", "patches", "attack", "adversarial")
+PURPOSES = ("noise", "test-noise", "patches", "attack", "adversarial", "directions")
 
 
 def stream_seed(seed: int, purpose: str) -> int:

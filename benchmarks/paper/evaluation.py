@@ -3,9 +3,11 @@
 Every model sees the same test noise (seed 0) and the same attack seeds, so differences between
 models are paired. For each white-box PGD budget the row also holds the pass-through PSNR (of
 ``f(y) + delta``: what a model that let the perturbation through untouched would score) and the
-gain ``|f(y + delta) - f(y)| / |delta|``; the drop splits into the irreducible part (clean minus
-pass-through) and the reducible part (pass-through minus attacked), the only part a defense can
-win back.
+gain ``|f(y + delta) - f(y)| / |delta|``; the drop splits into the pass-through part (clean minus
+pass-through: a reference, not a bound) and the rest (pass-through minus attacked). With a
+``worst_case_steps`` plan, the row also holds the parameter-free worst case (``--attack
+auto``'s ensemble: APGD-L-inf, APGD on the noisy objective, zero-mean L2 APGD, transfer from the
+public models).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor
 from ts_defense import Denoiser
 from ts_defense.attacks import DenoisingPGD, ObsAtk
 from ts_defense.data import centre_crop
+from ts_defense.evaluation.auto import Transferred, auto_attack, auto_members, craft_transfer
 from ts_defense.evaluation.metrics import add_noise, denoise, psnr, ssim
 
 from .plan import SIGMA, Plan
@@ -56,15 +59,33 @@ def transfer_inputs(
     }
 
 
+def worst_case_members(plan: Plan) -> dict:
+    """The ensemble's white-box members (``--attack auto``'s, at the plan's iterations)."""
+    return auto_members(SIGMA, eps=max(plan.budgets) / 255, steps=plan.worst_case_steps, seed=0)
+
+
+def worst_case_transfer(sources: dict[str, Denoiser], clean: Batches, plan: Plan) -> Transferred:
+    """The ensemble's transfer inputs: its first member crafted once on each source."""
+    first = next(iter(worst_case_members(plan).values()))
+    return craft_transfer(sources, clean, SIGMA, first, seed=0)
+
+
 def _mean_psnr(den: Denoiser, clean: Batches, inputs: Batches) -> float:
     pairs = zip(clean, inputs, strict=True)
     return float(np.mean([v for x, y in pairs for v in psnr(x, denoise(den, y, SIGMA))]))
 
 
 def evaluate(
-    den: Denoiser, clean: Batches, noisy: Batches, transfer: dict[str, Batches], plan: Plan
-) -> dict[str, float]:
-    """Mean metrics over the test images (PSNR in dB, budgets in the keys in 1/255)."""
+    den: Denoiser,
+    clean: Batches,
+    noisy: Batches,
+    transfer: dict[str, Batches],
+    plan: Plan,
+    worst: Transferred | None = None,
+) -> dict:
+    """Mean metrics over the test images (PSNR in dB, budgets in the keys in 1/255); with
+    ``worst`` (from :func:`worst_case_transfer`), ``"auto"`` is the worst case over the
+    ensemble, ``"auto_wins"`` and ``"auto_members"`` its wins and member means."""
     outs = [denoise(den, y, SIGMA) for y in noisy]
     row = {
         "clean": float(np.mean([v for x, o in zip(clean, outs, strict=True) for v in psnr(x, o)])),
@@ -84,14 +105,20 @@ def evaluate(
         row[f"pgd{budget}"] = float(np.mean(attacked))
         row[f"pass{budget}"] = float(np.mean(passed))
         row[f"gain{budget}"] = float(np.mean(gains))
-    obs = ObsAtk(den, SIGMA, eps=plan.obsatk / 255, steps=plan.attack_steps)
-    row["obsatk"] = _mean_psnr(den, clean, craft(obs, clean, noisy))
-    # the reference code's protocol: noisy input clamped to [0, 1], 3/255, 5 steps towards the
-    # noisy input, attacked input clamped
-    clamped = [y.clamp(0, 1) for y in noisy]
-    ref = DenoisingPGD(den, SIGMA, eps=3 / 255, steps=5, objective="noisy", clip=(0.0, 1.0))
-    row["ref_clean"] = _mean_psnr(den, clean, clamped)
-    row["ref3"] = _mean_psnr(den, clean, craft(ref, clean, clamped))
+    if plan.extra_attacks:
+        obs = ObsAtk(den, SIGMA, eps=plan.obsatk / 255, steps=plan.attack_steps)
+        row["obsatk"] = _mean_psnr(den, clean, craft(obs, clean, noisy))
+        # the reference code's protocol: noisy input clamped to [0, 1], 3/255, 5 steps towards
+        # the noisy input, attacked input clamped
+        clamped = [y.clamp(0, 1) for y in noisy]
+        ref = DenoisingPGD(den, SIGMA, eps=3 / 255, steps=5, objective="noisy", clip=(0.0, 1.0))
+        row["ref_clean"] = _mean_psnr(den, clean, clamped)
+        row["ref3"] = _mean_psnr(den, clean, craft(ref, clean, clamped))
     for source, inputs in transfer.items():
         row[f"from-{source}"] = _mean_psnr(den, clean, inputs)
+    if worst is not None:
+        result = auto_attack(den, clean, SIGMA, worst_case_members(plan), seed=0, transferred=worst)
+        row["auto"] = result.mean
+        row["auto_wins"] = result.wins
+        row["auto_members"] = result.member_means()
     return row

@@ -14,6 +14,38 @@ REFERENCE_PSNR, TOLERANCE = 29.2, 0.05
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One trained configuration: ``recipe[@strength][+ema]`` (strength of the recipe's knob:
+    a budget in 1/255 for the HAT family, a weight for the pair-term recipes; ``+ema``: the
+    plan's weight average)."""
+
+    recipe: str
+    strength: float | None = None
+    ema: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        rest, ema = (spec[: -len("+ema")], True) if spec.endswith("+ema") else (spec, False)
+        recipe, _, strength = rest.partition("@")
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r} in {spec!r}; choose from {list(RECIPES)}")
+        knob = RECIPES[recipe][1].knob
+        if strength and knob is None:
+            raise ValueError(f"{spec!r}: recipe {recipe!r} has no knob to set")
+        try:
+            value = float(strength) if strength else None
+        except ValueError:
+            raise ValueError(f"{spec!r}: the strength after '@' must be a number") from None
+        return cls(recipe, value, ema)
+
+    def strength_value(self) -> float | None:
+        """The strength in the library's units (budgets in image units)."""
+        if self.strength is None:
+            return None
+        return self.strength / 255 if RECIPES[self.recipe][1].knob == "eps" else self.strength
+
+
+@dataclass(frozen=True)
 class Plan:
     """One run: training recipe set, sizes, and the evaluation.
 
@@ -23,6 +55,11 @@ class Plan:
     budgets: white-box L-inf PGD budgets in 1/255; obsatk: ObsAtk RMS budget in 1/255.
     chunk: test images per attack batch (memory).
     min_steps: with a time budget, fewer seeds are run rather than fewer steps than this.
+    recipes: variants ``recipe[@strength][+ema]`` (see :class:`Variant`); ema: its decay.
+    second_test: a second test set evaluated the same way (``"set12"``), or None.
+    worst_case_steps: APGD iterations of the worst-case ensemble (``--attack auto``'s
+        members and transfer from the public models; 0: not run).
+    extra_attacks: also ObsAtk (10 steps) and the reference code's protocol.
     """
 
     mode: str = "finetune"
@@ -43,16 +80,38 @@ class Plan:
     chunk: int = 8
     min_steps: int = 500
     validate: bool = True
+    ema: float = 0.95
+    second_test: str | None = None
+    worst_case_steps: int = 0
+    extra_attacks: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("finetune", "scratch"):
             raise ValueError(f"mode must be 'finetune' or 'scratch', got {self.mode!r}")
-        unknown = [r for r in self.recipes if r not in RECIPES]
-        if unknown:
-            raise ValueError(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+        for spec in self.recipes:
+            Variant.parse(spec)
+        if self.second_test not in (None, "set12"):
+            raise ValueError(f"second_test must be 'set12' or None, got {self.second_test!r}")
         if not self.seeds or not self.recipes:
             raise ValueError("a run needs at least one recipe and one seed")
 
+
+# every recipe along its knob, seed 0 first (a time budget cuts the last); see BENCHMARKS.md
+FRONTIER = (
+    "gaussian",
+    "free-hat",
+    "hat",
+    "free-hat@4",
+    "free-hat@16",
+    "multi-hat",
+    "trades",
+    "trades@4",
+    "yan-hat",
+    "jacobian",
+    "jacobian@0.1",
+    "free-hat+ema",
+    "ts-free-hat",
+)
 
 PRESETS = {
     # CI: seconds on a CPU, every code path (public weights from the shared data)
@@ -67,6 +126,8 @@ PRESETS = {
         attack_steps=2,
         min_steps=1,
         validate=False,
+        second_test="set12",
+        worst_case_steps=2,
     ),
     # what two CPU cores fit in about an hour: short fine-tunes, 64x64 test crops
     "cpu": Plan(steps=300, batch_size=32, test_crop=64, min_steps=100, validate=False),
@@ -81,17 +142,43 @@ PRESETS = {
         min_steps=50,
         validate=False,
     ),
+    # the robustness-accuracy frontier (issue 24) and the worst case next to PGD-10 (issue 23):
+    # the cpu-quick fine-tunes, 48x48 crops of BSD68 and Set12, the ensemble at 10 iterations
+    "cpu-frontier": Plan(
+        recipes=FRONTIER,
+        steps=100,
+        batch_size=16,
+        test_images=16,
+        test_crop=48,
+        budgets=(8,),
+        min_steps=50,
+        validate=False,
+        second_test="set12",
+        worst_case_steps=10,
+        extra_attacks=False,
+        chunk=16,
+    ),
     # the reference measurement's protocol: 2000 fine-tuning steps at batch 128, full BSD68
     "gpu": Plan(),
+    # the frontier's best recipes at the paper's scale (one device run)
+    "gpu-frontier": Plan(
+        recipes=("gaussian", "free-hat", "hat", "trades", "free-hat+ema"),
+        seeds=(0,),
+        second_test="set12",
+        worst_case_steps=10,
+        extra_attacks=False,
+        ema=0.999,
+    ),
     # DnCNN's own recipe from scratch (Adam 1e-3, decay at 80 % of the steps)
     "gpu-scratch": Plan(mode="scratch", steps=6000, lr=1e-3, milestones=(4800,)),
 }
 
 
 def crafts(recipe: str) -> bool:
-    """Whether the recipe pays extra attack passes per step (HAT; not the amortised ones)."""
-    adversarial = RECIPES[recipe][1]
-    return adversarial is not None and not adversarial.get("amortised", False)
+    """Whether the variant pays extra passes per step (crafted or added rows; not the amortised
+    recipes)."""
+    spec = RECIPES[Variant.parse(recipe).recipe][1]
+    return spec.defaults is not None and not spec.defining.get("amortised", False)
 
 
 def job_seconds(plan: Plan, recipe: str, step_s: float, eval_s: float) -> float:

@@ -39,3 +39,39 @@ def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
     right.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def frontier_figure(rows: list[dict], path: Path) -> None:
+    """One panel per test set: each recipe's paired clean difference against its paired
+    worst-case difference over Gaussian fine-tuning (means over seeds, sd bars), one line per
+    recipe along its knob, the knob's value at each point (nothing without a worst case)."""
+    sets = [p for p in tables.test_sets(rows) if tables.frontier_points(rows, p)]
+    if not sets:
+        return
+    fig = Figure(figsize=(5.6 * len(sets), 4.8), dpi=110)
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    for ax, prefix in zip(axes, sets, strict=True):
+        for k, (name, points) in enumerate(tables.frontier_points(rows, prefix).items()):
+            _, dc, sc, da, sa, _ = zip(*points, strict=True)
+            ax.errorbar(dc, da, xerr=sc, yerr=sa, fmt="o-", color=f"C{k % 10}", label=name,
+                        capsize=2, lw=1.2, ms=4)  # fmt: skip
+            for strength, x, _, y, _, n in points:
+                label = ("" if strength is None else f"{strength:g}") + (f" ({n})" if n > 1 else "")
+                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.plot([0], [0], "k*", ms=10, label="gaussian")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_xlabel("clean PSNR minus Gaussian fine-tune (dB)")
+        ax.set_ylabel("worst-case PSNR minus Gaussian fine-tune (dB)")
+        ax.set_title(
+            f"{(prefix[:-1] or 'bsd68').upper()}: robustness-accuracy frontier", fontsize=9
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(
+        f"Worst case over the ensemble (L-inf 8/255 + ObsAtk 5/255 + transfer), sigma "
+        f"{SIGMA * 255:g}; labels: knob (budget x 1/255 or weight), (n) seeds",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    save_figure(fig, path)

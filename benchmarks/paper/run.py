@@ -19,14 +19,24 @@ from tqdm.auto import tqdm
 
 from ts_defense import Denoiser, fit
 from ts_defense.app.output import json_text
-from ts_defense.data import bsd68, bsd400, shared_data_dir
+from ts_defense.data import bsd68, bsd400, set12, shared_data_dir
 from ts_defense.evaluation.metrics import denoise, psnr
 from ts_defense.models import DnCNN, load_dncnn
 
 from . import tables
-from .evaluation import evaluate, test_batches, transfer_inputs
-from .plan import PRESETS, PUBLIC, REFERENCE_PSNR, SIGMA, TOLERANCE, Plan, job_seconds, sized
-from .plot import budget_figure
+from .evaluation import evaluate, test_batches, transfer_inputs, worst_case_transfer
+from .plan import (
+    PRESETS,
+    PUBLIC,
+    REFERENCE_PSNR,
+    SIGMA,
+    TOLERANCE,
+    Plan,
+    Variant,
+    job_seconds,
+    sized,
+)
+from .plot import budget_figure, frontier_figure
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +50,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("runs/paper"), help="results folder")
     p.add_argument("--minutes", type=float, help="wall-clock budget: seeds (then steps) to fit")
-    p.add_argument("--recipes", nargs="+", help="override the preset's recipes")
+    p.add_argument(
+        "--recipes", nargs="+", help="override the preset's variants: recipe[@strength][+ema]"
+    )
     p.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
     p.add_argument("--steps", type=int, help="override the preset's training steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="0: resume per model only")
@@ -101,7 +113,9 @@ def new_model(plan: Plan, seed: int, weights: Path, device: torch.device) -> tor
 
 
 def train(plan: Plan, recipe: str, seed: int, images: list, out: Path, args, device) -> tuple:
-    """Train one model; returns it and the wall milliseconds per step (None when resumed)."""
+    """Train one model of variant ``recipe``; returns it and the wall milliseconds per step
+    (None when resumed)."""
+    variant = Variant.parse(recipe)
     model = new_model(plan, seed, shared_data_dir() / "weights" / PUBLIC["dncnn-s-25"], device)
     opt = torch.optim.Adam(model.parameters(), lr=plan.lr)
     sched = (
@@ -109,7 +123,8 @@ def train(plan: Plan, recipe: str, seed: int, images: list, out: Path, args, dev
         if plan.milestones
         else None
     )
-    ckpt = out / "models" / f"{plan.mode}-{recipe}-s{seed}-{plan.steps}.pt"
+    name = recipe.replace("@", "-at-").replace("+", "-")
+    ckpt = out / "models" / f"{plan.mode}-{name}-s{seed}-{plan.steps}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     resumed = ckpt.is_file()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -118,7 +133,9 @@ def train(plan: Plan, recipe: str, seed: int, images: list, out: Path, args, dev
     fit(
         model,
         images,
-        recipe=recipe,
+        recipe=variant.recipe,
+        strength=variant.strength_value(),
+        ema=plan.ema if variant.ema else 0.0,
         config={"sigma": SIGMA},
         steps=plan.steps,
         batch_size=plan.batch_size,
@@ -162,18 +179,31 @@ def main(argv: list[str] | None = None) -> None:
                  "tolerance": TOLERANCE, "ok": ok})  # fmt: skip
         if not ok:
             sys.exit(f"validation failed: public DnCNN-S-25 scores {score:.3f} dB on BSD68")
-    clean, noisy = test_batches(test, plan, device)
+    sets = {"bsd68": test}
+    if plan.second_test == "set12":
+        sets["set12"] = set12()
+    batches = {name: test_batches(images, plan, device) for name, images in sets.items()}
     cache: dict = {}
 
-    def transfer() -> dict:  # crafted once, and only when a model is to be evaluated
-        if not cache:
-            cache.update(transfer_inputs(public, clean, noisy, plan))
-        return cache
+    def transfer(name: str) -> tuple:  # crafted once, and only when a model is to be evaluated
+        if name not in cache:
+            clean, noisy = batches[name]
+            worst = worst_case_transfer(public, clean, plan) if plan.worst_case_steps else None
+            cache[name] = (transfer_inputs(public, clean, noisy, plan), worst)
+        return cache[name]
+
+    def evaluated(den: Denoiser) -> dict:
+        """Metrics on every test set: BSD68's plain, the others' as ``"<set>:<metric>"``."""
+        row = {}
+        for name, (clean, noisy) in batches.items():
+            transferred, worst = transfer(name)
+            got = evaluate(den, clean, noisy, transferred, plan, worst)
+            row.update(got if name == "bsd68" else {f"{name}:{k}": v for k, v in got.items()})
+        return row
 
     if log.find(part="model", recipe=tables.PUBLIC_ROW) is None:
-        sources = transfer()
         t0 = time.perf_counter()
-        row = evaluate(public["dncnn-s-25"], clean, noisy, sources, plan)
+        row = evaluated(public["dncnn-s-25"])
         log.add({"part": "model", "recipe": tables.PUBLIC_ROW, "seed": None, **row})
         eval_s = time.perf_counter() - t0
     else:
@@ -200,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                 log.add({"part": "budget", "stopped_before": [seed, recipe], "needs_s": need})
                 break
         den, step_ms = train(plan, recipe, seed, train_images, args.out, args, device)
-        row = evaluate(den, clean, noisy, transfer(), plan)
+        row = evaluated(den)
         log.add({**keys, "mode": plan.mode, "step_ms": step_ms, **row})
     write_report(log.rows, args.out, plan.attack_steps)
     print(f"done in {time.perf_counter() - start:.0f} s: {args.out / 'report.md'}")
@@ -209,3 +239,4 @@ def main(argv: list[str] | None = None) -> None:
 def write_report(rows: list[dict], out: Path, attack_steps: int) -> None:
     (out / "report.md").write_text(tables.report(rows))
     budget_figure(rows, out / "budget.png", attack_steps)
+    frontier_figure(rows, out / "frontier.png")

@@ -197,6 +197,43 @@ def _evaluation(
     return ev, bad
 
 
+@dataclass
+class Transferred:
+    """Perturbed inputs crafted once on each source model, with the noisy copy they perturb:
+    reusable for any number of targets evaluated later (:func:`auto_attack_models`'s
+    ``transferred``)."""
+
+    noisy: list[Tensor]
+    inputs: dict[str, tuple[list[Tensor], list[int]]]  # source -> (attacked batches, NaN images)
+    described: dict[str, str]  # "transfer:<source>" -> the attack in words
+
+
+def craft_transfer(
+    sources: Mapping[str, Denoiser],
+    clean: Images,
+    sigma: float,
+    attack: AttackFactory,
+    seed: int = 0,
+    bar: tqdm | None = None,
+) -> Transferred:
+    """Craft ``attack(source)`` on each source against ``add_noise(clean, sigma, seed)``."""
+    for n, m in sources.items():
+        if not isinstance(m, Denoiser):
+            raise TypeError(f"sources[{n!r}] must be a ts_defense.Denoiser, got {type(m).__name__}")
+    xs = as_batches(clean, "clean")
+    ys = add_noise(xs, sigma, seed)
+    done = Transferred(ys, {}, {})
+    for s, source in sources.items():
+        if bar is not None:
+            bar.set_postfix_str(f"crafting on {s}")
+        atk = attack(source)
+        done.inputs[s] = craft(atk, f"transfer:{s}", xs, ys)
+        done.described[f"transfer:{s}"] = f"{atk.describe()}, crafted on {s}"
+        if bar is not None:
+            bar.update()
+    return done
+
+
 def auto_attack_models(
     targets: Mapping[str, Denoiser],
     clean: Images,
@@ -206,23 +243,25 @@ def auto_attack_models(
     transfer_attack: AttackFactory | None = None,
     seed: int = 0,
     progress: bool = False,
+    transferred: Transferred | None = None,
 ) -> dict[str, WorstCase]:
     """The worst case of every target over ``members`` (white-box, crafted on the target;
     default :func:`auto_members` of ``sigma`` and ``seed``) and transfer from each of
     ``sources`` (crafted once per source with ``transfer_attack``, default the first member;
     a target is not its own transfer source), on one seeded Gaussian-noisy copy of ``clean``
-    (``add_noise(clean, sigma, seed)``, as :func:`~.transfer.transfer_matrix` uses)."""
+    (``add_noise(clean, sigma, seed)``, as :func:`~.transfer.transfer_matrix` uses).
+    ``transferred``: inputs :func:`craft_transfer` made earlier for the same ``clean``,
+    ``sigma`` and ``seed``, in place of ``sources``."""
     if not isinstance(targets, Mapping) or not targets:
         raise ValueError("targets must be a non-empty mapping of name -> Denoiser")
     sources = dict(sources or {})
-    for kind, models in (("targets", targets), ("sources", sources)):
-        for n, m in models.items():
-            if not isinstance(m, Denoiser):
-                raise TypeError(
-                    f"{kind}[{n!r}] must be a ts_defense.Denoiser, got {type(m).__name__}"
-                )
+    if sources and transferred is not None:
+        raise ValueError("transferred: give sources or inputs crafted on them, not both")
+    for n, m in targets.items():
+        if not isinstance(m, Denoiser):
+            raise TypeError(f"targets[{n!r}] must be a ts_defense.Denoiser, got {type(m).__name__}")
     members = auto_members(sigma, seed=seed) if members is None else dict(members)
-    if not members and not sources:
+    if not members and not sources and transferred is None:
         raise ValueError("members: the ensemble has no member (give attacks or sources)")
     for n, factory in members.items():
         if not callable(factory):
@@ -235,16 +274,19 @@ def auto_attack_models(
         transfer_attack = next(iter(members.values()))
     xs = as_batches(clean, "clean")
     ys = add_noise(xs, sigma, seed)
+    if transferred is not None and not (
+        len(transferred.noisy) == len(ys)
+        and all(torch.equal(a, b.to(a.device)) for a, b in zip(ys, transferred.noisy, strict=True))
+    ):
+        raise ValueError(
+            "transferred: crafted for other images, sigma or seed than this evaluation's"
+        )
     total = len(sources) + len(targets) * (len(members) + 1)
     with tqdm(total=total, disable=not progress, desc="auto attack") as bar:
-        transferred: dict[str, tuple[list[Tensor], list[int]]] = {}
-        described: dict[str, str] = {}
-        for s, source in sources.items():
-            bar.set_postfix_str(f"crafting on {s}")
-            atk = transfer_attack(source)
-            transferred[s] = craft(atk, f"transfer:{s}", xs, ys)
-            described[f"transfer:{s}"] = f"{atk.describe()}, crafted on {s}"
-            bar.update()
+        if transferred is None:
+            transferred = craft_transfer(sources, xs, sigma, transfer_attack, seed, bar)
+        described = transferred.described
+        transferred_inputs = transferred.inputs
         results = {}
         for t, target in targets.items():
             bar.set_postfix_str(f"attacking {t}")
@@ -261,7 +303,7 @@ def auto_attack_models(
                 if bad or bad_out:
                     nonfinite[name] = sorted(set(bad) | set(bad_out))
                 bar.update()
-            for s, (attacked, bad) in transferred.items():
+            for s, (attacked, bad) in transferred_inputs.items():
                 if s == t:
                     continue
                 name = f"transfer:{s}"
@@ -303,11 +345,12 @@ def auto_attack(
     transfer_attack: AttackFactory | None = None,
     seed: int = 0,
     progress: bool = False,
+    transferred: Transferred | None = None,
 ) -> WorstCase:
     """:func:`auto_attack_models` for one target."""
     if not isinstance(target, Denoiser):
         raise TypeError(f"target must be a ts_defense.Denoiser, got {type(target).__name__}")
     key = object.__repr__(target)  # never a source's name
     return auto_attack_models(
-        {key: target}, clean, sigma, members, sources, transfer_attack, seed, progress
+        {key: target}, clean, sigma, members, sources, transfer_attack, seed, progress, transferred
     )[key]

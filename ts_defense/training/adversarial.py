@@ -11,6 +11,14 @@ projection, not a second implementation):
   fresh samples of this step into the adversarial share of the next (same clean patch, same
   noise, weights one update older). No extra pass: the cost is the input gradient alone.
 
+With ``consistency`` > 0 the share is not replaced but added as copies ``y + delta`` of its
+rows, and the loss gains a pair term pulling ``f(y + delta)`` towards ``f(y)`` (gradient through
+both, as TRADES, Zhang et al. 2019): ``fit + w * pair`` (``normalised``: divided by ``1 + w``,
+the published HAT of Yan et al. 2022). ``threat="random"`` draws ``delta`` as Gaussian noise of
+RMS ``eps`` instead of crafting it; the pair term divided by ``eps**2`` then estimates the
+squared Frobenius norm of the denoiser's input-output Jacobian per pixel (a finite-difference
+Jacobian penalty with random directions).
+
 >>> adv = Adversarial(share=0.5, eps=(0, 8 / 255), threat="linf", seed=0)
 >>> step = TrainStep(model, opt, sampler, perturbation=adv, predicts="noise")
 """
@@ -27,15 +35,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive, check_probability, check_seed
+from .._checks import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_seed,
+)
 from ..models.denoiser import Denoiser
 from ..seeding import stream_seed
 
 if TYPE_CHECKING:  # the attacks (and torchattacks) load when a share is first crafted
     from ..attacks import DenoiserAttack
 
-# threat model -> the attack whose step and projection craft it
-THREATS = {"linf": "pgd", "l2": "obsatk"}
+# threat model -> the attack whose step and projection craft it ("random": none, a draw)
+THREATS = {"linf": "pgd", "l2": "obsatk", "random": None}
+OBJECTIVES = ("clean", "output")
 
 
 def _check_budget(eps: object) -> float | tuple[float, float]:
@@ -67,9 +82,17 @@ class AdversarialConfig:
         other half supplies the next step's gradients).
     eps: the budget, a number or a range ``(low, high)`` drawn uniformly once per step; L-inf
         bound for ``"linf"``, RMS per pixel for ``"l2"`` (image units).
-    threat: ``"linf"`` (sign steps, as denoising-PGD) or ``"l2"`` (zero-mean L2, as ObsAtk).
+    threat: ``"linf"`` (sign steps, as denoising-PGD), ``"l2"`` (zero-mean L2, as ObsAtk) or
+        ``"random"`` (Gaussian noise of RMS ``eps``, not crafted: needs ``consistency``).
     steps: attack steps per training step (crafted only; amortised is one step).
     amortised: craft from the training step's own input gradient (no extra pass).
+    objective: what crafting pushes ``f(y + delta)`` away from: ``"clean"`` (the target) or
+        ``"output"`` (``f(y)``, the pair term's own objective, as TRADES).
+    consistency: weight of the pair term (0: the share replaces its rows, trained towards the
+        target, as HAT); the copies make the batch ``share`` larger.
+    normalised: divide ``fit + consistency * pair`` by ``1 + consistency`` (Yan et al.).
+    warmup: training steps over which the budget grows linearly from 0 to ``eps`` (a
+        curriculum; 0: the full budget from the first step).
     """
 
     share: float = 0.5
@@ -77,6 +100,10 @@ class AdversarialConfig:
     threat: str = "linf"
     steps: int = 1
     amortised: bool = False
+    objective: str = "clean"
+    consistency: float = 0.0
+    normalised: bool = False
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         check_probability("share", self.share)
@@ -85,8 +112,25 @@ class AdversarialConfig:
         check_positive("steps", self.steps, integer=True)
         if self.steps > 1000:
             raise ValueError(f"steps={self.steps} is too many attack steps per training step")
-        if not isinstance(self.amortised, bool):
-            raise TypeError(f"amortised must be True or False, got {self.amortised!r}")
+        for name in ("amortised", "normalised"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_nonnegative("consistency", self.consistency, high=1e6)
+        check_nonnegative("warmup", self.warmup, high=10**12, integer=True)
+        if self.consistency and self.amortised:
+            raise ValueError(
+                "consistency needs the share crafted in this step: set amortised=False"
+            )
+        if self.threat == "random" and not self.consistency:
+            raise ValueError(
+                "threat='random' draws, not crafts, the perturbation: it needs consistency > 0 "
+                "(the Jacobian penalty's weight)"
+            )
+        if self.threat == "random" and (self.steps != 1 or self.objective != "clean"):
+            raise ValueError("threat='random' is not crafted: leave steps and objective out")
+        if self.threat == "random" and self.eps_max == 0:
+            raise ValueError("threat='random' needs eps > 0: the finite difference's size")
         if self.amortised and self.steps != 1:
             raise ValueError("amortised adversarial training takes one step: set steps=1")
         if self.amortised and self.share > 0.5:
@@ -98,6 +142,11 @@ class AdversarialConfig:
     @property
     def eps_max(self) -> float:
         return self.eps[1] if isinstance(self.eps, tuple) else self.eps
+
+    @property
+    def adds_rows(self) -> bool:
+        """Whether the share is added as copies (pair term) rather than replacing rows."""
+        return self.consistency > 0
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> AdversarialConfig:
@@ -143,18 +192,25 @@ class Adversarial:
         self._for: Denoiser | None = None  # the denoiser the attack was built for
         self._pending: dict[str, Tensor] | None = None  # amortised: last step's fresh rows
         self._attack_state: Tensor | None = None
+        self.calls = 0  # training steps seen (the warmup's clock)
+        # threat "random": the directions' own stream (CPU, then moved: the same on every device)
+        self._directions = torch.Generator().manual_seed(stream_seed(seed, "directions"))
+        self._pairs: tuple[int, float] = (0, 0.0)  # this step's added rows and their budget
 
     @property
     def wants_input_grad(self) -> bool:
         """Amortised crafting reads the gradient the training backward leaves on the input."""
         return self.config.amortised
 
-    def attack(self, denoiser: Denoiser) -> DenoiserAttack:
-        """The attack (built once per denoiser) whose step and projection craft the share.
+    def attack(self, denoiser: Denoiser) -> DenoiserAttack | None:
+        """The attack (built once per denoiser) whose step and projection craft the share
+        (None for ``threat="random"``, which draws it).
 
         A model wrapped for distributed training (DDP) is attacked through the module it
         wraps: crafting needs no gradient synchronisation between processes.
         """
+        if THREATS[self.config.threat] is None:
+            return None
         if self._attack is None or self._for is not denoiser:
             from ..attacks import make_attack
 
@@ -170,6 +226,7 @@ class Adversarial:
                 eps=max(cfg.eps_max, 1e-12),
                 steps=cfg.steps,
                 random_start=cfg.steps > 1,
+                objective=cfg.objective,
                 seed=self.seed,
             )
             if self._attack_state is not None:  # resumed: continue the start's stream
@@ -177,14 +234,18 @@ class Adversarial:
                 self._attack_state = None
         return self._attack
 
-    def _budget(self, attack: DenoiserAttack) -> float:
-        """Draw this step's budget and size the attack's step to it (the attack's own default:
-        one step overshoots the ball and is projected back onto its edge)."""
+    def _budget(self, attack: DenoiserAttack | None) -> float:
+        """Draw this step's budget (scaled by the warmup's ramp) and size the attack's step to
+        it (the attack's own default: one step overshoots the ball and is projected back onto
+        its edge)."""
         eps = self.config.eps
         if isinstance(eps, tuple):
             eps = self.generator.uniform(*eps)
-        attack.eps = eps
-        attack.alpha = attack.default_alpha()
+        if self.config.warmup:
+            eps *= min(1.0, self.calls / self.config.warmup)
+        if attack is not None:
+            attack.eps = eps
+            attack.alpha = attack.default_alpha()
         return eps
 
     def __call__(
@@ -195,14 +256,64 @@ class Adversarial:
         k = min(round(self.config.share * b), b // 2 if self.config.amortised else b)
         adv = torch.zeros(b, dtype=torch.bool, device=noisy.device)
         attack = self.attack(denoiser)
+        self.calls += 1
         if self.config.amortised:
             return self._amortised(attack, noisy, clean, sigma, adv, k)
+        if self.config.adds_rows:
+            return self._paired(attack, noisy, clean, sigma, adv, k)
         if k and self._budget(attack) > 0:
             attack.sigma = sigma[:k]
             crafted = attack(noisy[:k], clean[:k]).to(noisy.dtype)
             noisy = torch.cat([crafted, noisy[k:]])
         adv[:k] = True
         return noisy, clean, sigma, adv
+
+    def _paired(
+        self,
+        attack: DenoiserAttack | None,
+        noisy: Tensor,
+        clean: Tensor,
+        sigma: Tensor,
+        adv: Tensor,
+        k: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Append ``y + delta`` for the first ``k`` rows (crafted, or drawn for ``"random"``);
+        :meth:`combine` pairs them with their originals."""
+        eps = self._budget(attack) if k else 0.0
+        self._pairs = (k, eps) if eps > 0 else (0, 0.0)
+        if not self._pairs[0]:
+            return noisy, clean, sigma, adv
+        base = noisy[:k]
+        if attack is None:
+            draw = torch.randn(base.shape, generator=self._directions, dtype=torch.float32)
+            moved = base + (eps * draw).to(base.device, base.dtype)
+        else:
+            attack.sigma = sigma[:k]
+            ref = clean[:k] if self.config.objective == "clean" else None
+            moved = attack(base, ref).to(noisy.dtype)
+        adv = torch.cat([adv, torch.ones(k, dtype=torch.bool, device=noisy.device)])
+        return (
+            torch.cat([noisy, moved]),
+            torch.cat([clean, clean[:k]]),
+            torch.cat([sigma, sigma[:k]]),
+            adv,
+        )
+
+    def combine(self, loss: Any, pred: Tensor, target: Tensor) -> Tensor:
+        """The step's loss: ``loss`` (a ``TrainingLoss``) over the batch, or with
+        ``consistency``, over the original rows plus the weighted pair term (see the module
+        docstring)."""
+        k, eps = self._pairs if self.config.adds_rows else (0, 0.0)
+        if not k:
+            return loss(pred, target)
+        n = pred.shape[0] - k
+        fit = loss(pred[:n], target[:n])
+        pair = loss(pred[n:], pred[:k])
+        if self.config.threat == "random":
+            pair = pair / eps**2
+        w = self.config.consistency
+        total = fit + w * pair
+        return total / (1 + w) if self.config.normalised else total
 
     def _amortised(
         self,
@@ -246,6 +357,8 @@ class Adversarial:
             "config": self.config.to_dict(),
             "seed": self.seed,
             "generator": _plain_state(self.generator.getstate()),
+            "calls": self.calls,
+            "directions": self._directions.get_state(),
         }
         if self._attack is not None:
             state["attack_generator"] = self._attack._generator.get_state()
@@ -277,6 +390,14 @@ class Adversarial:
         except (TypeError, ValueError) as err:
             raise ValueError(f"state['generator'] is not a budget generator state: {err}") from err
         self._attack_state = state.get("attack_generator")
+        calls = state.get("calls", 0)
+        check_nonnegative("state['calls']", calls, high=10**15, integer=True)
+        if "directions" in state:
+            try:
+                self._directions.set_state(state["directions"])
+            except (TypeError, RuntimeError) as err:
+                raise ValueError("state['directions'] is not a CPU generator state") from err
+        self.calls = int(calls)
         self._pending = None
         pending = state.get("pending")
         if pending is not None:

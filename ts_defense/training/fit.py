@@ -60,6 +60,45 @@ class History:
         return [r.get(key, math.nan) for r in self.records]
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point parameters (EMA, as BasicSR's
+    ``ema_decay`` and KAIR's ``E_decay``): ``shadow <- decay * shadow + (1 - decay) * weights``
+    after every applied step, starting from the weights it is built on. Buffers (batch-norm
+    statistics) are not averaged: the live ones stay."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Put the averaged weights into the model (what ``fit`` returns with ``ema``)."""
+        torch._foreach_copy_(self.params, self.shadow)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": [t.detach().clone() for t in self.shadow]}
+
+    def load_state_dict(self, state: object, path: object = "checkpoint") -> None:
+        if not isinstance(state, Mapping) or state.get("decay") != self.decay:
+            got = state.get("decay") if isinstance(state, Mapping) else None
+            raise ValueError(
+                f"{path} was written with ema={got!r}; this run asks for ema={self.decay!r}"
+            )
+        shadow = state.get("shadow")
+        if not isinstance(shadow, list) or [getattr(t, "shape", None) for t in shadow] != [
+            p.shape for p in self.params
+        ]:
+            raise ValueError(f"{path}: its averaged weights do not fit this model")
+        with torch.no_grad():
+            saved = [t.to(p.device) for t, p in zip(shadow, self.shadow, strict=True)]
+            torch._foreach_copy_(self.shadow, saved)
+
+
 class PatchSampler:
     """Random ``patch_size`` crops of ``images`` with random flips and 90-degree rotations.
 
@@ -146,6 +185,8 @@ def fit(
     config: TSConfig | Mapping[str, Any] | None = None,
     recipe: str | Recipe = "ts",
     adversarial: AdversarialConfig | Mapping[str, Any] | None = None,
+    strength: float | None = None,
+    ema: float = 0.0,
     steps: int = 1000,
     batch_size: int = 16,
     patch_size: int = 40,
@@ -173,7 +214,10 @@ def fit(
     config: a :class:`TSConfig` or its options as a mapping (default: ``TSConfig()``).
     recipe: a name of ``ts_defense.training.recipes.RECIPES`` (``"gaussian"``, ``"ts"``, ``"hat"``,
         ``"ts-hat"``, ``"free-hat"``, ...) or a resolved ``Recipe``; ``adversarial`` refines its
-        adversarial share (share, eps, threat, steps).
+        adversarial share (share, eps, threat, steps), ``strength`` sets its knob (the budget
+        of the HAT family, the pair term's weight of ``trades``, ``yan-hat``, ``jacobian``).
+    ema: decay of an exponential moving average of the weights (0: none; e.g. 0.99): the model
+        ends with the averaged weights (the checkpoint keeps both, to resume exactly).
     optimizer: default ``Adam(model.parameters(), lr)``.
     scheduler: a learning-rate scheduler built on ``optimizer``, stepped after every step
         (e.g. DnCNN's decay: ``MultiStepLR(opt, [30_000], 0.1)``); saved in checkpoints.
@@ -202,6 +246,9 @@ def fit(
     if lr > torch.finfo(torch.float32).max / 100:
         raise ValueError(f"lr={lr!r} overflows float32 in Adam's bias-corrected step")
     check_seed("seed", seed)
+    ema = float(check_nonnegative("ema", ema, high=1.0))
+    if ema >= 1:
+        raise ValueError(f"ema={ema!r} must be below 1 (the decay; 0 turns the average off)")
     if checkpoint is not None:
         checkpoint = check_file_path("checkpoint", checkpoint)
     check_accelerator(accelerator)
@@ -212,7 +259,7 @@ def fit(
         raise ValueError(
             "checkpoint= saves one process; with several use accelerator.save_state/load_state"
         )
-    plan = make_recipe(recipe, config, adversarial)
+    plan = make_recipe(recipe, config, adversarial, strength)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     run = assemble(
@@ -231,6 +278,7 @@ def fit(
             max_grad_norm=max_grad_norm,
             on_nonfinite=on_nonfinite,
         ),
+        ema=ema,
     )
     saver = None if checkpoint is None else Checkpointer(checkpoint, run, checkpoint_every)
     history = History()
@@ -252,6 +300,7 @@ class Run:
     step: TrainStep
     device: torch.device
     dtype: torch.dtype
+    average: WeightAverage | None = None
 
     def batch(self, size: int) -> Tensor:
         """The next batch of clean patches, on the model's device and in its dtype."""
@@ -269,6 +318,7 @@ def assemble(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     accelerator: Any,
     step_options: Mapping[str, Any],
+    ema: float = 0.0,
 ) -> Run:
     """Build the run of ``plan``: sampler and perturbation, seeded per process, the prepared
     model and optimizer, the patch sampler and the training step."""
@@ -294,8 +344,19 @@ def assemble(
         perturbation=perturbation,
         **step_options,
     )
+    average = WeightAverage(model, ema) if ema else None
     return Run(
-        plan.name, model, optimizer, scheduler, sampler, perturbation, patches, step, device, dtype
+        plan.name,
+        model,
+        optimizer,
+        scheduler,
+        sampler,
+        perturbation,
+        patches,
+        step,
+        device,
+        dtype,
+        average,
     )
 
 
@@ -339,6 +400,7 @@ class Checkpointer:
                 torch_rng=rng["torch_rng"],
                 perturbation=rng["perturbation"],
                 scheduler=None if run.scheduler is None else run.scheduler.state_dict(),
+                ema=None if run.average is None else run.average.state_dict(),
             )
         finally:
             run.sampler.load_state_dict(sampler_state)
@@ -351,6 +413,12 @@ class Checkpointer:
         state = read_checkpoint(self.path)
         extra = self._checked(state.get("extra"))
         run = self.run
+        if (run.average is None) != (extra.get("ema") is None):
+            raise ValueError(
+                f"checkpoint {self.path} was written "
+                f"{'without' if extra.get('ema') is None else 'with'} ema: resume it with the "
+                f"same ema"
+            )
         if run.scheduler is not None and extra.get("scheduler") is None:
             raise ValueError(
                 f"checkpoint {self.path} was written without a scheduler: resume it without one"
@@ -360,6 +428,8 @@ class Checkpointer:
             run.perturbation.load_state_dict(extra["perturbation"])
         if run.scheduler is not None:
             run.scheduler.load_state_dict(extra["scheduler"])
+        if run.average is not None:
+            run.average.load_state_dict(extra["ema"], self.path)
         run.patches.generator.set_state(extra["patch_generator"])
         torch.set_rng_state(extra["torch_rng"])
         history.records = list(extra["history"])
@@ -424,6 +494,8 @@ def train(
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 history.records.append({"step": float(step + 1), **result.as_dict()})
                 shown["loss"] = f"{history.records[-1]['loss']:.4g}"
+            if run.average is not None and not result.skipped:
+                run.average.update()
             if run.scheduler is not None and not result.skipped:
                 run.scheduler.step()
             bar.update(**shown)
@@ -438,6 +510,8 @@ def train(
                 )
         if saver is not None and start < steps:
             saver.save(steps, history)
+    if run.average is not None:
+        run.average.copy_to_model()
     return history
 
 

@@ -41,9 +41,11 @@ class Perturbation(Protocol):
     """Replaces part of a training batch (e.g. :class:`~.adversarial.Adversarial`).
 
     Called with the denoiser, the drawn noisy batch, its clean target and the nominal sigma
-    per sample; returns the four to train on and a (B,) mask of the perturbed rows. With
-    ``wants_input_grad`` the returned noisy batch requires grad, and the backward pass of the
-    step leaves its gradient there for the next call.
+    per sample; returns the four to train on and a mask of the perturbed rows (rows added
+    after the B drawn ones are perturbed copies). With ``wants_input_grad`` the returned noisy
+    batch requires grad, and the backward pass of the step leaves its gradient there for the
+    next call. An optional ``combine(loss, pred, target)`` computes the step's loss itself
+    (a pair term between copies and originals); without it the loss is ``loss(pred, target)``.
     """
 
     wants_input_grad: bool
@@ -253,8 +255,14 @@ def check_perturbation(perturbation: object) -> Perturbation | None:
 
 
 def _kept_ood(draw: TSDraw, adversarial: Tensor | None) -> Tensor:
-    """The rows that got out-of-distribution noise and kept it (not replaced by a perturbation)."""
-    return draw.ood if adversarial is None else draw.ood & ~adversarial
+    """The rows that got out-of-distribution noise and kept it (not replaced by a perturbation;
+    rows a perturbation added are not drawn ones)."""
+    if adversarial is None:
+        return draw.ood
+    ood = draw.ood
+    if adversarial.shape[0] > ood.shape[0]:
+        ood = torch.cat([ood, ood.new_zeros(adversarial.shape[0] - ood.shape[0])])
+    return ood & ~adversarial
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -305,7 +313,8 @@ def ts_loss(
     pred = denoiser(noisy, sigma).float()
     target = clean.float()
 
-    value = loss_fn(pred, target)
+    combine = getattr(perturbation, "combine", None)
+    value = loss_fn(pred, target) if combine is None else combine(loss_fn, pred, target)
     parts = functools.partial(_parts, loss_fn, pred.detach(), target, draw, adv)
     return StepResult(value, draw, parts, adversarial=adv, noise_deviation=deviation)
 
