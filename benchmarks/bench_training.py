@@ -2,6 +2,7 @@
 
     python benchmarks/bench_training.py            # DnCNN-17 on 64x1x40x40, a small SwinIR
     python benchmarks/bench_training.py --smoke    # tiny shapes, checks the script runs
+    python benchmarks/bench_training.py --recipes  # every recipe's step over the Gaussian one
 
 Cases (same model, same batch, interleaved rounds): the plain loop step
 ``noisy = clean + sigma * randn_like(clean)`` -> residual model -> MSE -> backward -> SGD step;
@@ -24,6 +25,7 @@ from common import interleaved, machine  # noqa: E402
 
 from ts_defense import TrainStep, TSConfig, TSSampler  # noqa: E402
 from ts_defense.models import DnCNN  # noqa: E402
+from ts_defense.training.recipes import make_recipe  # noqa: E402
 
 SIGMA = 25 / 255
 
@@ -91,11 +93,46 @@ def run(smoke: bool, rounds: int, clock: str = "wall") -> str:
     return "\n".join(lines)
 
 
+def recipe_costs(smoke: bool, rounds: int, names: list[str], clock: str = "cpu") -> str:
+    """Each recipe's ``TrainStep`` (draw, attack or pair rows, update) against the ``gaussian``
+    recipe's, interleaved on one model and batch (DnCNN-17 on 16x1x40x40, the CPU preset's)."""
+    torch.manual_seed(0)
+    if smoke:
+        label, net, shape = "DnCNN-3x8", DnCNN(depth=3, features=8), (4, 1, 16, 16)
+    else:
+        label, net, shape = "DnCNN-17", DnCNN(depth=17), (16, 1, 40, 40)
+    net.train()
+    clean = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-6)
+    steps = {}
+    for name in ["gaussian", *[n for n in names if n != "gaussian"]]:
+        r = make_recipe(name, config={"sigma": SIGMA})
+        step = TrainStep(net, opt, r.sampler(0), perturbation=r.perturbation(0), predicts="noise")
+        steps[name] = lambda step=step: step(clean)
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    t = interleaved(steps, rounds, warmup=1, clock=timer)
+    lines = [
+        f"Machine: {machine()}; {label} batch {'x'.join(map(str, shape))}; {rounds} interleaved "
+        f"rounds, medians of {clock} time.\n",
+        "| recipe | ms per step | / gaussian |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {k} | {v * 1e3:.0f} | {v / t['gaussian']:.2f}x |" for k, v in t.items()]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=15)
     steadier = "cpu: this process's CPU seconds (steadier on a shared machine)"
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help=steadier)
+    ap.add_argument("--recipes", nargs="*", help="time these recipes' steps (none: all)")
     args = ap.parse_args()
-    print(run(args.smoke, 2 if args.smoke else args.rounds, args.clock))
+    rounds = 2 if args.smoke else args.rounds
+    if args.recipes is None or args.smoke:
+        print(run(args.smoke, rounds, args.clock))
+    if args.recipes is not None or args.smoke:
+        from ts_defense.training.recipes import RECIPES
+
+        print(recipe_costs(args.smoke, rounds, args.recipes or list(RECIPES), args.clock))

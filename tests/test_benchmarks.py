@@ -28,7 +28,7 @@ HEADERS = {
     "bench_memory": ["| phase | iterations | RSS start MB |"],
     "bench_ops": ["| draw | computing ops | top-level aten ops |"],
     "bench_sampler": ["| draw | ms | / torch.randn |"],
-    "bench_training": ["| step | ms | / plain loop |"],
+    "bench_training": ["| step | ms | / plain loop |", "| recipe | ms per step | / gaussian |"],
 }
 
 

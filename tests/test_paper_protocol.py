@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.paper import tables
-from benchmarks.paper.plan import PRESETS, Plan, job_seconds, sized
+from benchmarks.paper.plan import PRESETS, Plan, Variant, job_seconds, sized
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,9 +27,17 @@ def test_smoke_run_writes_every_recipe_and_resumes(tmp_path, shared_data):
         for key in ("clean", "pgd8", "pass8", "gain8", "obsatk", "ref3", "from-kair-dncnn-25"):
             assert math.isfinite(r[key]), (r["recipe"], key)
         assert r["pgd8"] < r["clean"] and r["ref3"] < r["ref_clean"]
+        # the worst case: no weaker than its strongest member, on both test sets
+        for prefix in ("", "set12:"):
+            members = r[prefix + "auto_members"]
+            assert r[prefix + "auto"] <= min(members.values()) + 1e-9
+            assert sum(r[prefix + "auto_wins"].values()) == 2  # one winner per image
+            assert r[prefix + "auto"] < r[prefix + "clean"]
     report = (tmp_path / "report.md").read_text()
     assert all(f"| {name} |" in report for name in PRESETS["smoke"].recipes)
+    assert "## PSNR (dB) on set12" in report and "| worst case (auto) |" in report
     assert (tmp_path / "budget.png").stat().st_size > 0
+    assert (tmp_path / "frontier.png").stat().st_size > 0
     # a second run finds every model evaluated and trains nothing
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -47,6 +55,39 @@ def test_time_budget_keeps_full_length_when_one_seed_fits_else_cuts_steps():
     short = sized(plan, 0.5 * one_seed, 0.01, 10)
     assert short.seeds == plan.seeds and 100 <= short.steps < 1000
     assert sized(plan, 1.0, 0.01, 10).steps == 100  # never under min_steps
+
+
+def test_variants_name_a_recipe_its_strength_and_the_weight_average():
+    v = Variant.parse("free-hat@4+ema")
+    assert (v.recipe, v.strength, v.ema) == ("free-hat", 4.0, True)
+    assert v.strength_value() == pytest.approx(4 / 255)  # budgets are given in 1/255
+    assert Variant.parse("trades@2").strength_value() == 2.0  # weights as they are
+    assert Variant.parse("gaussian") == Variant("gaussian")
+    for bad, match in [("gaussian@3", "no knob"), ("free-hat@x", "number"), ("pgd-at", "recipe")]:
+        with pytest.raises(ValueError, match=match):
+            Variant.parse(bad)
+
+
+def test_frontier_points_pair_each_variant_with_gaussian_of_its_seed():
+    rows = [
+        {**row("gaussian", s, 29.0 + s, 25.0, 25.5), "auto": 24.0 + s, "set12:clean": 30.0,
+         "set12:auto": 25.0} for s in (0, 1)
+    ] + [
+        {**row("trades@4", 0, 28.9, 25.6, 25.7), "auto": 24.5, "set12:clean": 29.8,
+         "set12:auto": 25.6},
+        {**row("trades@4", 1, 29.8, 25.6, 25.7), "auto": 25.3, "set12:clean": 29.9,
+         "set12:auto": 25.4},
+        {**row("trades", 0, 28.95, 25.6, 25.7), "auto": 24.2},
+    ]  # fmt: skip
+    points = tables.frontier_points(rows)
+    # sorted by strength; trades' default weight is 1; deltas -0.10/-0.20 and +0.5/+0.3
+    assert [p[0] for p in points["trades"]] == [1.0, 4.0]
+    strength, dc, sc, da, sa, n = points["trades"][1]
+    assert (dc, da, n) == (pytest.approx(-0.15), pytest.approx(0.4), 2)
+    assert sc == pytest.approx(0.0707, abs=1e-3) and sa == pytest.approx(0.1414, abs=1e-3)
+    # the second test set has only the pairs it measured
+    assert [p[5] for p in tables.frontier_points(rows, "set12:")["trades"]] == [2]
+    assert tables.test_sets(rows) == ["", "set12:"]
 
 
 def test_plan_refuses_unknown_recipes_and_modes():
@@ -74,7 +115,7 @@ def test_tables_pair_by_seed_and_split_the_drop():
     assert "| hat | 2 | -0.10 ± 0.00 | 0.40 ± 0.28 |" in paired
     assert tables.step_ratios(rows) == {"gaussian": 1.0, "hat": 1.35}
     drops = tables.drop_table(rows)
-    # gaussian: drop 4.00, irreducible (clean - pass) 3.55, reducible 0.45
+    # gaussian: drop 4.00, pass-through drop (clean - pass) 3.55, beyond it 0.45
     assert "| gaussian | 8/255 | 4.00 | 3.55 | 0.45 | 0.90 |" in drops
     curves = tables.budget_curves(rows)
     assert curves["hat"]["psnr"] == pytest.approx([29.0, 25.5])
