@@ -19,7 +19,7 @@ from ts_defense._checks import check_choice, check_seed, shown
 from ts_defense.noise.sampler import TSConfig, TSSampler
 from ts_defense.noise.sigma import SigmaSchedule
 from ts_defense.training.adversarial import Adversarial
-from ts_defense.training.recipes import make_recipe
+from ts_defense.training.recipes import RECIPES, make_recipe
 
 GREY = 255.0
 # option files' sigma_type (Restormer's Dataset_GaussianDenoising) -> SigmaSchedule kind
@@ -86,7 +86,7 @@ def sampler_from_options(
     for reserved in ("data_range",):
         if reserved in opts:
             raise ValueError(f"{key}.{reserved} is fixed by the framework (images in [0, 1])")
-    for model_only in ("recipe", "adversarial"):
+    for model_only in ("recipe", "adversarial", "strength"):
         if model_only in opts:
             raise ValueError(
                 f"{key}.{model_only} belongs to the model's ts block (BasicSR model_type TSModel, "
@@ -118,9 +118,10 @@ def training_from_options(
 
     Besides the sampler's options the block takes ``recipe`` (a name of
     ``ts_defense.training.recipes.RECIPES``, default ``"ts"``), ``adversarial`` (the share's
-    options,
-    with ``eps`` in grey levels: ``8`` or ``[0, 8]``) and ``compile`` (``TSSampler(compile=...)``:
-    the draw's arithmetic as one ``torch.compile`` graph, for GPUs).
+    options, with ``eps`` in grey levels: ``8`` or ``[0, 8]``), ``strength`` (the recipe's knob:
+    the top of the budget in grey levels for the HAT family, the pair term's weight for
+    ``trades``, ``yan-hat``, ``jacobian``) and ``compile`` (``TSSampler(compile=...)``: the
+    draw's arithmetic as one ``torch.compile`` graph, for GPUs).
     """
     if block is None:
         block = {}
@@ -132,13 +133,17 @@ def training_from_options(
     if isinstance(adversarial, Mapping) and "eps" in adversarial:
         eps = grey_budget(f"{key}.adversarial.eps", adversarial["eps"])
         adversarial = {**adversarial, "eps": eps}
+    strength = opts.pop("strength", None)
+    if strength is not None and isinstance(recipe, str) and recipe in RECIPES:
+        if RECIPES[recipe][1].knob == "eps":
+            strength = grey_level(f"{key}.strength", strength, "eps") / GREY
     compile = opts.pop("compile", False)
     if not isinstance(compile, bool):
         raise TypeError(f"{key}.compile must be true or false, got {shown(compile)}")
     seed = check_seed(f"{key}.seed", opts.pop("seed", seed))
     sampler = sampler_from_options(opts, key, seed=seed)
     try:
-        plan = make_recipe(recipe, sampler.config, adversarial)
+        plan = make_recipe(recipe, sampler.config, adversarial, strength)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{key}: {err}") from err
     return TSSampler(plan.config, seed=seed, compile=compile), plan.perturbation(seed)

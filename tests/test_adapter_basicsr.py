@@ -202,7 +202,12 @@ def test_dataset_options_are_validated_naming_the_key(image_dirs, overrides, mes
             r"ts\.adversarial\.eps=0\.03 looks like \[0, 1\] units: BasicSR and KAIR options give "
             r"eps in grey levels 0\.\.255 \(write 8, not 8/255 = 0\.031\)",
         ),
-        ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial share"),
+        ({"sigma": 25, "recipe": "ts", "adversarial": {"eps": 8}}, r"no adversarial part"),
+        (
+            {"sigma": 25, "recipe": "free-hat", "strength": 0.03},
+            r"ts\.strength=0\.03 looks like \[0, 1\] units",
+        ),
+        ({"sigma": 25, "recipe": "gaussian", "strength": 8}, r"ts: .*no adversarial part"),
         ({"sigma": 25, "compile": "yes"}, r"ts\.compile must be true or false, got 'yes'"),
     ],
 )
@@ -471,3 +476,12 @@ def test_user_train_py_refuses_a_repeated_key(image_dirs, tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match=r"^train\.py: error: options: ts\.p_ood is given twice"):
         train_pipeline(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yml"]
+
+
+def test_strength_in_the_ts_block_sets_the_recipes_knob():
+    from ts_defense.adapters._options import training_from_options
+
+    _, hat = training_from_options({"sigma": 25, "recipe": "free-hat", "strength": 4})
+    assert hat.config.eps == (0.0, 4 / 255)  # a budget: grey levels, as adversarial.eps
+    _, trades = training_from_options({"sigma": 25, "recipe": "ts-trades", "strength": 2.5})
+    assert trades.config.consistency == 2.5  # a weight: as it is
