@@ -148,3 +148,16 @@ def test_tile_options_are_checked(capsys):
     assert stop.value.code == 2 and "--tiles: expected a positive count or 'all'" in (
         capsys.readouterr().err
     )
+
+
+def test_transfer_scores_each_tile_on_the_noise_the_white_box_run_drew(shared_data):
+    """The tiles of one batch each get their own test noise under transfer too (they used to
+    share one draw per batch there, so transfer and white-box compared different inputs)."""
+    image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    pics = [Picture.from_tensor("four", image)]
+    config = AuditConfig(budgets=(8 / 255,), steps=1, attack="pgd", tile=32, tiles="all")
+    data = run_audit([recorded_model()], pics, config, data_dir=shared_data, progress=False).data
+    tiles = audit_run.plan(pics, config.tile, config.tiles, config.seed)
+    assert tiles[0].count == 4
+    transfer_clean = audit_run.per_image(data["transfer"]["clean_per_image"]["rec"], tiles, "psnr")
+    assert transfer_clean == pytest.approx(data["models"]["rec"]["per_image"]["psnr_clean"])

@@ -69,9 +69,12 @@ def transfer_matrix(
     seed: int = 0,
     progress: bool = False,
     nonfinite: str = "raise",
+    noisy: Images | None = None,
 ) -> TransferResult:
     """Craft perturbations on each source (default: every differentiable model) once, on one
-    seeded Gaussian-noisy copy of ``clean``; evaluate every model on them.
+    seeded Gaussian-noisy copy of ``clean`` (``add_noise(clean, sigma, seed)``, or ``noisy``
+    when given: batches shaped as ``clean``'s, e.g. noise seeded per tile as a white-box
+    evaluation drew it); evaluate every model on them.
 
     attack: builds the attack for a source, e.g. ``partial(DenoisingPGD, sigma=s, eps=8/255)``.
     nonfinite: ``"nan"`` scores a target's NaN/Inf output NaN instead of raising (see
@@ -95,7 +98,15 @@ def transfer_matrix(
     if not sources:
         raise ValueError("no differentiable source model to craft perturbations on")
     xs = as_batches(clean, "clean")
-    ys = add_noise(xs, sigma, seed)
+    if noisy is None:
+        ys = add_noise(xs, sigma, seed)
+    else:
+        ys = as_batches(noisy, "noisy")
+        if [y.shape for y in ys] != [x.shape for x in xs]:
+            raise ValueError(
+                f"noisy: batches of shapes {[tuple(y.shape) for y in ys]} for clean batches of "
+                f"{[tuple(x.shape) for x in xs]}"
+            )
     with tqdm(
         total=len(sources) + len(names), disable=not progress, desc="transfer"
     ) as bar:  # closed before an error propagates
