@@ -249,6 +249,16 @@ def test_checkpoints_of_fit_basicsr_and_kair_are_evaluated_directly(tmp_path, fo
     data = json.loads((out / "audit.json").read_text())
     assert "model of a ts-defense checkpoint" in data["models"]["dncnn"]["source"]
     assert math.isfinite(data["models"]["dncnn"]["mean"]["psnr_clean"])
+    # fit(ema=...): the weights the run ended with are the average, and those are audited
+    averaged = DnCNN(depth=3, features=4)
+    fit(averaged, images, steps=3, batch_size=2, patch_size=16, lr=1e-2, ema=0.5,
+        predicts="noise", checkpoint=tmp_path / "ema.pt", progress=False)  # fmt: skip
+    model = resolve_model(str(tmp_path / "ema.pt"))
+    assert "weight average (ema)" in model.source
+    for got, want in zip(model.denoiser.parameters(), averaged.parameters(), strict=True):
+        assert torch.equal(got, want)
+    raw = torch.load(tmp_path / "ema.pt", weights_only=True)["model"]["layers.0.weight"]
+    assert not torch.equal(raw, averaged.layers[0].weight)  # the raw weights moved on
     # BasicSR's net_g_*.pth: the EMA weights when there are some
     plain, ema = (KairDnCNN(in_nc=1, out_nc=1, nc=4, nb=8) for _ in range(2))
     torch.save({"params": plain.state_dict(), "params_ema": ema.state_dict()}, tmp_path / "g.pth")

@@ -68,7 +68,9 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = float(decay)
-        self.params = [p for p in model.parameters() if p.is_floating_point()]
+        named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+        self.names = [n for n, _ in named]  # state-dict keys: evaluate loads the average
+        self.params = [p for _, p in named]
         self.shadow = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
@@ -81,7 +83,11 @@ class WeightAverage:
         torch._foreach_copy_(self.params, self.shadow)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": [t.detach().clone() for t in self.shadow]}
+        return {
+            "decay": self.decay,
+            "names": list(self.names),
+            "shadow": [t.detach().clone() for t in self.shadow],
+        }
 
     def load_state_dict(self, state: object, path: object = "checkpoint") -> None:
         if not isinstance(state, Mapping) or state.get("decay") != self.decay:
@@ -217,7 +223,8 @@ def fit(
         adversarial share (share, eps, threat, steps), ``strength`` sets its knob (the budget
         of the HAT family, the pair term's weight of ``trades``, ``yan-hat``, ``jacobian``).
     ema: decay of an exponential moving average of the weights (0: none; e.g. 0.99): the model
-        ends with the averaged weights (the checkpoint keeps both, to resume exactly).
+        ends with the averaged weights (the checkpoint keeps both, to resume exactly;
+        ``ts-defense evaluate`` audits the average, as BasicSR's ``params_ema``).
     optimizer: default ``Adam(model.parameters(), lr)``.
     scheduler: a learning-rate scheduler built on ``optimizer``, stepped after every step
         (e.g. DnCNN's decay: ``MultiStepLR(opt, [30_000], 0.1)``); saved in checkpoints.
@@ -401,6 +408,8 @@ class Checkpointer:
                 perturbation=rng["perturbation"],
                 scheduler=None if run.scheduler is None else run.scheduler.state_dict(),
                 ema=None if run.average is None else run.average.state_dict(),
+                predicts=run.step.denoiser.predicts,
+                noise_level=run.step.denoiser.noise_level,
             )
         finally:
             run.sampler.load_state_dict(sampler_state)

@@ -93,12 +93,19 @@ def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 def state_dict(obj: object, path: Path) -> tuple[dict[str, Tensor], str]:
     """The network's weights in a loaded file, and where they were found: a state dict as such
     (KAIR's ``*_G.pth``), the ``"model"`` of a checkpoint of :func:`ts_defense.fit` /
-    ``save_checkpoint`` (refused when its digest does not match), or ``"params_ema"`` (else
+    ``save_checkpoint`` (refused when its digest does not match; its weight average when
+    ``fit`` kept one), or ``"params_ema"`` (else
     ``"params"``) of BasicSR's ``net_g_*.pth``; wrappers' key prefixes (``module.``,
     ``_orig_mod.``) are taken off. Anything else is a one-line ValueError."""
     where = "state dict"
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj, where = read_checkpoint(path).get("model"), "model of a ts-defense checkpoint"
+        state = read_checkpoint(path)
+        obj, where = state.get("model"), "model of a ts-defense checkpoint"
+        ema = state.get("extra", {}).get("ema")
+        if isinstance(obj, dict) and isinstance(ema, dict) and "names" in ema:
+            # fit(ema=...) ends with the averaged weights: audit those, not the raw ones
+            obj = {**obj, **dict(zip(ema["names"], ema["shadow"], strict=True))}
+            where = "weight average (ema) of a ts-defense checkpoint"
     elif isinstance(obj, dict) and isinstance(obj.get("params_ema", obj.get("params")), dict):
         key = "params_ema" if isinstance(obj.get("params_ema"), dict) else "params"
         obj, where = obj[key], f"BasicSR {key}"
