@@ -41,6 +41,9 @@ def budget_figure(rows: list[dict], path: Path, attack_steps: int) -> None:
     save_figure(fig, path)
 
 
+CLEAN_COST_SHOWN = -0.5  # dB: points costing more clean PSNR are named, not drawn
+
+
 def frontier_figure(rows: list[dict], path: Path) -> None:
     """One panel per test set: each recipe's paired clean difference against its paired
     worst-case difference over Gaussian fine-tuning (means over seeds, sd bars), one line per
@@ -51,7 +54,12 @@ def frontier_figure(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(5.6 * len(sets), 4.8), dpi=110)
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
     for ax, prefix in zip(axes, sets, strict=True):
-        for k, (name, points) in enumerate(tables.frontier_points(rows, prefix).items()):
+        hidden = []
+        for k, (name, every) in enumerate(tables.frontier_points(rows, prefix).items()):
+            points = [p for p in every if p[1] >= CLEAN_COST_SHOWN]
+            hidden += [f"{name} {p[0]:g}" for p in every if p[1] < CLEAN_COST_SHOWN]
+            if not points:
+                continue
             _, dc, sc, da, sa, _ = zip(*points, strict=True)
             ax.errorbar(dc, da, xerr=sc, yerr=sa, fmt="o-", color=f"C{k % 10}", label=name,
                         capsize=2, lw=1.2, ms=4)  # fmt: skip
@@ -68,6 +76,10 @@ def frontier_figure(rows: list[dict], path: Path) -> None:
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
+        if hidden:
+            ax.text(0.99, 0.01, f"clean cost over {-CLEAN_COST_SHOWN:g} dB, not drawn: "
+                    + ", ".join(hidden), transform=ax.transAxes, ha="right", va="bottom",
+                    fontsize=6)  # fmt: skip
     fig.suptitle(
         f"Worst case over the ensemble (L-inf 8/255 + ObsAtk 5/255 + transfer), sigma "
         f"{SIGMA * 255:g}; labels: knob (budget x 1/255 or weight), (n) seeds",
