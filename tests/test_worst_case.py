@@ -229,3 +229,19 @@ def test_convergence_gathers_the_curves_and_checks():
     assert out["budgets"]["budget"] == pytest.approx([2 / 255, 4 / 255, 8 / 255])
     assert out["budgets"]["psnr"][-1] == out["iterations"]["psnr"][-1]
     assert out["restarts"]["psnr"][0] == pytest.approx(out["iterations"]["psnr"][-1], abs=1e-4)
+
+
+def test_transfer_crafted_once_serves_targets_evaluated_later():
+    from ts_defense.evaluation.auto import craft_transfer
+
+    den, src, x = tiny(0), tiny(1), clean()
+    direct = auto_attack(den, x, SIGMA, members=MEMBERS, sources={"src": src})
+    made = craft_transfer({"src": src}, x, SIGMA, next(iter(MEMBERS.values())))
+    reused = auto_attack(den, x, SIGMA, members=MEMBERS, transferred=made)
+    assert reused.psnr == direct.psnr and reused.per_member == direct.per_member
+    with pytest.raises(ValueError, match="transferred: crafted for other images"):
+        auto_attack(den, clean(seed=5), SIGMA, members=MEMBERS, transferred=made)
+    with pytest.raises(ValueError, match="not both"):
+        auto_attack(den, x, SIGMA, members=MEMBERS, sources={"src": src}, transferred=made)
+    with pytest.raises(TypeError, match=r"sources\['x'\] must be a ts_defense.Denoiser"):
+        craft_transfer({"x": den.model}, x, SIGMA, next(iter(MEMBERS.values())))

@@ -217,11 +217,21 @@ def craft_transfer(
     bar: tqdm | None = None,
 ) -> Transferred:
     """Craft ``attack(source)`` on each source against ``add_noise(clean, sigma, seed)``."""
+    xs = as_batches(clean, "clean")
+    return _crafted(sources, xs, add_noise(xs, sigma, seed), attack, bar)
+
+
+def _crafted(
+    sources: Mapping[str, Denoiser],
+    xs: list[Tensor],
+    ys: list[Tensor],
+    attack: AttackFactory | None,
+    bar: tqdm | None,
+) -> Transferred:
+    """:func:`craft_transfer` on batches already cut and noised."""
     for n, m in sources.items():
         if not isinstance(m, Denoiser):
             raise TypeError(f"sources[{n!r}] must be a ts_defense.Denoiser, got {type(m).__name__}")
-    xs = as_batches(clean, "clean")
-    ys = add_noise(xs, sigma, seed)
     done = Transferred(ys, {}, {})
     for s, source in sources.items():
         if bar is not None:
@@ -284,7 +294,7 @@ def auto_attack_models(
     total = len(sources) + len(targets) * (len(members) + 1)
     with tqdm(total=total, disable=not progress, desc="auto attack") as bar:
         if transferred is None:
-            transferred = craft_transfer(sources, xs, sigma, transfer_attack, seed, bar)
+            transferred = _crafted(sources, xs, ys, transfer_attack, bar)
         described = transferred.described
         transferred_inputs = transferred.inputs
         results = {}
